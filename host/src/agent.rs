@@ -1,0 +1,134 @@
+//! Running the agent: resolve config and directories, load plugins, take the first sample,
+//! serve until SIGINT/SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use abi_stable::std_types::RString;
+use allocd_plugin_api::HostContext;
+use anyhow::{Context, bail};
+
+use crate::api::{self, AppState};
+use crate::cli::AgentFlags;
+use crate::config::Config;
+use crate::dev;
+use crate::plugins::Registry;
+use crate::plugins::registry::plugin_log;
+use crate::stats::Sampler;
+
+/// How long in-flight requests (including follows) get after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Applies flags over the config file (or the built-in defaults in `-dev`).
+pub fn resolve_config(flags: &AgentFlags) -> anyhow::Result<Config> {
+    let mut config = match &flags.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(bind) = flags.bind {
+        config.bind_addr = bind;
+    }
+    if let Some(port) = flags.http_port {
+        config.http_port = port;
+    }
+    if let Some(dir) = &flags.data_dir {
+        config.data_dir = Some(dir.clone());
+    }
+    if let Some(dir) = &flags.plugin_dir {
+        config.plugin_dir = Some(dir.clone());
+    }
+    Ok(config)
+}
+
+/// The directory of the running binary: where the default plugin bundle lives.
+fn binary_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the allocd binary")?;
+    Ok(exe.parent().map(Path::to_path_buf).unwrap_or_default())
+}
+
+/// This node's ID, created on first start and kept in the data dir.
+fn node_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("client").join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        return Ok(id.trim().to_string());
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+    std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}
+
+/// Runs the agent until a shutdown signal.
+pub async fn run(flags: AgentFlags) -> anyhow::Result<()> {
+    let config = resolve_config(&flags)?;
+    let dev_dir = if flags.dev && config.data_dir.is_none() {
+        Some(tempfile::Builder::new().prefix("allocd-dev-").tempdir().context("creating the dev data dir")?)
+    } else {
+        None
+    };
+    let data_dir = match (&dev_dir, &config.data_dir) {
+        (Some(dir), _) => dir.path().to_path_buf(),
+        (None, Some(dir)) => dir.clone(),
+        (None, None) => bail!("data_dir is not set: add it to the config or pass -data-dir (or use -dev)"),
+    };
+    let alloc_dir = config.alloc_dir.clone().unwrap_or_else(|| data_dir.join("alloc"));
+    std::fs::create_dir_all(&alloc_dir).with_context(|| format!("creating alloc dir {}", alloc_dir.display()))?;
+    let node_id = node_id(&data_dir)?;
+    let sample_alloc = if flags.dev { Some(dev::create_sample_alloc(&alloc_dir)?) } else { None };
+
+    let plugin_dir = match &config.plugin_dir {
+        Some(dir) => dir.clone(),
+        None => binary_dir()?,
+    };
+    let host = HostContext {
+        log: plugin_log,
+        data_dir: RString::from(data_dir.to_string_lossy().as_ref()),
+        alloc_dir: RString::from(alloc_dir.to_string_lossy().as_ref()),
+    };
+    let registry = Arc::new(Registry::load(&config.plugins, &plugin_dir, &host).map_err(anyhow::Error::msg)?);
+
+    let sampler = Arc::new(Sampler::default());
+    sampler.collect(&registry).await;
+    tokio::spawn(Arc::clone(&sampler).run(Arc::clone(&registry), config.collection_interval));
+
+    let listener = tokio::net::TcpListener::bind((config.bind_addr, config.http_port))
+        .await
+        .with_context(|| format!("binding {}:{}", config.bind_addr, config.http_port))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, node_id = %node_id, data_dir = %data_dir.display(), "allocd listening");
+    // A stable stdout line that scripts and tests wait for (and learn the port from).
+    println!("==> allocd listening on http://{addr}");
+    if let Some(alloc_id) = sample_alloc {
+        println!("{}", dev::banner(&addr.to_string(), &alloc_id));
+        tokio::spawn(dev::write_demo_log(alloc_dir.clone(), alloc_id));
+    }
+
+    let state = Arc::new(AppState { registry, sampler, node_id });
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = warp::serve(api::routes(state)).incoming(listener).graceful(async move {
+        shutdown_signal().await;
+        let _ = signalled_tx.send(());
+    });
+    let grace = async {
+        let _ = signalled_rx.await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        () = server.run() => {}
+        () = grace => tracing::info!("open streams did not end within {SHUTDOWN_GRACE:?}; closing them"),
+    }
+    tracing::info!("allocd stopped");
+    drop(dev_dir);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,48 @@
+//! Finding the storage backend that holds an allocation.
+//!
+//! IDs are matched exactly. A non-UUID gets Nomad's index error (400, see DESIGN.md), an
+//! unknown UUID `Unknown allocation "<id>"` (404), and an ID held by two backends is an
+//! error rather than a silent pick.
+
+use allocd_plugin_api::AllocInfo;
+use allocd_plugin_api::paths::is_alloc_id;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::plugins::StoragePlugin;
+
+/// An allocation and the backend that holds it.
+pub struct Alloc<'a> {
+    pub id: &'a str,
+    pub backend: &'a StoragePlugin,
+    pub info: AllocInfo,
+}
+
+/// Looks `alloc_id` up across every storage backend.
+pub async fn find<'a>(state: &'a AppState, alloc_id: &'a str) -> Result<Alloc<'a>, ApiError> {
+    if alloc_id.len() != 36 {
+        return Err(ApiError::bad_request("alloc lookup failed: index error: UUID must be 36 characters"));
+    }
+    if !is_alloc_id(alloc_id) {
+        return Err(ApiError::not_found(format!("Unknown allocation {alloc_id:?}")));
+    }
+    let mut holders = Vec::new();
+    for backend in &state.registry.storage {
+        match backend.alloc_info(alloc_id).await {
+            Ok(Some(info)) => holders.push(Alloc { id: alloc_id, backend, info }),
+            Ok(None) => {}
+            Err(failure) => return Err(ApiError::from_failure(&failure)),
+        }
+    }
+    match holders.len() {
+        0 => Err(ApiError::not_found(format!("Unknown allocation {alloc_id:?}"))),
+        1 => Ok(holders.remove(0)),
+        _ => {
+            let names: Vec<&str> = holders.iter().map(|h| h.backend.name()).collect();
+            Err(ApiError::internal(format!(
+                "allocation {alloc_id:?} is held by more than one storage backend: {}",
+                names.join(", ")
+            )))
+        }
+    }
+}

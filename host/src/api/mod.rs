@@ -1,0 +1,83 @@
+//! allocd's HTTP API: Nomad's client endpoints, dispatched the way Nomad's mux does.
+//!
+//! | Route | Parameters | Handler | Nomad capability (issue: ACLs) |
+//! |---|---|---|---|
+//! | `/v1/client/stats` | `node_id` | [`stats::host`] | `node:read` |
+//! | `/v1/client/fs/ls/:alloc_id` | `path` (default `/`) | [`fs::ls`] | `read-fs` |
+//! | `/v1/client/fs/stat/:alloc_id` | `path` | [`fs::stat`] | `read-fs` |
+//! | `/v1/client/fs/cat/:alloc_id` | `path` | [`fs::cat`] | `read-fs` |
+//! | `/v1/client/fs/readat/:alloc_id` | `path`, `offset`, `limit` | [`fs::readat`] | `read-fs` |
+//!
+//! Every route answers any method (Nomad checks none), takes `?pretty` where it returns JSON,
+//! and answers errors as plain text. [`response::finish`] applies gzip, `Vary` and CORS.
+
+pub mod allocs;
+pub mod error;
+pub mod fs;
+pub mod model;
+pub mod params;
+pub mod response;
+pub mod stats;
+pub mod wire;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use warp::Filter;
+use warp::http::{HeaderMap, Method};
+
+use self::error::ApiError;
+use self::params::Query;
+use self::response::{ApiResponse, RequestMeta};
+use crate::plugins::Registry;
+use crate::stats::Sampler;
+
+/// What every handler may use.
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub sampler: Arc<Sampler>,
+    /// This agent's node ID (persisted in the data dir).
+    pub node_id: String,
+}
+
+/// The warp filter serving the whole API.
+pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    warp::method()
+        .and(warp::path::full())
+        .and(raw_query)
+        .and(warp::header::headers_cloned())
+        .and(warp::any().map(move || Arc::clone(&state)))
+        .then(|method: Method, path: warp::path::FullPath, query: String, headers: HeaderMap, state: Arc<AppState>| async move {
+            let path = percent_encoding::percent_decode_str(path.as_str()).decode_utf8_lossy().into_owned();
+            let meta = RequestMeta { method, path, headers };
+            let response = if meta.cors_applies() && meta.is_preflight() {
+                response::preflight(&meta)
+            } else {
+                dispatch(&state, &meta, &Query::parse(&query)).await.unwrap_or_else(ApiResponse::from)
+            };
+            response::finish(response, &meta)
+        })
+}
+
+/// Nomad's dispatch: exact `/v1/client/stats`, then the `fs` subtree by operation prefix.
+async fn dispatch(state: &AppState, meta: &RequestMeta, query: &Query) -> Result<ApiResponse, ApiError> {
+    let path = meta.path.as_str();
+    if path == "/v1/client/stats" {
+        return stats::host(state, query);
+    }
+    if let Some(rest) = path.strip_prefix("/v1/client/fs/") {
+        let (op, alloc_id) = rest.split_once('/').unwrap_or((rest, ""));
+        if !rest.contains('/') {
+            return Err(ApiError::not_found("Invalid method"));
+        }
+        return match op {
+            "ls" => fs::ls(state, alloc_id, query).await,
+            "stat" => fs::stat(state, alloc_id, query).await,
+            "cat" => fs::cat(state, alloc_id, query).await,
+            "readat" => fs::readat(state, alloc_id, query).await,
+            _ => Err(ApiError::not_found("Invalid method")),
+        };
+    }
+    Err(ApiError::not_found("404 page not found"))
+}

@@ -1,0 +1,217 @@
+//! Responses and the wrapping Nomad puts around every one of them: gzip/deflate exactly as
+//! gorilla/handlers chooses it (the first `Accept-Encoding` token that is exactly `gzip` or
+//! `deflate`; streams are flushed through the compressor chunk by chunk), `Vary`, and rs/cors'
+//! headers on the `/v1/client/fs/` and `/v1/client/allocation/` subtrees.
+
+use std::io::Write;
+
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::write::{DeflateEncoder, GzEncoder};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use warp::Reply;
+use warp::http::header::{self, HeaderMap, HeaderValue};
+use warp::http::{Method, StatusCode};
+
+use super::error::ApiError;
+use super::wire;
+
+/// A response body.
+pub enum Body {
+    Empty,
+    Full(Bytes),
+    /// Chunks produced by a task; the channel's bound is the back-pressure.
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+/// A response before Nomad's wrapping is applied.
+pub struct ApiResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Body,
+}
+
+impl ApiResponse {
+    pub fn new(status: StatusCode, body: Body) -> Self {
+        Self { status, headers: HeaderMap::new(), body }
+    }
+
+    /// 200 with Nomad's JSON encoding of `value`.
+    pub fn json<T: Serialize>(value: &T, pretty: bool) -> Self {
+        Self::json_bytes(Bytes::from(wire::to_json(value, pretty)))
+    }
+
+    /// 200 with already-encoded JSON.
+    pub fn json_bytes(body: Bytes) -> Self {
+        Self::new(StatusCode::OK, Body::Full(body)).with_header(header::CONTENT_TYPE, "application/json")
+    }
+
+    /// 200 with no body and no content type (Nomad's GC answers).
+    pub fn empty() -> Self {
+        Self::new(StatusCode::OK, Body::Empty)
+    }
+
+    pub fn with_header(mut self, name: header::HeaderName, value: &'static str) -> Self {
+        self.headers.insert(name, HeaderValue::from_static(value));
+        self
+    }
+}
+
+impl From<ApiError> for ApiResponse {
+    fn from(error: ApiError) -> Self {
+        Self::new(error.status, Body::Full(Bytes::from(error.message)))
+            .with_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+    }
+}
+
+/// What of the request shapes the response's wrapping.
+pub struct RequestMeta {
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+}
+
+impl RequestMeta {
+    /// CORS applies to these subtrees only (not `/v1/client/gc`).
+    pub fn cors_applies(&self) -> bool {
+        self.path.starts_with("/v1/client/fs/") || self.path.starts_with("/v1/client/allocation/")
+    }
+
+    /// A CORS preflight: OPTIONS with `Access-Control-Request-Method`.
+    pub fn is_preflight(&self) -> bool {
+        self.method == Method::OPTIONS && self.headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    }
+
+    fn encoding(&self) -> Option<Encoding> {
+        if self.headers.contains_key(header::UPGRADE) {
+            return None;
+        }
+        let accept = self.headers.get(header::ACCEPT_ENCODING)?.to_str().ok()?;
+        accept.split(',').map(str::trim).find_map(|token| match token {
+            "gzip" => Some(Encoding::Gzip),
+            "deflate" => Some(Encoding::Deflate),
+            _ => None,
+        })
+    }
+}
+
+/// rs/cors' answer to a preflight: 204, empty body.
+pub fn preflight(meta: &RequestMeta) -> ApiResponse {
+    let mut response = ApiResponse::new(StatusCode::NO_CONTENT, Body::Empty);
+    let vary = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers";
+    response.headers.append(header::VARY, HeaderValue::from_static(vary));
+    let requested = meta.headers.get(header::ACCESS_CONTROL_REQUEST_METHOD).cloned();
+    let allowed = requested.as_ref().is_some_and(|m| matches!(m.as_bytes(), b"GET" | b"HEAD" | b"OPTIONS"));
+    if meta.headers.contains_key(header::ORIGIN) && allowed {
+        let headers = &mut response.headers;
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, requested.expect("checked above"));
+        if let Some(asked) = meta.headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+        }
+        headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    }
+    response
+}
+
+#[derive(Clone, Copy)]
+enum Encoding {
+    Gzip,
+    Deflate,
+}
+
+impl Encoding {
+    fn name(self) -> &'static str {
+        match self {
+            Encoding::Gzip => "gzip",
+            Encoding::Deflate => "deflate",
+        }
+    }
+}
+
+/// A streaming compressor that can be flushed after every chunk.
+enum Compressor {
+    Gzip(GzEncoder<Vec<u8>>),
+    Deflate(DeflateEncoder<Vec<u8>>),
+}
+
+impl Compressor {
+    fn new(encoding: Encoding) -> Self {
+        match encoding {
+            Encoding::Gzip => Self::Gzip(GzEncoder::new(Vec::new(), Compression::default())),
+            Encoding::Deflate => Self::Deflate(DeflateEncoder::new(Vec::new(), Compression::default())),
+        }
+    }
+
+    /// Compresses `data` and sync-flushes, returning the bytes ready to send.
+    fn push(&mut self, data: &[u8]) -> Vec<u8> {
+        let result = match self {
+            Self::Gzip(encoder) => encoder.write_all(data).and_then(|_| encoder.flush()).map(|_| encoder.get_mut()),
+            Self::Deflate(encoder) => encoder.write_all(data).and_then(|_| encoder.flush()).map(|_| encoder.get_mut()),
+        };
+        result.map(std::mem::take).unwrap_or_default()
+    }
+
+    fn finish(self) -> Vec<u8> {
+        match self {
+            Self::Gzip(encoder) => encoder.finish(),
+            Self::Deflate(encoder) => encoder.finish(),
+        }
+        .unwrap_or_default()
+    }
+}
+
+/// Applies compression, `Vary` and CORS, and hands the response to warp.
+pub fn finish(response: ApiResponse, meta: &RequestMeta) -> warp::reply::Response {
+    let ApiResponse { status, mut headers, body } = response;
+    let encoding = meta.encoding();
+    let body: warp::reply::Response = match (body, encoding) {
+        (Body::Empty, None) => warp::reply::Response::new(Default::default()),
+        (Body::Full(bytes), None) => warp::reply::Response::new(bytes.into()),
+        (Body::Stream(rx), None) => stream_reply(rx),
+        (Body::Empty, Some(encoding)) => warp::reply::Response::new(Compressor::new(encoding).finish().into()),
+        (Body::Full(bytes), Some(encoding)) => {
+            let mut compressor = Compressor::new(encoding);
+            let mut out = compressor.push(&bytes);
+            out.extend(compressor.finish());
+            warp::reply::Response::new(out.into())
+        }
+        (Body::Stream(mut rx), Some(encoding)) => {
+            let (tx, compressed) = mpsc::channel(2);
+            tokio::spawn(async move {
+                let mut compressor = Compressor::new(encoding);
+                while let Some(chunk) = rx.recv().await {
+                    if tx.send(Bytes::from(compressor.push(&chunk))).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = tx.send(Bytes::from(compressor.finish())).await;
+            });
+            stream_reply(compressed)
+        }
+    };
+    let mut reply = body;
+    *reply.status_mut() = status;
+    if let Some(encoding) = encoding {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding.name()));
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    if meta.cors_applies() && !meta.is_preflight() {
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+        if meta.headers.contains_key(header::ORIGIN) && matches!(meta.method, Method::GET | Method::HEAD) {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+            headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        }
+    }
+    reply.headers_mut().extend(headers);
+    reply
+}
+
+fn stream_reply(rx: mpsc::Receiver<Bytes>) -> warp::reply::Response {
+    let stream = ReceiverStream::new(rx).map(Ok::<Bytes, std::convert::Infallible>);
+    warp::reply::stream(stream).into_response()
+}

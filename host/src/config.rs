@@ -1,0 +1,236 @@
+//! Agent configuration: an HCL file shaped like Nomad's agent config, overridden by flags.
+//!
+//! ```hcl
+//! data_dir   = "/var/lib/allocd"
+//! alloc_dir  = "/var/lib/allocd/alloc"      # default: <data_dir>/alloc
+//! bind_addr  = "127.0.0.1"
+//! ports { http = 4646 }
+//! plugin_dir = "/usr/lib/allocd"            # default: the allocd binary's directory
+//! telemetry { collection_interval = "1s" }
+//! plugin "local-disk" {
+//!   config { alloc_dir = "/srv/alloc" }
+//! }
+//! plugin "my-driver" {                     # a library outside plugin_dir
+//!   path            = "/opt/x/liballocd_plugin_my_driver.so"
+//!   timeout         = "5s"                 # per call (default 10s)
+//!   max_concurrency = 16                   # concurrent calls (default 64)
+//! }
+//! ```
+//! With no `plugin` blocks the default bundle (`host-metrics`, `local-disk`) is loaded.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+/// The plugins loaded when the config names none.
+pub const DEFAULT_BUNDLE: &[&str] = &["host-metrics", "local-disk"];
+
+/// A resolved agent configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: Option<PathBuf>,
+    pub alloc_dir: Option<PathBuf>,
+    pub bind_addr: IpAddr,
+    pub http_port: u16,
+    pub plugin_dir: Option<PathBuf>,
+    pub collection_interval: Duration,
+    pub plugins: Vec<PluginSpec>,
+}
+
+/// One `plugin "<name>" { ... }` block.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    pub name: String,
+    /// Explicit library path; default `<plugin_dir>/liballocd_plugin_<name>.so`.
+    pub path: Option<PathBuf>,
+    /// The `config { }` block as JSON, handed to the plugin's constructor.
+    pub config_json: String,
+    pub timeout: Duration,
+    pub max_concurrency: usize,
+}
+
+impl PluginSpec {
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            path: None,
+            config_json: "{}".to_string(),
+            timeout: Duration::from_secs(10),
+            max_concurrency: 64,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            alloc_dir: None,
+            bind_addr: IpAddr::from([127, 0, 0, 1]),
+            http_port: 4646,
+            plugin_dir: None,
+            collection_interval: Duration::from_secs(1),
+            plugins: DEFAULT_BUNDLE.iter().map(|name| PluginSpec::named(name)).collect(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    data_dir: Option<PathBuf>,
+    alloc_dir: Option<PathBuf>,
+    bind_addr: Option<String>,
+    ports: Option<RawPorts>,
+    plugin_dir: Option<PathBuf>,
+    telemetry: Option<RawTelemetry>,
+    #[serde(default)]
+    plugin: IndexMap<String, RawPlugin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPorts {
+    http: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    collection_interval: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    path: Option<PathBuf>,
+    timeout: Option<String>,
+    max_concurrency: Option<usize>,
+    config: Option<serde_json::Value>,
+}
+
+impl Config {
+    /// Reads an HCL config file.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        Self::from_hcl(&text).with_context(|| format!("config {}", path.display()))
+    }
+
+    pub fn from_hcl(text: &str) -> anyhow::Result<Self> {
+        let raw: RawConfig = hcl::from_str(text).map_err(|err| match err {
+            hcl::Error::Parse(parse) => {
+                let at = parse.location();
+                anyhow::anyhow!("line {}, column {}: {}", at.line(), at.column(), parse.message())
+            }
+            other => anyhow::anyhow!("{other}"),
+        })?;
+        let mut config = Config {
+            data_dir: raw.data_dir,
+            alloc_dir: raw.alloc_dir,
+            plugin_dir: raw.plugin_dir,
+            ..Config::default()
+        };
+        if let Some(addr) = raw.bind_addr {
+            config.bind_addr = addr.parse().with_context(|| format!("bind_addr {addr:?}"))?;
+        }
+        if let Some(port) = raw.ports.and_then(|p| p.http) {
+            config.http_port = port;
+        }
+        if let Some(interval) = raw.telemetry.and_then(|t| t.collection_interval) {
+            config.collection_interval = parse_duration(&interval).context("telemetry.collection_interval")?;
+        }
+        if !raw.plugin.is_empty() {
+            config.plugins = raw
+                .plugin
+                .into_iter()
+                .map(|(name, raw)| {
+                    let mut spec = PluginSpec::named(&name);
+                    spec.path = raw.path;
+                    if let Some(timeout) = raw.timeout {
+                        spec.timeout = parse_duration(&timeout).with_context(|| format!("plugin {name:?} timeout"))?;
+                    }
+                    spec.max_concurrency = raw.max_concurrency.unwrap_or(spec.max_concurrency);
+                    spec.config_json = raw.config.unwrap_or_else(|| serde_json::json!({})).to_string();
+                    Ok(spec)
+                })
+                .collect::<anyhow::Result<_>>()?;
+        }
+        Ok(config)
+    }
+}
+
+/// Go's `time.ParseDuration` for the units configs use: `500ms`, `1s`, `1m30s`, `1.5h`.
+pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let mut rest = text.trim();
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let unit_len =
+            rest[number_len..].find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len() - number_len);
+        let (number, unit) = (&rest[..number_len], &rest[number_len..number_len + unit_len]);
+        let value: f64 = number.parse().with_context(|| format!("invalid duration {text:?}"))?;
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => bail!("invalid duration {text:?}: unknown unit {unit:?}"),
+        };
+        total += value * scale;
+        rest = &rest[number_len + unit_len..];
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_nomad_shaped_hcl() {
+        let config = Config::from_hcl(
+            r#"
+            data_dir  = "/var/lib/allocd"
+            bind_addr = "0.0.0.0"
+            ports { http = 5656 }
+            telemetry { collection_interval = "250ms" }
+            plugin "host-metrics" {}
+            plugin "local-disk" {
+              config { alloc_dir = "/srv/alloc" }
+            }
+            plugin "my-driver" {
+              path    = "/opt/x.so"
+              timeout = "2s"
+            }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.http_port, 5656);
+        assert_eq!(config.collection_interval, Duration::from_millis(250));
+        let names: Vec<_> = config.plugins.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["host-metrics", "local-disk", "my-driver"]);
+        assert_eq!(config.plugins[1].config_json, r#"{"alloc_dir":"/srv/alloc"}"#);
+        assert_eq!(config.plugins[2].timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(Config::from_hcl("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn durations_read_like_go() {
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("5x").is_err());
+    }
+}

@@ -1,0 +1,160 @@
+//! The plugins an agent runs with, constructed from config, and typed async access to them.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use abi_stable::std_types::{ROption, RSliceMut, RStr, RString, RVec};
+use allocd_plugin_api::{
+    AllocInfo, FileIdentity, FileInfo, FileReaderBox, HostContext, HostStats, LogLevel, MetricsProviderBox,
+    PluginKinds, StorageBackendBox, TaskSample,
+};
+
+use super::call::{Caller, PluginFailure};
+use super::loader;
+use crate::config::PluginSpec;
+
+/// A constructed metric provider.
+pub struct MetricsPlugin {
+    provider: Arc<MetricsProviderBox>,
+    caller: Caller,
+}
+
+/// A constructed storage backend.
+pub struct StoragePlugin {
+    backend: Arc<StorageBackendBox>,
+    caller: Caller,
+}
+
+/// An open file of a storage backend, read through the backend's call policy.
+#[derive(Clone)]
+pub struct OpenFile {
+    reader: Arc<FileReaderBox>,
+    caller: Caller,
+}
+
+/// Every plugin instance of the agent.
+#[derive(Default)]
+pub struct Registry {
+    pub metrics: Vec<MetricsPlugin>,
+    pub storage: Vec<StoragePlugin>,
+}
+
+impl Registry {
+    /// Loads every configured plugin; the error is one line naming the plugin and file.
+    pub fn load(specs: &[PluginSpec], plugin_dir: &Path, host: &HostContext) -> Result<Self, String> {
+        let mut registry = Registry::default();
+        for spec in specs {
+            let path = spec.path.clone().unwrap_or_else(|| plugin_dir.join(loader::library_file_name(&spec.name)));
+            let library = loader::open(&path).map_err(|e| format!("plugin {:?}: {e}", spec.name))?;
+            let kinds = library.descriptor.kinds;
+            tracing::info!(
+                plugin = %spec.name, library = %path.display(), version = %library.descriptor.version,
+                kinds = ?kinds.names(), "loaded plugin"
+            );
+            let caller = Caller::new(&spec.name, spec.max_concurrency, spec.timeout);
+            let config = RStr::from(spec.config_json.as_str());
+            let rejected = |e: allocd_plugin_api::PluginError| {
+                format!("plugin {:?} ({}): rejected its config: {}", spec.name, path.display(), e.message)
+            };
+            if kinds.contains(PluginKinds::METRICS) {
+                let made = (library.module.new_metrics())(config, host.clone()).into_result().map_err(rejected)?;
+                if let ROption::RSome(provider) = made {
+                    registry.metrics.push(MetricsPlugin { provider: Arc::new(provider), caller: caller.clone() });
+                }
+            }
+            if kinds.contains(PluginKinds::STORAGE) {
+                let made = (library.module.new_storage())(config, host.clone()).into_result().map_err(rejected)?;
+                if let ROption::RSome(backend) = made {
+                    registry.storage.push(StoragePlugin { backend: Arc::new(backend), caller });
+                }
+            }
+        }
+        Ok(registry)
+    }
+}
+
+impl MetricsPlugin {
+    pub fn name(&self) -> &str {
+        self.caller.plugin()
+    }
+    pub async fn host_stats(&self) -> Result<Option<HostStats>, PluginFailure> {
+        self.caller.call(&self.provider, |p| p.host_stats()).await.map(ROption::into_option)
+    }
+    pub async fn sample_tasks(&self) -> Result<Vec<TaskSample>, PluginFailure> {
+        self.caller.call(&self.provider, |p| p.sample_tasks()).await.map(RVec::into_vec)
+    }
+}
+
+impl StoragePlugin {
+    pub fn name(&self) -> &str {
+        self.caller.plugin()
+    }
+    pub async fn alloc_info(&self, alloc_id: &str) -> Result<Option<AllocInfo>, PluginFailure> {
+        let id = alloc_id.to_owned();
+        self.caller.call(&self.backend, move |b| b.alloc_info(id.as_str().into())).await.map(ROption::into_option)
+    }
+    pub async fn list_allocs(&self) -> Result<Vec<String>, PluginFailure> {
+        let ids = self.caller.call(&self.backend, |b| b.list_allocs()).await?;
+        Ok(ids.into_iter().map(RString::into_string).collect())
+    }
+    pub async fn list(&self, alloc_id: &str, path: &str) -> Result<Vec<FileInfo>, PluginFailure> {
+        let (id, path) = (alloc_id.to_owned(), path.to_owned());
+        self.caller
+            .call(&self.backend, move |b| b.list(id.as_str().into(), path.as_str().into()))
+            .await
+            .map(RVec::into_vec)
+    }
+    pub async fn stat(&self, alloc_id: &str, path: &str) -> Result<FileInfo, PluginFailure> {
+        let (id, path) = (alloc_id.to_owned(), path.to_owned());
+        self.caller.call(&self.backend, move |b| b.stat(id.as_str().into(), path.as_str().into())).await
+    }
+    pub async fn open(&self, alloc_id: &str, path: &str) -> Result<OpenFile, PluginFailure> {
+        let (id, path) = (alloc_id.to_owned(), path.to_owned());
+        let reader = self.caller.call(&self.backend, move |b| b.open(id.as_str().into(), path.as_str().into())).await?;
+        Ok(OpenFile { reader: Arc::new(reader), caller: self.caller.clone() })
+    }
+    pub async fn identify(&self, alloc_id: &str, path: &str) -> Result<FileIdentity, PluginFailure> {
+        let (id, path) = (alloc_id.to_owned(), path.to_owned());
+        self.caller.call(&self.backend, move |b| b.identify(id.as_str().into(), path.as_str().into())).await
+    }
+    pub async fn watch_paths(&self, alloc_id: &str, path: &str) -> Result<Vec<String>, PluginFailure> {
+        let (id, path) = (alloc_id.to_owned(), path.to_owned());
+        let paths =
+            self.caller.call(&self.backend, move |b| b.watch_paths(id.as_str().into(), path.as_str().into())).await?;
+        Ok(paths.into_iter().map(RString::into_string).collect())
+    }
+    pub async fn gc(&self, alloc_id: &str) -> Result<(), PluginFailure> {
+        let id = alloc_id.to_owned();
+        self.caller.call(&self.backend, move |b| b.gc(id.as_str().into())).await
+    }
+}
+
+impl OpenFile {
+    /// Reads up to `len` bytes at `offset`; an empty buffer means end of file.
+    pub async fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, PluginFailure> {
+        self.caller
+            .call(&self.reader, move |r| {
+                let mut buf = vec![0u8; len];
+                r.read_at(offset, RSliceMut::from_mut_slice(&mut buf)).map(|n| {
+                    buf.truncate(n as usize);
+                    buf
+                })
+            })
+            .await
+    }
+    pub async fn identity(&self) -> Result<FileIdentity, PluginFailure> {
+        self.caller.call(&self.reader, |r| r.identity()).await
+    }
+}
+
+/// The logging callback handed to plugins: their records become tracing events.
+pub extern "C" fn plugin_log(level: LogLevel, target: RStr<'_>, message: RStr<'_>) {
+    let (target, message) = (target.as_str(), message.as_str());
+    match level {
+        LogLevel::ERROR => tracing::error!(plugin_target = target, "{message}"),
+        LogLevel::WARN => tracing::warn!(plugin_target = target, "{message}"),
+        LogLevel::INFO => tracing::info!(plugin_target = target, "{message}"),
+        LogLevel::DEBUG => tracing::debug!(plugin_target = target, "{message}"),
+        _ => tracing::trace!(plugin_target = target, "{message}"),
+    }
+}

@@ -1,0 +1,124 @@
+//! `local-disk`: allocations as Nomad-layout directories under one `alloc_dir`
+//! (`<alloc_dir>/<alloc_id>/{alloc/{data,logs,tmp},<task>/{local,secrets,tmp,private}}`), so
+//! allocd can serve the same allocations as a Nomad client running beside it.
+//!
+//! Config: `alloc_dir` (default: the agent's alloc dir). Every path goes through
+//! [`allocd_plugin_api::paths::AllocRoot`], the sandbox all storage backends share.
+
+use std::path::{Path, PathBuf};
+
+use allocd_plugin_api::files::{self, LocalFile};
+use allocd_plugin_api::paths::{AllocRoot, is_alloc_id};
+use allocd_plugin_api::sdk::{PluginConfig, StoragePlugin};
+use allocd_plugin_api::{AllocInfo, FileIdentity, FileInfo, PluginError};
+use serde::Deserialize;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    alloc_dir: Option<PathBuf>,
+}
+
+/// The backend: one directory holding allocation directories.
+pub struct LocalDisk {
+    alloc_dir: PathBuf,
+}
+
+impl LocalDisk {
+    pub fn new(config: &PluginConfig) -> Result<Self, PluginError> {
+        let parsed: Config = config.parse()?;
+        let alloc_dir = parsed.alloc_dir.unwrap_or_else(|| PathBuf::from(config.host.alloc_dir.as_str()));
+        if !alloc_dir.is_dir() {
+            return Err(PluginError::invalid(format!("alloc_dir {} is not a directory", alloc_dir.display())));
+        }
+        log::info!("serving allocations from {}", alloc_dir.display());
+        Ok(Self { alloc_dir })
+    }
+
+    /// The allocation's root; `not found` when this backend does not hold it.
+    fn root(&self, alloc_id: &str) -> Result<AllocRoot, PluginError> {
+        let dir = self.alloc_path(alloc_id)?;
+        AllocRoot::new(&dir).map_err(|e| PluginError::io("open", &dir, &e))
+    }
+
+    fn alloc_path(&self, alloc_id: &str) -> Result<PathBuf, PluginError> {
+        if !is_alloc_id(alloc_id) {
+            return Err(PluginError::not_found(format!("Unknown allocation {alloc_id:?}")));
+        }
+        Ok(self.alloc_dir.join(alloc_id))
+    }
+}
+
+fn name_of(root: &AllocRoot, path: &Path) -> String {
+    path.file_name().unwrap_or(root.path().as_os_str()).to_string_lossy().into_owned()
+}
+
+impl StoragePlugin for LocalDisk {
+    type File = LocalFile;
+
+    fn alloc_info(&self, alloc_id: &str) -> Result<Option<AllocInfo>, PluginError> {
+        let Ok(dir) = self.alloc_path(alloc_id) else { return Ok(None) };
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        let tasks = std::fs::read_dir(&dir)
+            .map_err(|e| PluginError::io("open", &dir, &e))?
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()) && entry.file_name() != "alloc")
+            .map(|entry| entry.file_name().to_string_lossy().into_owned().into())
+            .collect();
+        Ok(Some(AllocInfo { namespace: "default".into(), tasks }))
+    }
+
+    fn list_allocs(&self) -> Result<Vec<String>, PluginError> {
+        let entries = std::fs::read_dir(&self.alloc_dir).map_err(|e| PluginError::io("open", &self.alloc_dir, &e))?;
+        Ok(entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| is_alloc_id(name) && self.alloc_dir.join(name).is_dir())
+            .collect())
+    }
+
+    fn list(&self, alloc_id: &str, path: &str) -> Result<Vec<FileInfo>, PluginError> {
+        let root = self.root(alloc_id)?;
+        files::list_dir(&root.resolve(path)?.joined)
+    }
+
+    fn stat(&self, alloc_id: &str, path: &str) -> Result<FileInfo, PluginError> {
+        let root = self.root(alloc_id)?;
+        let resolved = root.resolve(path)?;
+        files::stat_path(&resolved.joined, &name_of(&root, &resolved.joined))
+    }
+
+    fn open(&self, alloc_id: &str, path: &str) -> Result<LocalFile, PluginError> {
+        let root = self.root(alloc_id)?;
+        let resolved = root.resolve(path)?;
+        root.check_readable(path, &resolved)?;
+        LocalFile::open(&resolved.joined)
+    }
+
+    fn identify(&self, alloc_id: &str, path: &str) -> Result<FileIdentity, PluginError> {
+        let root = self.root(alloc_id)?;
+        files::identify_path(&root.resolve(path)?.joined)
+    }
+
+    fn watch_paths(&self, alloc_id: &str, path: &str) -> Result<Vec<String>, PluginError> {
+        let root = self.root(alloc_id)?;
+        let joined = root.resolve(path)?.joined;
+        let mut paths = vec![joined.to_string_lossy().into_owned()];
+        if let Some(parent) = joined.parent() {
+            paths.push(parent.to_string_lossy().into_owned());
+        }
+        Ok(paths)
+    }
+
+    fn gc(&self, alloc_id: &str) -> Result<(), PluginError> {
+        let dir = self.alloc_path(alloc_id)?;
+        std::fs::remove_dir_all(&dir).map_err(|e| PluginError::io("remove", &dir, &e))
+    }
+}
+
+allocd_plugin_api::export_plugin! {
+    name: "local-disk",
+    storage: LocalDisk::new,
+}

@@ -1,0 +1,194 @@
+//! Starting the real agent over a temp directory and talking to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const ALLOC_ID: &str = "5fb1a5c8-2c5e-4b52-8a7e-0d3d1a7f9e11";
+
+/// The agent binary under test.
+pub fn allocd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_allocd"))
+}
+
+/// A temp dir holding a data dir, an alloc dir with one Nomad-layout allocation, a config.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let fixture = Self { dir: tempfile::tempdir().unwrap() };
+        let root = fixture.alloc_root();
+        for dir in ["alloc/logs", "alloc/data", "alloc/tmp", "web/local", "web/secrets", "web/tmp", "web/private"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        fixture.write("alloc/logs/web.stdout.0", b"Hello from the other side");
+        fixture.write("alloc/logs/web.stderr.0", b"");
+        fixture.write("web/secrets/token", b"s3cr3t");
+        fixture.write("web/private/key", b"k3y");
+        fixture.write("web/local/xss.txt", b"<script>alert(document.domain);</script>");
+        fixture.write("web/local/conf.json", b"{\"a\": 1}");
+        fixture.write("web/local/empty", b"");
+        fixture
+    }
+
+    pub fn alloc_dir(&self) -> PathBuf {
+        self.dir.path().join("alloc")
+    }
+
+    pub fn alloc_root(&self) -> PathBuf {
+        self.alloc_dir().join(ALLOC_ID)
+    }
+
+    pub fn write(&self, rel: &str, bytes: &[u8]) {
+        std::fs::write(self.alloc_root().join(rel), bytes).unwrap();
+    }
+
+    /// The standard config, plus `extra` HCL.
+    pub fn config(&self, extra: &str) -> PathBuf {
+        let text = format!(
+            "data_dir = {data:?}\nplugin \"host-metrics\" {{}}\nplugin \"local-disk\" {{\n  config {{ alloc_dir = {alloc:?} }}\n}}\n{extra}",
+            data = self.dir.path().join("data"),
+            alloc = self.alloc_dir(),
+        );
+        self.config_text(&text)
+    }
+
+    pub fn config_text(&self, text: &str) -> PathBuf {
+        let path = self.dir.path().join("allocd.hcl");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+/// A running agent; killed on drop.
+pub struct Agent {
+    pub child: Child,
+    pub base: String,
+    pub stdout: mpsc::Receiver<String>,
+}
+
+impl Agent {
+    /// Starts `allocd agent <args> -http-port 0` and waits for its listening line.
+    pub fn start(args: &[&str]) -> Agent {
+        Self::try_start(args).unwrap_or_else(|stderr| panic!("allocd did not start:\n{stderr}"))
+    }
+
+    /// Starts the agent; `Err(stderr)` when it exits before listening.
+    pub fn try_start(args: &[&str]) -> Result<Agent, String> {
+        let mut child = Command::new(allocd_bin())
+            .arg("agent")
+            .args(args)
+            .args(["-http-port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning allocd");
+        let (tx, stdout) = mpsc::channel();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        let stderr_text = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+        loop {
+            match stdout.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) => {
+                    if let Some(addr) = line.strip_prefix("==> allocd listening on ") {
+                        return Ok(Agent { child, base: addr.trim().to_string(), stdout });
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(stderr_text.join().unwrap_or_default());
+                }
+            }
+        }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("{}{}", self.base, path_and_query)
+    }
+
+    pub fn get(&self, path_and_query: &str) -> Response {
+        get(&self.url(path_and_query), &[])
+    }
+
+    pub fn get_with(&self, path_and_query: &str, headers: &[(&str, &str)]) -> Response {
+        get(&self.url(path_and_query), headers)
+    }
+
+    /// The agent still answers a good request (bad input disturbed nothing).
+    pub fn assert_healthy(&self) {
+        let ls = self.get(&format!("/v1/client/fs/ls/{ALLOC_ID}?path=alloc/logs"));
+        assert_eq!(ls.status, 200, "{}", ls.text());
+        assert_eq!(self.get("/v1/client/stats").status, 200);
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A buffered HTTP response.
+pub struct Response {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// GET without automatic decompression, so tests see the wire.
+pub fn get(url: &str, headers: &[(&str, &str)]) -> Response {
+    let client = reqwest::blocking::Client::builder().no_gzip().timeout(Duration::from_secs(30)).build().unwrap();
+    let mut request = client.get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.bytes().unwrap().to_vec();
+    Response { status, headers, body }
+}
+
+/// An agent over a fresh fixture with the standard config.
+pub fn agent_with_fixture(extra_config: &str) -> (Fixture, Agent) {
+    let fixture = Fixture::new();
+    let config = fixture.config(extra_config);
+    let agent = Agent::start(&["-config", config.to_str().unwrap()]);
+    (fixture, agent)
+}
+
+/// The build output directory holding the binary and the plugin libraries.
+pub fn build_dir() -> PathBuf {
+    allocd_bin().parent().map(Path::to_path_buf).unwrap()
+}

@@ -1,0 +1,123 @@
+//! Starting the agent: `-dev`, and the one-line startup errors for broken configurations.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::harness::{Agent, Fixture, allocd_bin, build_dir};
+
+/// Runs `allocd agent -config <text>` expecting a startup failure; returns stderr.
+fn startup_error(fixture: &Fixture, config_text: &str) -> String {
+    let config = fixture.config_text(config_text);
+    let output = Command::new(allocd_bin())
+        .args(["agent", "-config", config.to_str().unwrap(), "-http-port", "0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "allocd started with a broken config:\n{config_text}");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let last = stderr.trim_end().lines().last().unwrap_or_default().to_string();
+    assert!(last.starts_with("allocd: "), "{stderr}");
+    last
+}
+
+fn base_config(fixture: &Fixture) -> String {
+    format!("data_dir = {:?}\n", fixture.dir.path().join("data"))
+}
+
+#[test]
+fn dev_mode_serves_a_sample_allocation_whose_log_grows() {
+    let agent = Agent::start(&["-dev"]);
+    let banner: Vec<String> = std::iter::from_fn(|| agent.stdout.recv_timeout(Duration::from_secs(5)).ok())
+        .take_while(|line| !line.contains("Try:"))
+        .collect();
+    let alloc_id = banner
+        .iter()
+        .find_map(|line| line.trim().strip_prefix("sample allocation: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no alloc id in the banner: {banner:?}"))
+        .to_string();
+    let url = format!("/v1/client/fs/stat/{alloc_id}?path=alloc/logs/demo.stdout.0");
+    let size = || agent.get(&url).json()["Size"].as_i64().unwrap();
+    let first = size();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while size() <= first {
+        assert!(Instant::now() < deadline, "the demo log does not grow");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let listing = agent.get(&format!("/v1/client/fs/ls/{alloc_id}?path=/")).json();
+    let names: Vec<&str> = listing.as_array().unwrap().iter().map(|e| e["Name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alloc", "demo"]);
+    assert_eq!(agent.get("/v1/client/stats").status, 200);
+    assert!(agent.terminate().success(), "SIGTERM ends the agent cleanly");
+}
+
+#[test]
+fn missing_library_is_one_line_naming_the_file() {
+    let fixture = Fixture::new();
+    let line = startup_error(&fixture, &format!("{}plugin \"nope\" {{}}\n", base_config(&fixture)));
+    assert!(
+        line.contains("plugin \"nope\"") && line.contains("liballocd_plugin_nope.so: no such plugin library"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_library_that_is_not_a_plugin_is_refused() {
+    let fixture = Fixture::new();
+    let garbage = fixture.dir.path().join("libgarbage.so");
+    std::fs::write(&garbage, b"not an ELF file").unwrap();
+    let line = startup_error(&fixture, &format!("{}plugin \"g\" {{ path = {garbage:?} }}\n", base_config(&fixture)));
+    assert!(line.contains("libgarbage.so: cannot be loaded"), "{line}");
+
+    // A real shared library without an allocd root module (a proc-macro from the build).
+    let deps = build_dir().join("deps");
+    let foreign = std::fs::read_dir(&deps)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "so") && !p.to_string_lossy().contains("allocd_plugin"))
+        .expect("a proc-macro .so in target/*/deps");
+    let line = startup_error(&fixture, &format!("{}plugin \"f\" {{ path = {foreign:?} }}\n", base_config(&fixture)));
+    assert!(line.contains("not an allocd plugin"), "{line}");
+}
+
+#[test]
+fn a_constructor_that_rejects_its_config_stops_startup() {
+    let fixture = Fixture::new();
+    let line = startup_error(
+        &fixture,
+        &format!("{}plugin \"local-disk\" {{\n  config {{ bogus = 1 }}\n}}\n", base_config(&fixture)),
+    );
+    assert!(
+        line.contains("plugin \"local-disk\"") && line.contains("rejected its config") && line.contains("bogus"),
+        "{line}"
+    );
+    let line = startup_error(
+        &fixture,
+        &format!(
+            "{}plugin \"local-disk\" {{\n  config {{ alloc_dir = \"/nonexistent/allocs\" }}\n}}\n",
+            base_config(&fixture)
+        ),
+    );
+    assert!(line.contains("alloc_dir /nonexistent/allocs is not a directory"), "{line}");
+}
+
+#[test]
+fn config_mistakes_are_reported() {
+    let fixture = Fixture::new();
+    let line = startup_error(&fixture, "data_dir = ");
+    assert!(line.contains("allocd.hcl"), "{line}");
+    let line = startup_error(&fixture, &format!("{}no_such_setting = 1\n", base_config(&fixture)));
+    assert!(line.contains("no_such_setting"), "{line}");
+    let line = startup_error(&fixture, "plugin \"host-metrics\" {}\n");
+    assert!(line.contains("data_dir is not set"), "{line}");
+}
+
+#[test]
+fn plugin_inspect_describes_the_bundle() {
+    let library = build_dir().join("liballocd_plugin_local_disk.so");
+    let output = Command::new(allocd_bin()).args(["plugin", "inspect"]).arg(&library).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("name:            local-disk") && text.contains("kinds:           storage"), "{text}");
+    assert!(text.contains("loadable:        yes"), "{text}");
+}
