@@ -1,0 +1,101 @@
+"""Fixtures: one Nomad-layout allocation on disk, the real allocd binary serving it, clients."""
+
+import os
+import queue
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+import nomad
+import pytest
+
+ALLOC_ID = "5fb1a5c8-2c5e-4b52-8a7e-0d3d1a7f9e11"
+LOG_TEXT = "Hello from the other side"
+XSS_TEXT = "<script>alert(document.domain);</script>"
+REPO = Path(__file__).resolve().parents[2]
+READY_PREFIX = "==> allocd listening on "
+READY_TIMEOUT_S = 30
+CLIENT_TIMEOUT_S = 10
+
+
+def _write_allocation(alloc_dir: Path) -> None:
+    root = alloc_dir / ALLOC_ID
+    for sub in ("alloc/logs", "alloc/data", "alloc/tmp", "web/local", "web/secrets", "web/tmp", "web/private"):
+        (root / sub).mkdir(parents=True)
+    (root / "alloc/logs/web.stdout.0").write_text(LOG_TEXT)
+    (root / "web/local/xss.html").write_text(XSS_TEXT)
+    (root / "web/secrets/token").write_text("s3cr3t")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def allocd(tmp_path_factory):
+    """Starts allocd over a fresh allocation; yields its base URL ("http://127.0.0.1:PORT")."""
+    binary = Path(os.environ.get("ALLOCD_BIN", REPO / "target/debug/allocd"))
+    if not binary.is_file():
+        pytest.fail(f"allocd binary not found at {binary}: run `cargo build --workspace` or set ALLOCD_BIN")
+
+    tmp = tmp_path_factory.mktemp("allocd")
+    _write_allocation(tmp / "alloc")
+    config = tmp / "allocd.hcl"
+    config.write_text(
+        f'data_dir = "{tmp / "data"}"\n'
+        'bind_addr = "127.0.0.1"\n'
+        'plugin "host-metrics" {}\n'
+        'plugin "local-disk" {\n'
+        f'  config {{ alloc_dir = "{tmp / "alloc"}" }}\n'
+        '}\n'
+    )
+    stderr_path = tmp / "allocd.stderr"
+    with open(stderr_path, "wb") as stderr:
+        proc = subprocess.Popen(
+            [str(binary), "agent", "-config", str(config), "-http-port", "0"],
+            stdout=subprocess.PIPE, stderr=stderr, text=True,
+        )
+
+    # A reader thread drains stdout for the whole session so the agent never blocks on a full pipe.
+    lines: "queue.Queue[str | None]" = queue.Queue()
+
+    def pump():
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+
+    base = None
+    try:
+        while base is None:
+            line = lines.get(timeout=READY_TIMEOUT_S)
+            if line is None:
+                raise RuntimeError(f"exited with {proc.wait()}")
+            if line.startswith(READY_PREFIX):
+                base = line[len(READY_PREFIX):].strip()
+    except (queue.Empty, RuntimeError) as err:
+        _stop(proc)
+        reason = err if isinstance(err, RuntimeError) else f"no listening line within {READY_TIMEOUT_S}s"
+        pytest.fail(f"allocd did not start ({reason}); stderr:\n{stderr_path.read_text()}")
+
+    assert base.startswith("http://127.0.0.1:"), base
+    yield base
+    _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def client(allocd):
+    """The real python-nomad client pointed at allocd, immune to NOMAD_* variables in the environment."""
+    port = int(allocd.rsplit(":", 1)[1])
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("NOMAD_ADDR", "NOMAD_TOKEN", "NOMAD_NAMESPACE", "NOMAD_REGION", "NOMAD_CLIENT_CERT", "NOMAD_CLIENT_KEY"):
+            mp.delenv(var, raising=False)
+        return nomad.Nomad(host="127.0.0.1", port=port, timeout=CLIENT_TIMEOUT_S)
