@@ -104,7 +104,8 @@ pub async fn run(flags: AgentFlags) -> anyhow::Result<()> {
         tokio::spawn(dev::write_demo_log(alloc_dir.clone(), alloc_id));
     }
 
-    let state = Arc::new(AppState { registry, sampler, node_id });
+    let watch_hub = Arc::new(crate::stream::watch::WatchHub::new());
+    let state = Arc::new(AppState { registry, sampler, node_id, watch_hub });
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let server = warp::serve(api::routes(state)).incoming(listener).graceful(async move {
         shutdown_signal().await;

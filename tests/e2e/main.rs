@@ -7,5 +7,7 @@ mod harness;
 mod stats;
 // ls, stat, cat, readat: answers, headers and every bad input.
 mod fs;
+// fs/stream and fs/logs: framing, following, rotation, lifecycle.
+mod follow;
 // Startup: -dev, config errors, plugin loading errors, shutdown.
 mod startup;

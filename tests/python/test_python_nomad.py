@@ -1,7 +1,7 @@
 """The real python-nomad client (and plain requests) against the real allocd binary.
 
-Covers /v1/client/stats and /v1/client/fs/{ls,stat,cat,readat}, and that allocd's error
-statuses surface as python-nomad's exception types.
+Covers /v1/client/stats and /v1/client/fs/{ls,stat,cat,readat,stream,logs}, and that
+allocd's error statuses surface as python-nomad's exception types.
 """
 
 import time
@@ -108,3 +108,12 @@ def test_cat_xss_headers(allocd):
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
     assert resp.headers["X-XSS-Protection"] == "1; mode=block"
     assert resp.headers["Content-Security-Policy"] == "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+
+
+def test_stream_logs(client):
+    plain = client.client.stream_logs.stream(ALLOC_ID, "web", "stdout", plain=True)
+    assert plain == LOG_TEXT
+    frames = client.client.stream_logs.stream(ALLOC_ID, "web", "stdout", origin="end", offset=4)
+    assert frames.startswith('{"Data":"c2lkZQ==","File":"alloc/logs/web.stdout.0"'), frames
+    with pytest.raises(BadRequestNomadException):
+        client.client.stream_logs.stream(ALLOC_ID, "nope", "stdout")

@@ -15,6 +15,8 @@ use crate::plugins::StoragePlugin;
 pub struct Alloc<'a> {
     pub id: &'a str,
     pub backend: &'a StoragePlugin,
+    /// Position of `backend` in the registry (streams outlive the request's borrow).
+    pub backend_index: usize,
     pub info: AllocInfo,
 }
 
@@ -27,9 +29,9 @@ pub async fn find<'a>(state: &'a AppState, alloc_id: &'a str) -> Result<Alloc<'a
         return Err(ApiError::not_found(format!("Unknown allocation {alloc_id:?}")));
     }
     let mut holders = Vec::new();
-    for backend in &state.registry.storage {
+    for (backend_index, backend) in state.registry.storage.iter().enumerate() {
         match backend.alloc_info(alloc_id).await {
-            Ok(Some(info)) => holders.push(Alloc { id: alloc_id, backend, info }),
+            Ok(Some(info)) => holders.push(Alloc { id: alloc_id, backend, backend_index, info }),
             Ok(None) => {}
             Err(failure) => return Err(ApiError::from_failure(&failure)),
         }

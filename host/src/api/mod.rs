@@ -7,6 +7,8 @@
 //! | `/v1/client/fs/stat/:alloc_id` | `path` | [`fs::stat`] | `read-fs` |
 //! | `/v1/client/fs/cat/:alloc_id` | `path` | [`fs::cat`] | `read-fs` |
 //! | `/v1/client/fs/readat/:alloc_id` | `path`, `offset`, `limit` | [`fs::readat`] | `read-fs` |
+//! | `/v1/client/fs/stream/:alloc_id` | `path`, `offset`, `origin`, `follow` | [`stream::stream`] | `read-fs` |
+//! | `/v1/client/fs/logs/:alloc_id` | `task`, `type`, `offset`, `origin`, `follow`, `plain` | [`stream::logs`] | `read-logs` or `read-fs` |
 //!
 //! Every route answers any method (Nomad checks none), takes `?pretty` where it returns JSON,
 //! and answers errors as plain text. [`response::finish`] applies gzip, `Vary` and CORS.
@@ -18,6 +20,7 @@ pub mod model;
 pub mod params;
 pub mod response;
 pub mod stats;
+pub mod stream;
 pub mod wire;
 
 use std::convert::Infallible;
@@ -38,6 +41,8 @@ pub struct AppState {
     pub sampler: Arc<Sampler>,
     /// This agent's node ID (persisted in the data dir).
     pub node_id: String,
+    /// The inotify watcher shared by every follower.
+    pub watch_hub: Arc<crate::stream::watch::WatchHub>,
 }
 
 /// The warp filter serving the whole API.
@@ -61,7 +66,7 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
 }
 
 /// Nomad's dispatch: exact `/v1/client/stats`, then the `fs` subtree by operation prefix.
-async fn dispatch(state: &AppState, meta: &RequestMeta, query: &Query) -> Result<ApiResponse, ApiError> {
+async fn dispatch(state: &Arc<AppState>, meta: &RequestMeta, query: &Query) -> Result<ApiResponse, ApiError> {
     let path = meta.path.as_str();
     if path == "/v1/client/stats" {
         return stats::host(state, query);
@@ -76,6 +81,8 @@ async fn dispatch(state: &AppState, meta: &RequestMeta, query: &Query) -> Result
             "stat" => fs::stat(state, alloc_id, query).await,
             "cat" => fs::cat(state, alloc_id, query).await,
             "readat" => fs::readat(state, alloc_id, query).await,
+            "stream" => stream::stream(state, alloc_id, query).await,
+            "logs" => stream::logs(state, alloc_id, query).await,
             _ => Err(ApiError::not_found("Invalid method")),
         };
     }

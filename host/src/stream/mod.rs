@@ -1,6 +1,48 @@
 //! Moving file bytes from a storage backend to an HTTP body.
 //!
-//! [`raw`] serves cat and readat: large `read_at` chunks through a small bounded channel, so
-//! throughput is high and memory stays flat however large the file.
+//! * [`raw`] serves cat and readat: large `read_at` chunks through a small bounded channel.
+//! * [`frame`] is Nomad's stream framing and the output [`frame::Sink`] (JSON or plain).
+//! * [`follow`] reads one file and follows it (inotify via [`watch`], plus a poll timer).
+//! * [`logs`] picks the starting log file and walks rotations.
+//!
+//! Every stream runs in its own task writing into a bounded channel, so a slow client
+//! pushes back and a gone client ends the task (and drops its watches).
 
+pub mod follow;
+pub mod frame;
+pub mod logs;
 pub mod raw;
+pub mod watch;
+
+use follow::{Change, Cursor, Source, StreamEnd};
+use frame::Sink;
+
+/// `fs/stream`: streams `path` from `offset`, following unless told not to.
+pub async fn stream_file(
+    source: &Source,
+    path: &str,
+    offset: u64,
+    follow: bool,
+    sink: &mut Sink,
+) -> Result<(), StreamEnd> {
+    let mut cursor = Cursor::open(source, path, path, offset).await?;
+    let mut no_limit = None;
+    loop {
+        cursor.drain(sink, &mut no_limit).await?;
+        if !follow {
+            return Ok(());
+        }
+        cursor.wait(sink, None).await?;
+        if cursor.check(sink).await? == Change::Deleted {
+            return Ok(());
+        }
+    }
+}
+
+/// Runs a stream to its end, appending a mid-stream error's text as Nomad does.
+pub async fn finish(result: Result<(), StreamEnd>, sink: &mut Sink) {
+    if let Err(StreamEnd::Failed(message)) = result {
+        tracing::debug!("stream ended with an error: {message}");
+        let _ = sink.error(&message).await;
+    }
+}

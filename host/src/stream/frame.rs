@@ -1,0 +1,147 @@
+//! Nomad's stream framing (`client/lib/streamframer`) and the sink that writes it.
+//!
+//! JSON mode writes concatenated `StreamFrame` objects — keys sorted (`Data, File, FileEvent,
+//! Offset`), every field omitted when empty, `Data` base64 — at most 64 KiB of data per frame,
+//! and a `{}` heartbeat after a second without output. Plain mode writes only the data bytes.
+//! Unlike Nomad's framer there is no 200 ms batch window: a frame leaves as soon as a read
+//! returns, so followers see new bytes in milliseconds; reads at the data rate fill 64 KiB
+//! frames anyway.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Maximum data bytes per frame (Nomad's `streamFrameSize`).
+pub const FRAME_SIZE: usize = 64 * 1024;
+/// Idle time after which a JSON stream sends `{}`.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Frames queued before the producer waits for the client.
+const QUEUE_DEPTH: usize = 8;
+
+pub const FILE_DELETED: &str = "file deleted";
+pub const FILE_TRUNCATED: &str = "file truncated";
+
+#[derive(Serialize)]
+struct Frame<'a> {
+    #[serde(rename = "Data", skip_serializing_if = "str::is_empty")]
+    data: &'a str,
+    #[serde(rename = "File", skip_serializing_if = "str::is_empty")]
+    file: &'a str,
+    #[serde(rename = "FileEvent", skip_serializing_if = "str::is_empty")]
+    file_event: &'a str,
+    #[serde(rename = "Offset", skip_serializing_if = "is_zero")]
+    offset: u64,
+}
+
+fn is_zero(offset: &u64) -> bool {
+    *offset == 0
+}
+
+/// Encodes one frame as Nomad does.
+pub fn encode(file: &str, event: &str, data: &[u8], offset: u64) -> Vec<u8> {
+    let data = STANDARD.encode(data);
+    serde_json::to_vec(&Frame { data: &data, file, file_event: event, offset }).expect("frames always encode")
+}
+
+/// The client went away; the stream should end.
+#[derive(Debug)]
+pub struct Disconnected;
+
+/// Where a stream's output goes.
+pub struct Sink {
+    tx: mpsc::Sender<Bytes>,
+    plain: bool,
+    last_output: Instant,
+}
+
+impl Sink {
+    /// A sink and the receiving end for the response body.
+    pub fn new(plain: bool) -> (Self, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        (Self { tx, plain, last_output: Instant::now() }, rx)
+    }
+
+    /// Sends `data` read from `file`, ending at position `end`, in frames of at most 64 KiB.
+    pub async fn data(&mut self, file: &str, data: &[u8], end: u64) -> Result<(), Disconnected> {
+        if self.plain {
+            return self.write(Bytes::copy_from_slice(data)).await;
+        }
+        let mut start = end - data.len() as u64;
+        for piece in data.chunks(FRAME_SIZE) {
+            start += piece.len() as u64;
+            self.write(Bytes::from(encode(file, "", piece, start))).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends an event-only frame (JSON mode only).
+    pub async fn event(&mut self, file: &str, event: &str, offset: u64) -> Result<(), Disconnected> {
+        if self.plain { Ok(()) } else { self.write(Bytes::from(encode(file, event, &[], offset))).await }
+    }
+
+    /// Appends an error's text: after the first byte the status can no longer change.
+    pub async fn error(&mut self, message: &str) -> Result<(), Disconnected> {
+        self.write(Bytes::from(message.to_owned())).await
+    }
+
+    /// When the next heartbeat is due (JSON mode), or `None` in plain mode.
+    pub fn heartbeat_due(&self) -> Option<Instant> {
+        (!self.plain).then(|| self.last_output + HEARTBEAT)
+    }
+
+    /// Sends `{}` if a second passed without output.
+    pub async fn heartbeat_if_due(&mut self) -> Result<(), Disconnected> {
+        match self.heartbeat_due() {
+            Some(due) if Instant::now() >= due => self.write(Bytes::from_static(b"{}")).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Resolves when the client has gone away.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+
+    async fn write(&mut self, bytes: Bytes) -> Result<(), Disconnected> {
+        self.last_output = Instant::now();
+        self.tx.send(bytes).await.map_err(|_| Disconnected)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_match_nomads_bytes() {
+        let frame = encode("alloc/logs/web.stdout.0", "", b"<script>alert(document.domain);</script>", 40);
+        assert_eq!(
+            String::from_utf8(frame).unwrap(),
+            r#"{"Data":"PHNjcmlwdD5hbGVydChkb2N1bWVudC5kb21haW4pOzwvc2NyaXB0Pg==","File":"alloc/logs/web.stdout.0","Offset":40}"#
+        );
+        assert_eq!(
+            String::from_utf8(encode("x", FILE_TRUNCATED, &[], 0)).unwrap(),
+            r#"{"File":"x","FileEvent":"file truncated"}"#
+        );
+        assert_eq!(String::from_utf8(encode("", "", &[], 0)).unwrap(), "{}");
+    }
+
+    #[tokio::test]
+    async fn data_is_split_into_64k_frames_with_end_offsets() {
+        let (mut sink, mut rx) = Sink::new(false);
+        let data = vec![b'a'; FRAME_SIZE + 10];
+        sink.data("f", &data, 100 + data.len() as u64).await.unwrap();
+        drop(sink);
+        let mut offsets = Vec::new();
+        while let Some(frame) = rx.recv().await {
+            let value: serde_json::Value = serde_json::from_slice(&frame).unwrap();
+            offsets.push(value["Offset"].as_u64().unwrap());
+        }
+        assert_eq!(offsets, [100 + FRAME_SIZE as u64, 100 + FRAME_SIZE as u64 + 10]);
+    }
+}

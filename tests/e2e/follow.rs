@@ -1,0 +1,355 @@
+//! fs/stream and fs/logs: Nomad's framing, following, rotation, lifecycle.
+
+use std::io::{Read, Write};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use crate::harness::{ALLOC_ID, Agent, agent_with_fixture};
+
+/// An open streaming response read on a thread.
+struct Stream {
+    chunks: mpsc::Receiver<Vec<u8>>,
+    status: u16,
+    content_type: Option<String>,
+    buffer: Vec<u8>,
+    ended: bool,
+}
+
+impl Stream {
+    fn open(agent: &Agent, path_and_query: &str) -> Stream {
+        let client = reqwest::blocking::Client::builder().timeout(None).build().unwrap();
+        let mut response = client.get(agent.url(path_and_query)).send().unwrap();
+        let status = response.status().as_u16();
+        let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+        let (tx, chunks) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match response.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if tx.send(buf[..n].to_vec()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Stream { chunks, status, content_type, buffer: Vec::new(), ended: false }
+    }
+
+    /// Reads until `done(buffer)` holds; panics after `limit`.
+    fn read_until(&mut self, limit: Duration, done: impl Fn(&[u8]) -> bool) -> &[u8] {
+        let deadline = Instant::now() + limit;
+        while !done(&self.buffer) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.chunks.recv_timeout(left) {
+                Ok(chunk) => self.buffer.extend(chunk),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.ended = true;
+                    break;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+            }
+        }
+        assert!(done(&self.buffer), "condition not met; got {:?}", String::from_utf8_lossy(&self.buffer));
+        &self.buffer
+    }
+
+    /// Reads to the end of the response (it must end within `limit`).
+    fn read_to_end(&mut self, limit: Duration) -> Vec<u8> {
+        let deadline = Instant::now() + limit;
+        while !self.ended {
+            match self.chunks.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(chunk) => self.buffer.extend(chunk),
+                Err(mpsc::RecvTimeoutError::Disconnected) => self.ended = true,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("the stream did not end"),
+            }
+        }
+        self.buffer.clone()
+    }
+
+    /// True when the response is still open after `wait`.
+    fn still_open_after(&mut self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            match self.chunks.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(chunk) => self.buffer.extend(chunk),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        }
+        true
+    }
+}
+
+/// Concatenated JSON frames → values.
+fn frames(bytes: &[u8]) -> Vec<serde_json::Value> {
+    serde_json::Deserializer::from_slice(bytes).into_iter::<serde_json::Value>().map_while(Result::ok).collect()
+}
+
+/// The decoded `Data` of all frames, in order.
+fn frame_data(bytes: &[u8]) -> Vec<u8> {
+    frames(bytes).iter().filter_map(|f| f["Data"].as_str()).flat_map(|d| STANDARD.decode(d).unwrap()).collect()
+}
+
+fn append(path: &std::path::Path, bytes: &[u8]) {
+    std::fs::OpenOptions::new().append(true).open(path).unwrap().write_all(bytes).unwrap();
+}
+
+fn stream_url(path: &str, extra: &str) -> String {
+    format!("/v1/client/fs/stream/{ALLOC_ID}?path={path}{extra}")
+}
+
+fn logs_url(extra: &str) -> String {
+    format!("/v1/client/fs/logs/{ALLOC_ID}?task=web&type=stdout{extra}")
+}
+
+const LOG: &str = "alloc/logs/web.stdout.0";
+const WAIT: Duration = Duration::from_secs(10);
+
+#[test]
+fn stream_without_follow_ends_with_nomads_frames() {
+    let (fixture, agent) = agent_with_fixture("");
+    let mut tail = Stream::open(&agent, &stream_url(LOG, "&offset=4&origin=end&follow=false"));
+    assert_eq!(tail.status, 200);
+    assert_eq!(tail.content_type.as_deref(), Some("text/plain; charset=utf-8"));
+    let body = tail.read_to_end(WAIT);
+    assert_eq!(frame_data(&body), b"side");
+    fixture.write("alloc/logs/xss.txt", b"<script>alert(document.domain);</script>");
+    let xss = agent.get(&stream_url("alloc/logs/xss.txt", "&follow=false"));
+    assert_eq!(
+        xss.text(),
+        r#"{"Data":"PHNjcmlwdD5hbGVydChkb2N1bWVudC5kb21haW4pOzwvc2NyaXB0Pg==","File":"alloc/logs/xss.txt","Offset":40}"#
+    );
+    let keep_slash = agent.get(&stream_url("/alloc/logs/xss.txt", "&follow=false&offset=35"));
+    assert_eq!(frames(&keep_slash.body)[0]["File"], "/alloc/logs/xss.txt", "File is the path as given");
+}
+
+#[test]
+fn stream_follows_appends_in_order_with_heartbeats() {
+    let (fixture, agent) = agent_with_fixture("");
+    let log = fixture.alloc_root().join(LOG);
+    let mut follow = Stream::open(&agent, &stream_url(LOG, "&offset=4&origin=end"));
+    follow.read_until(WAIT, |b| frame_data(b) == b"side");
+    assert!(follow.still_open_after(Duration::from_millis(1100)), "follow keeps the stream open");
+    follow.read_until(WAIT, |b| frames(b).iter().any(|f| f.as_object().is_some_and(|o| o.is_empty())));
+    for _ in 0..10 {
+        append(&log, b"Hello from the other side");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let expected = format!("side{}", "Hello from the other side".repeat(10));
+    follow.read_until(WAIT, |b| frame_data(b) == expected.as_bytes());
+}
+
+#[test]
+fn truncation_and_deletion_mid_follow() {
+    let (fixture, agent) = agent_with_fixture("");
+    let path = fixture.alloc_root().join("alloc/logs/trunc.txt");
+    std::fs::write(&path, b"hel").unwrap();
+    let mut follow = Stream::open(&agent, &stream_url("alloc/logs/trunc.txt", ""));
+    follow.read_until(WAIT, |b| frame_data(b) == b"hel");
+    append(&path, b"lo");
+    follow.read_until(WAIT, |b| frame_data(b) == b"hello");
+    std::fs::write(&path, b"").unwrap();
+    follow.read_until(WAIT, |b| frames(b).iter().any(|f| f["FileEvent"] == "file truncated"));
+    append(&path, b"world");
+    follow.read_until(WAIT, |b| frame_data(b) == b"helloworld");
+    std::fs::remove_file(&path).unwrap();
+    let body = follow.read_to_end(WAIT);
+    let deleted = frames(&body).into_iter().find(|f| f["FileEvent"] == "file deleted").expect("a file deleted frame");
+    assert_eq!(deleted["File"], "alloc/logs/trunc.txt");
+}
+
+#[test]
+fn logs_read_plain_and_json_like_nomad() {
+    let (fixture, agent) = agent_with_fixture("");
+    let plain = agent.get(&logs_url("&plain=true&origin=end&offset=4"));
+    assert_eq!((plain.status, plain.text().as_str()), (200, "side"));
+    assert_eq!(plain.header("content-type"), Some("text/plain"));
+    let whole = agent.get(&logs_url("&plain=true"));
+    assert_eq!(whole.text(), "Hello from the other side");
+    let json = agent.get(&logs_url(""));
+    assert_eq!(json.header("content-type"), Some("application/json"));
+    assert_eq!(frames(&json.body)[0]["File"], LOG);
+    assert_eq!(frame_data(&json.body), b"Hello from the other side");
+
+    // Rotated files are read in order; non-follow ends at the newest file's end.
+    for (index, text) in [(1, "1"), (2, "2")] {
+        fixture.write(&format!("alloc/logs/web.stdout.{index}"), text.as_bytes());
+    }
+    fixture.write("alloc/logs/web.stdout.0", b"0");
+    assert_eq!(agent.get(&logs_url("&plain=true")).text(), "012");
+    assert_eq!(agent.get(&logs_url("&plain=true&origin=end&offset=2")).text(), "12");
+    let xss_fixture = "<script>alert(document.domain);</script>";
+    fixture.write("alloc/logs/web.stderr.0", xss_fixture.as_bytes());
+    let xss = agent.get(&format!("/v1/client/fs/logs/{ALLOC_ID}?task=web&type=stderr&plain=true"));
+    assert_eq!((xss.text().as_str(), xss.header("content-type")), (xss_fixture, Some("text/plain")));
+}
+
+#[test]
+fn logs_follow_rotation_and_gaps() {
+    let (fixture, agent) = agent_with_fixture("");
+    for (index, text) in [(0, "0"), (1, "1"), (2, "2")] {
+        fixture.write(&format!("alloc/logs/web.stdout.{index}"), text.as_bytes());
+    }
+    let mut follow = Stream::open(&agent, &logs_url("&plain=true&follow=true"));
+    follow.read_until(WAIT, |b| b == b"012");
+    assert!(follow.still_open_after(Duration::from_millis(1100)));
+    append(&fixture.alloc_root().join("alloc/logs/web.stdout.2"), b"3");
+    follow.read_until(WAIT, |b| b == b"0123");
+    // Written to the old file just before the rotation: not lost. Index 12 skips a gap.
+    append(&fixture.alloc_root().join("alloc/logs/web.stdout.2"), b"4");
+    fixture.write("alloc/logs/web.stdout.12", b"5");
+    follow.read_until(WAIT, |b| b == b"012345");
+    append(&fixture.alloc_root().join("alloc/logs/web.stdout.12"), b"6");
+    follow.read_until(WAIT, |b| b == b"0123456");
+
+    // JSON follow of the same files repeats Nomad's Hello-11-times test shape.
+    let mut json = Stream::open(&agent, &logs_url("&follow=true&origin=end&offset=1"));
+    json.read_until(WAIT, |b| frame_data(b) == b"6");
+    for _ in 0..10 {
+        append(&fixture.alloc_root().join("alloc/logs/web.stdout.12"), b"x");
+    }
+    json.read_until(WAIT, |b| frame_data(b) == b"6xxxxxxxxxx");
+}
+
+#[test]
+fn stream_and_logs_parameter_errors() {
+    let (_fixture, agent) = agent_with_fixture("");
+    let unknown = "11111111-2222-4333-8444-555555555555";
+    let id = ALLOC_ID;
+    let cases: Vec<(String, u16, String)> = vec![
+        ("/v1/client/fs/stream/".into(), 400, "must provide a valid alloc id".into()),
+        (format!("/v1/client/fs/stream/{id}"), 400, "must provide a file name".into()),
+        (
+            format!("/v1/client/fs/stream/{id}?path=x&follow=maybe"),
+            500,
+            r#"failed to parse follow field to boolean: strconv.ParseBool: parsing "maybe": invalid syntax"#.into(),
+        ),
+        (
+            format!("/v1/client/fs/stream/{id}?path=x&offset=z"),
+            500,
+            r#"error parsing offset: strconv.ParseInt: parsing "z": invalid syntax"#.into(),
+        ),
+        (format!("/v1/client/fs/stream/{id}?path=x&origin=middle"), 400, "origin must be start or end".into()),
+        (format!("/v1/client/fs/stream/{id}?path=alloc"), 400, r#"file "alloc" is a directory"#.into()),
+        (format!("/v1/client/fs/stream/{id}?path=../x"), 400, "Path escapes the alloc directory".into()),
+        (
+            format!("/v1/client/fs/stream/{id}?path={LOG}&offset=-1"),
+            500,
+            format!("can't seek to offset -1: seek {LOG}: invalid argument"),
+        ),
+        (format!("/v1/client/fs/stream/{unknown}?path=x"), 404, format!("Unknown allocation \"{unknown}\"")),
+        (
+            "/v1/client/fs/stream/foo?path=x".into(),
+            400,
+            "alloc lookup failed: index error: UUID must be 36 characters".into(),
+        ),
+        ("/v1/client/fs/logs/".into(), 400, "must provide a valid alloc id".into()),
+        (format!("/v1/client/fs/logs/{id}"), 400, "must provide task name".into()),
+        (format!("/v1/client/fs/logs/{id}?task=web"), 400, "must provide log type (stdout/stderr)".into()),
+        (format!("/v1/client/fs/logs/{id}?task=web&type=STDOUT"), 400, "must provide log type (stdout/stderr)".into()),
+        (
+            format!("/v1/client/fs/logs/{id}?task=web&type=stdout&follow=2"),
+            400,
+            r#"failed to parse follow field to boolean: strconv.ParseBool: parsing "2": invalid syntax"#.into(),
+        ),
+        (
+            format!("/v1/client/fs/logs/{id}?task=web&type=stdout&plain=x"),
+            400,
+            r#"failed to parse plain field to boolean: strconv.ParseBool: parsing "x": invalid syntax"#.into(),
+        ),
+        (
+            format!("/v1/client/fs/logs/{id}?task=web&type=stdout&offset=1e3"),
+            400,
+            r#"error parsing offset: strconv.ParseInt: parsing "1e3": invalid syntax"#.into(),
+        ),
+        (format!("/v1/client/fs/logs/{id}?task=web&type=stdout&origin=x"), 400, "origin must be start or end".into()),
+        (format!("/v1/client/fs/logs/{id}?task=db&type=stdout"), 400, r#"unknown task name "db""#.into()),
+        (
+            format!("/v1/client/fs/logs/{unknown}?task=web&type=stdout&origin=end&plain=true"),
+            404,
+            format!("Unknown allocation \"{unknown}\""),
+        ),
+    ];
+    for (url, status, body) in cases {
+        let response = agent.get(&url);
+        assert_eq!((response.status, response.text()), (status, body.clone()), "GET {url}");
+    }
+    let missing = agent.get(&stream_url("nope", ""));
+    assert_eq!(missing.status, 400);
+    assert!(missing.text().contains("no such file or directory"), "{}", missing.text());
+    std::fs::remove_file(_fixture.alloc_root().join("alloc/logs/web.stderr.0")).unwrap();
+    let no_logs = agent.get(&format!("/v1/client/fs/logs/{id}?task=web&type=stderr&follow=true"));
+    assert_eq!(
+        (no_logs.status, no_logs.text().as_str()),
+        (404, r#"log entry for task "web" and log type "stderr" not found"#)
+    );
+    agent.assert_healthy();
+}
+
+/// inotify watches and open descriptors of the followed file held by the agent.
+fn agent_resources(agent: &Agent, file: &std::path::Path) -> (usize, usize) {
+    let pid = agent.child.id();
+    let mut watches = 0;
+    let mut open = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().filter_map(Result::ok) {
+        let target = std::fs::read_link(entry.path()).unwrap_or_default();
+        if target == file {
+            open += 1;
+        }
+        if target.to_string_lossy().contains("inotify") {
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy()))
+                .unwrap_or_default();
+            watches += info.lines().filter(|l| l.starts_with("inotify wd:")).count();
+        }
+    }
+    (watches, open)
+}
+
+#[test]
+fn dropped_followers_release_watches_and_files() {
+    let (fixture, agent) = agent_with_fixture("");
+    let file = fixture.alloc_root().join(LOG).canonicalize().unwrap();
+    for _ in 0..200 {
+        let mut stream = std::net::TcpStream::connect(agent.base.trim_start_matches("http://")).unwrap();
+        let request = format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", logs_url("&follow=true&plain=true"));
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut first = [0u8; 64];
+        let _ = stream.read(&mut first).unwrap();
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (watches, open) = agent_resources(&agent, &file);
+        if watches == 0 && open == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "after 200 dropped followers: {watches} watches, {open} open files remain");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    agent.assert_healthy();
+}
+
+#[test]
+fn a_stalled_reader_does_not_grow_memory() {
+    let (fixture, agent) = agent_with_fixture("");
+    let big: Vec<u8> = (0..64 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    fixture.write("alloc/data/big.bin", &big);
+    let rss = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", agent.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().to_string();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    };
+    let before = rss();
+    let mut stalled = std::net::TcpStream::connect(agent.base.trim_start_matches("http://")).unwrap();
+    let request = format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", stream_url("alloc/data/big.bin", ""));
+    stalled.write_all(request.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let during = rss();
+    assert!(during < before + 32 * 1024 * 1024, "RSS grew from {before} to {during} with a stalled reader of 64 MiB");
+    agent.assert_healthy();
+}
