@@ -13,9 +13,11 @@ use crate::api::{self, AppState};
 use crate::cli::AgentFlags;
 use crate::config::Config;
 use crate::dev;
+use crate::gc::Collector;
 use crate::plugins::Registry;
 use crate::plugins::registry::plugin_log;
 use crate::stats::Sampler;
+use crate::stream::watch::WatchHub;
 
 /// How long in-flight requests (including follows) get after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -104,8 +106,10 @@ pub async fn run(flags: AgentFlags) -> anyhow::Result<()> {
         tokio::spawn(dev::write_demo_log(alloc_dir.clone(), alloc_id));
     }
 
-    let watch_hub = Arc::new(crate::stream::watch::WatchHub::new());
-    let state = Arc::new(AppState { registry, sampler, node_id, watch_hub });
+    let collector = Arc::new(Collector::new(Arc::clone(&registry), Arc::clone(&sampler)));
+    tokio::spawn(Arc::clone(&collector).run(config.gc.clone()));
+    let watch_hub = Arc::new(WatchHub::new());
+    let state = Arc::new(AppState { registry, sampler, node_id, collector, watch_hub });
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let server = warp::serve(api::routes(state)).incoming(listener).graceful(async move {
         shutdown_signal().await;

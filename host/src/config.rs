@@ -7,6 +7,11 @@
 //! ports { http = 4646 }
 //! plugin_dir = "/usr/lib/allocd"            # default: the allocd binary's directory
 //! telemetry { collection_interval = "1s" }
+//! client {                                 # Nomad's client GC policy
+//!   gc_interval             = "1m"
+//!   gc_max_allocs           = 50
+//!   gc_disk_usage_threshold = 80
+//! }
 //! plugin "local-disk" {
 //!   config { alloc_dir = "/srv/alloc" }
 //! }
@@ -26,6 +31,8 @@ use anyhow::{Context, bail};
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+use crate::gc::GcPolicy;
+
 /// The plugins loaded when the config names none.
 pub const DEFAULT_BUNDLE: &[&str] = &["host-metrics", "local-disk"];
 
@@ -38,6 +45,7 @@ pub struct Config {
     pub http_port: u16,
     pub plugin_dir: Option<PathBuf>,
     pub collection_interval: Duration,
+    pub gc: GcPolicy,
     pub plugins: Vec<PluginSpec>,
 }
 
@@ -74,6 +82,7 @@ impl Default for Config {
             http_port: 4646,
             plugin_dir: None,
             collection_interval: Duration::from_secs(1),
+            gc: GcPolicy::default(),
             plugins: DEFAULT_BUNDLE.iter().map(|name| PluginSpec::named(name)).collect(),
         }
     }
@@ -88,6 +97,7 @@ struct RawConfig {
     ports: Option<RawPorts>,
     plugin_dir: Option<PathBuf>,
     telemetry: Option<RawTelemetry>,
+    client: Option<RawClient>,
     #[serde(default)]
     plugin: IndexMap<String, RawPlugin>,
 }
@@ -102,6 +112,14 @@ struct RawPorts {
 #[serde(deny_unknown_fields)]
 struct RawTelemetry {
     collection_interval: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    gc_interval: Option<String>,
+    gc_max_allocs: Option<usize>,
+    gc_disk_usage_threshold: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -142,6 +160,13 @@ impl Config {
         }
         if let Some(interval) = raw.telemetry.and_then(|t| t.collection_interval) {
             config.collection_interval = parse_duration(&interval).context("telemetry.collection_interval")?;
+        }
+        if let Some(client) = raw.client {
+            if let Some(interval) = client.gc_interval {
+                config.gc.interval = parse_duration(&interval).context("client.gc_interval")?;
+            }
+            config.gc.max_allocs = client.gc_max_allocs.unwrap_or(config.gc.max_allocs);
+            config.gc.disk_usage_threshold = client.gc_disk_usage_threshold.unwrap_or(config.gc.disk_usage_threshold);
         }
         if !raw.plugin.is_empty() {
             config.plugins = raw

@@ -2,13 +2,14 @@
 //!
 //! [`cli`] and [`config`] decide what to run, [`agent`] runs it, [`plugins`] loads and calls
 //! the plugin libraries, [`stats`] keeps the latest samples, [`api`] serves Nomad's endpoints
-//! and [`stream`] moves file bytes into response bodies. [`dev`] is the `-dev` sample setup.
+//! and [`stream`] moves file bytes into response bodies. [`gc`] collects terminal allocations, and [`dev`] is the `-dev` sample setup.
 
 pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod dev;
+pub mod gc;
 pub mod inspect;
 pub mod plugins;
 pub mod stats;

@@ -37,6 +37,9 @@ pub async fn find<'a>(state: &'a AppState, alloc_id: &'a str) -> Result<Alloc<'a
         }
     }
     match holders.len() {
+        0 if state.collector.was_collected(alloc_id) => {
+            Err(ApiError::not_found(format!("state for allocation {alloc_id} not found on client")))
+        }
         0 => Err(ApiError::not_found(format!("Unknown allocation {alloc_id:?}"))),
         1 => Ok(holders.remove(0)),
         _ => {

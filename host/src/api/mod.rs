@@ -9,10 +9,14 @@
 //! | `/v1/client/fs/readat/:alloc_id` | `path`, `offset`, `limit` | [`fs::readat`] | `read-fs` |
 //! | `/v1/client/fs/stream/:alloc_id` | `path`, `offset`, `origin`, `follow` | [`stream::stream`] | `read-fs` |
 //! | `/v1/client/fs/logs/:alloc_id` | `task`, `type`, `offset`, `origin`, `follow`, `plain` | [`stream::logs`] | `read-logs` or `read-fs` |
+//! | `/v1/client/allocation/:alloc_id/stats` | `task` | [`alloc::dispatch`] | `read-job` |
+//! | `/v1/client/allocation/:alloc_id/gc` | — | [`alloc::dispatch`] | `submit-job` or `gc-allocation` |
+//! | `/v1/client/gc` | `node_id` | [`alloc::gc_all`] | `node:write` |
 //!
 //! Every route answers any method (Nomad checks none), takes `?pretty` where it returns JSON,
 //! and answers errors as plain text. [`response::finish`] applies gzip, `Vary` and CORS.
 
+pub mod alloc;
 pub mod allocs;
 pub mod error;
 pub mod fs;
@@ -41,6 +45,8 @@ pub struct AppState {
     pub sampler: Arc<Sampler>,
     /// This agent's node ID (persisted in the data dir).
     pub node_id: String,
+    /// Deletes terminal allocations.
+    pub collector: Arc<crate::gc::Collector>,
     /// The inotify watcher shared by every follower.
     pub watch_hub: Arc<crate::stream::watch::WatchHub>,
 }
@@ -70,6 +76,12 @@ async fn dispatch(state: &Arc<AppState>, meta: &RequestMeta, query: &Query) -> R
     let path = meta.path.as_str();
     if path == "/v1/client/stats" {
         return stats::host(state, query);
+    }
+    if path == "/v1/client/gc" {
+        return alloc::gc_all(state, query);
+    }
+    if let Some(rest) = path.strip_prefix("/v1/client/allocation/") {
+        return alloc::dispatch(state, rest, query).await;
     }
     if let Some(rest) = path.strip_prefix("/v1/client/fs/") {
         let (op, alloc_id) = rest.split_once('/').unwrap_or((rest, ""));

@@ -128,3 +128,166 @@ impl From<&abi::HostStats> for HostStats {
         }
     }
 }
+
+/// `structs.MemoryStats`.
+#[derive(Serialize, Default, Clone)]
+pub struct MemoryStats {
+    #[serde(rename = "RSS")]
+    pub rss: u64,
+    #[serde(rename = "Cache")]
+    pub cache: u64,
+    #[serde(rename = "Swap")]
+    pub swap: u64,
+    #[serde(rename = "MappedFile")]
+    pub mapped_file: u64,
+    #[serde(rename = "Usage")]
+    pub usage: u64,
+    #[serde(rename = "MaxUsage")]
+    pub max_usage: u64,
+    #[serde(rename = "KernelUsage")]
+    pub kernel_usage: u64,
+    #[serde(rename = "KernelMaxUsage")]
+    pub kernel_max_usage: u64,
+    #[serde(rename = "Measured")]
+    pub measured: Option<Vec<String>>,
+}
+
+/// `structs.CpuStats`.
+#[derive(Serialize, Default, Clone)]
+#[serde(rename_all = "PascalCase")]
+pub struct CpuStats {
+    pub system_mode: f64,
+    pub user_mode: f64,
+    pub total_ticks: f64,
+    pub throttled_periods: u64,
+    pub throttled_time: u64,
+    pub percent: f64,
+    pub measured: Option<Vec<String>>,
+}
+
+/// `structs.ResourceUsage`; `DeviceStats` is `[]` at alloc level and `null` elsewhere.
+#[derive(Serialize, Default, Clone)]
+#[serde(rename_all = "PascalCase")]
+pub struct ResourceUsage {
+    pub memory_stats: MemoryStats,
+    pub cpu_stats: CpuStats,
+    pub device_stats: Option<Vec<()>>,
+}
+
+/// `structs.TaskResourceUsage`.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskResourceUsage {
+    pub resource_usage: ResourceUsage,
+    pub timestamp: i64,
+    pub pids: Option<std::collections::BTreeMap<String, ResourceUsage>>,
+}
+
+/// `structs.AllocResourceUsage`.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AllocResourceUsage {
+    pub resource_usage: ResourceUsage,
+    pub tasks: std::collections::BTreeMap<String, TaskResourceUsage>,
+    pub timestamp: i64,
+}
+
+fn measured(list: &abi_stable::std_types::RVec<abi_stable::std_types::RString>) -> Option<Vec<String>> {
+    Some(list.iter().map(|m| m.to_string()).collect())
+}
+
+impl From<&abi::ResourceUsage> for ResourceUsage {
+    fn from(u: &abi::ResourceUsage) -> Self {
+        let (m, c) = (&u.memory, &u.cpu);
+        Self {
+            memory_stats: MemoryStats {
+                rss: m.rss,
+                cache: m.cache,
+                swap: m.swap,
+                mapped_file: m.mapped_file,
+                usage: m.usage,
+                max_usage: m.max_usage,
+                kernel_usage: m.kernel_usage,
+                kernel_max_usage: m.kernel_max_usage,
+                measured: measured(&m.measured),
+            },
+            cpu_stats: CpuStats {
+                system_mode: c.system_mode,
+                user_mode: c.user_mode,
+                total_ticks: c.total_ticks,
+                throttled_periods: c.throttled_periods,
+                throttled_time: c.throttled_time,
+                percent: c.percent,
+                measured: measured(&c.measured),
+            },
+            device_stats: None,
+        }
+    }
+}
+
+impl From<&abi::TaskSample> for TaskResourceUsage {
+    fn from(sample: &abi::TaskSample) -> Self {
+        Self {
+            resource_usage: ResourceUsage::from(&sample.usage),
+            timestamp: sample.timestamp,
+            pids: sample
+                .pids
+                .as_ref()
+                .map(|pids| pids.iter().map(|p| (p.pid.to_string(), ResourceUsage::from(&p.usage))).collect())
+                .into_option(),
+        }
+    }
+}
+
+/// Nomad's `ResourceUsage.Add`: every number summed, `Measured` unioned in first-seen order.
+fn add_measured(into: &mut Option<Vec<String>>, from: &Option<Vec<String>>) {
+    let Some(from) = from else { return };
+    let into = into.get_or_insert_with(Vec::new);
+    for name in from {
+        if !into.contains(name) {
+            into.push(name.clone());
+        }
+    }
+}
+
+impl ResourceUsage {
+    pub fn add(&mut self, other: &ResourceUsage) {
+        let (m, o) = (&mut self.memory_stats, &other.memory_stats);
+        m.rss += o.rss;
+        m.cache += o.cache;
+        m.swap += o.swap;
+        m.mapped_file += o.mapped_file;
+        m.usage += o.usage;
+        m.max_usage += o.max_usage;
+        m.kernel_usage += o.kernel_usage;
+        m.kernel_max_usage += o.kernel_max_usage;
+        add_measured(&mut m.measured, &o.measured);
+        let (c, o) = (&mut self.cpu_stats, &other.cpu_stats);
+        c.system_mode += o.system_mode;
+        c.user_mode += o.user_mode;
+        c.total_ticks += o.total_ticks;
+        c.throttled_periods += o.throttled_periods;
+        c.throttled_time += o.throttled_time;
+        c.percent += o.percent;
+        add_measured(&mut c.measured, &o.measured);
+    }
+}
+
+impl AllocResourceUsage {
+    /// Nomad's `LatestAllocStats`: every sampled task (optionally only `task`) in `Tasks`;
+    /// only running tasks summed into the totals; `Timestamp` the newest running sample.
+    pub fn compose<'a>(samples: impl Iterator<Item = &'a abi::TaskSample>, task: Option<&str>) -> Self {
+        let mut total = ResourceUsage { device_stats: Some(Vec::new()), ..ResourceUsage::default() };
+        let mut tasks = std::collections::BTreeMap::new();
+        let mut timestamp = 0;
+        for sample in samples.filter(|s| task.is_none_or(|t| s.task.as_str() == t)) {
+            let usage = TaskResourceUsage::from(sample);
+            if sample.running {
+                total.add(&usage.resource_usage);
+                timestamp = timestamp.max(sample.timestamp);
+            }
+            tasks.insert(sample.task.to_string(), usage);
+        }
+        Self { resource_usage: total, tasks, timestamp }
+    }
+}

@@ -1,13 +1,17 @@
-//! The background host sampler behind `GET /v1/client/stats`.
+//! The background sampler behind `GET /v1/client/stats` and the allocation stats.
 //!
 //! Every `collection_interval` it asks the metric providers for a host sample (the first that
-//! answers wins) on the blocking pool, and stores it with its compact JSON already encoded, so
-//! the endpoint is a clone of `Bytes`. The first sample is taken before the agent serves, as
-//! Nomad collects synchronously when no sample exists yet.
+//! answers wins) and for their task samples, on the blocking pool. The host sample is stored
+//! with its compact JSON already encoded, so the endpoint is a clone of `Bytes`; task samples
+//! replace the previous ones, except that a task no provider reports any more keeps its last
+//! sample marked not running (Nomad keeps an exited task's last sample). The first samples are
+//! taken before the agent serves, as Nomad collects synchronously when none exists yet.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use allocd_plugin_api::TaskSample;
 use bytes::Bytes;
 
 use crate::api::model;
@@ -20,10 +24,14 @@ pub struct HostSample {
     pub compact_json: Bytes,
 }
 
+/// Task samples by allocation ID, then by task name.
+pub type TaskSamples = HashMap<String, HashMap<String, TaskSample>>;
+
 /// The latest samples, shared by the sampling task and the handlers.
 #[derive(Default)]
 pub struct Sampler {
     host: RwLock<Option<Arc<HostSample>>>,
+    tasks: RwLock<Arc<TaskSamples>>,
 }
 
 impl Sampler {
@@ -32,8 +40,53 @@ impl Sampler {
         self.host.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Takes one host sample from the providers and stores it.
+    /// The latest task samples.
+    pub fn tasks(&self) -> Arc<TaskSamples> {
+        Arc::clone(&self.tasks.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// True when a provider reports a live task of `alloc_id`.
+    pub fn is_running(&self, alloc_id: &str) -> bool {
+        self.tasks().get(alloc_id).is_some_and(|tasks| tasks.values().any(|t| t.running))
+    }
+
+    /// Forgets a collected allocation's samples.
+    pub fn forget(&self, alloc_id: &str) {
+        let mut tasks = self.tasks.write().unwrap_or_else(|e| e.into_inner());
+        if tasks.contains_key(alloc_id) {
+            Arc::make_mut(&mut tasks).remove(alloc_id);
+        }
+    }
+
+    /// Takes one round of samples from the providers and stores them.
     pub async fn collect(&self, registry: &Registry) {
+        tokio::join!(self.collect_host(registry), self.collect_tasks(registry));
+    }
+
+    async fn collect_tasks(&self, registry: &Registry) {
+        let mut fresh = TaskSamples::new();
+        for provider in &registry.metrics {
+            match provider.sample_tasks().await {
+                Ok(samples) => {
+                    for sample in samples {
+                        let by_task = fresh.entry(sample.alloc_id.to_string()).or_default();
+                        by_task.entry(sample.task.to_string()).or_insert(sample);
+                    }
+                }
+                Err(failure) => tracing::warn!(plugin = provider.name(), "task samples failed: {}", failure.message()),
+            }
+        }
+        let mut tasks = self.tasks.write().unwrap_or_else(|e| e.into_inner());
+        for (alloc_id, old_tasks) in tasks.iter() {
+            for (task, old) in old_tasks {
+                let by_task = fresh.entry(alloc_id.clone()).or_default();
+                by_task.entry(task.clone()).or_insert_with(|| TaskSample { running: false, ..old.clone() });
+            }
+        }
+        *tasks = Arc::new(fresh);
+    }
+
+    async fn collect_host(&self, registry: &Registry) {
         for provider in &registry.metrics {
             match provider.host_stats().await {
                 Ok(Some(stats)) => {
