@@ -9,5 +9,7 @@ mod stats;
 mod fs;
 // fs/stream and fs/logs: framing, following, rotation, lifecycle.
 mod follow;
+// Allocation stats and GC.
+mod alloc;
 // Startup: -dev, config errors, plugin loading errors, shutdown.
 mod startup;
