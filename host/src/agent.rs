@@ -9,6 +9,7 @@ use abi_stable::std_types::RString;
 use allocd_plugin_api::HostContext;
 use anyhow::{Context, bail};
 
+use crate::acl::Acl;
 use crate::api::{self, AppState};
 use crate::cli::AgentFlags;
 use crate::config::Config;
@@ -16,6 +17,7 @@ use crate::dev;
 use crate::gc::Collector;
 use crate::plugins::Registry;
 use crate::plugins::registry::plugin_log;
+use crate::server;
 use crate::stats::Sampler;
 use crate::stream::watch::WatchHub;
 
@@ -94,13 +96,16 @@ pub async fn run(flags: AgentFlags) -> anyhow::Result<()> {
     sampler.collect(&registry).await;
     tokio::spawn(Arc::clone(&sampler).run(Arc::clone(&registry), config.collection_interval));
 
+    let acl = Acl::load(&config.acl)?;
+    let tls = server::tls_acceptor(&config.tls)?;
     let listener = tokio::net::TcpListener::bind((config.bind_addr, config.http_port))
         .await
         .with_context(|| format!("binding {}:{}", config.bind_addr, config.http_port))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, node_id = %node_id, data_dir = %data_dir.display(), "allocd listening");
     // A stable stdout line that scripts and tests wait for (and learn the port from).
-    println!("==> allocd listening on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("==> allocd listening on {scheme}://{addr}");
     if let Some(alloc_id) = sample_alloc {
         println!("{}", dev::banner(&addr.to_string(), &alloc_id));
         tokio::spawn(dev::write_demo_log(alloc_dir.clone(), alloc_id));
@@ -109,18 +114,20 @@ pub async fn run(flags: AgentFlags) -> anyhow::Result<()> {
     let collector = Arc::new(Collector::new(Arc::clone(&registry), Arc::clone(&sampler)));
     tokio::spawn(Arc::clone(&collector).run(config.gc.clone()));
     let watch_hub = Arc::new(WatchHub::new());
-    let state = Arc::new(AppState { registry, sampler, node_id, collector, watch_hub });
+    let streams = Arc::new(tokio::sync::Semaphore::new(config.limits.max_streams));
+    let state = Arc::new(AppState { registry, sampler, node_id, acl, collector, watch_hub, streams });
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = warp::serve(api::routes(state)).incoming(listener).graceful(async move {
+    let shutdown = async move {
         shutdown_signal().await;
         let _ = signalled_tx.send(());
-    });
+    };
+    let server = server::serve(listener, api::routes(state), tls, &config.limits, shutdown);
     let grace = async {
         let _ = signalled_rx.await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
     tokio::select! {
-        () = server.run() => {}
+        () = server => {}
         () = grace => tracing::info!("open streams did not end within {SHUTDOWN_GRACE:?}; closing them"),
     }
     tracing::info!("allocd stopped");

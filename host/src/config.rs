@@ -12,6 +12,18 @@
 //!   gc_max_allocs           = 50
 //!   gc_disk_usage_threshold = 80
 //! }
+//! acl { enabled = false }                 # see crate::acl
+//! tls {                                    # see crate::server
+//!   http = false
+//!   cert_file = "/etc/allocd/tls/agent.pem"
+//!   key_file = "/etc/allocd/tls/agent-key.pem"
+//!   ca_file = "/etc/allocd/tls/ca.pem"
+//!   verify_https_client = false
+//! }
+//! limits {
+//!   http_max_conns_per_client = 100        # open connections per client address (0 = no limit)
+//!   max_streams = 1024                     # concurrent stream/logs responses
+//! }
 //! plugin "local-disk" {
 //!   config { alloc_dir = "/srv/alloc" }
 //! }
@@ -31,6 +43,7 @@ use anyhow::{Context, bail};
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+use crate::acl::AclConfig;
 use crate::gc::GcPolicy;
 
 /// The plugins loaded when the config names none.
@@ -46,7 +59,41 @@ pub struct Config {
     pub plugin_dir: Option<PathBuf>,
     pub collection_interval: Duration,
     pub gc: GcPolicy,
+    pub acl: AclConfig,
+    pub tls: TlsConfig,
+    pub limits: Limits,
     pub plugins: Vec<PluginSpec>,
+}
+
+/// The `tls { }` block (rustls).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    #[serde(default)]
+    pub http: bool,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub verify_https_client: bool,
+}
+
+/// The `limits { }` block: bounds that protect the agent from hostile or runaway clients.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Open connections per client address; 0 = unlimited (Nomad's default is 100).
+    pub http_max_conns_per_client: usize,
+    /// Concurrent stream and logs responses.
+    pub max_streams: usize,
+    /// Largest request head (request line + headers) in bytes.
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { http_max_conns_per_client: 100, max_streams: 1024, max_header_bytes: 16 * 1024 }
+    }
 }
 
 /// One `plugin "<name>" { ... }` block.
@@ -83,6 +130,9 @@ impl Default for Config {
             plugin_dir: None,
             collection_interval: Duration::from_secs(1),
             gc: GcPolicy::default(),
+            acl: AclConfig::default(),
+            tls: TlsConfig::default(),
+            limits: Limits::default(),
             plugins: DEFAULT_BUNDLE.iter().map(|name| PluginSpec::named(name)).collect(),
         }
     }
@@ -98,6 +148,9 @@ struct RawConfig {
     plugin_dir: Option<PathBuf>,
     telemetry: Option<RawTelemetry>,
     client: Option<RawClient>,
+    acl: Option<AclConfig>,
+    tls: Option<TlsConfig>,
+    limits: Option<Limits>,
     #[serde(default)]
     plugin: IndexMap<String, RawPlugin>,
 }
@@ -150,6 +203,9 @@ impl Config {
             data_dir: raw.data_dir,
             alloc_dir: raw.alloc_dir,
             plugin_dir: raw.plugin_dir,
+            acl: raw.acl.unwrap_or_default(),
+            tls: raw.tls.unwrap_or_default(),
+            limits: raw.limits.unwrap_or_default(),
             ..Config::default()
         };
         if let Some(addr) = raw.bind_addr {

@@ -1,9 +1,10 @@
 //! allocd: a node agent serving Nomad's client HTTP API from plugins loaded at run time.
 //!
 //! [`cli`] and [`config`] decide what to run, [`agent`] runs it, [`plugins`] loads and calls
-//! the plugin libraries, [`stats`] keeps the latest samples, [`api`] serves Nomad's endpoints
+//! the plugin libraries, [`stats`] keeps the latest samples, [`api`] serves Nomad's endpoints over [`server`] (TCP or TLS), [`acl`] decides who may
 //! and [`stream`] moves file bytes into response bodies. [`gc`] collects terminal allocations, and [`dev`] is the `-dev` sample setup.
 
+pub mod acl;
 pub mod agent;
 pub mod api;
 pub mod cli;
@@ -12,5 +13,6 @@ pub mod dev;
 pub mod gc;
 pub mod inspect;
 pub mod plugins;
+pub mod server;
 pub mod stats;
 pub mod stream;

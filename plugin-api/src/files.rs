@@ -96,9 +96,11 @@ impl LocalFile {
 
 impl FilePlugin for LocalFile {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, PluginError> {
-        self.file
-            .read_at(buf, offset)
-            .map_err(|e| PluginError::internal(format!("read: {}", crate::paths::os_error_text(&e))))
+        match self.file.read_at(buf, offset) {
+            // An offset past the largest file size is past the end of this file.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(0),
+            result => result.map_err(|e| PluginError::internal(format!("read: {}", crate::paths::os_error_text(&e)))),
+        }
     }
 
     fn identity(&self) -> Result<FileIdentity, PluginError> {

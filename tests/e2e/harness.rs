@@ -69,6 +69,7 @@ pub struct Agent {
     pub child: Child,
     pub base: String,
     pub stdout: mpsc::Receiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Agent {
@@ -102,7 +103,8 @@ impl Agent {
             match stdout.recv_timeout(Duration::from_secs(20)) {
                 Ok(line) => {
                     if let Some(addr) = line.strip_prefix("==> allocd listening on ") {
-                        return Ok(Agent { child, base: addr.trim().to_string(), stdout });
+                        let stderr = Some(stderr_text);
+                        return Ok(Agent { child, base: addr.trim().to_string(), stdout, stderr });
                     }
                 }
                 Err(_) => {
@@ -137,6 +139,13 @@ impl Agent {
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         self.child.wait().unwrap()
+    }
+
+    /// Sends SIGTERM, waits, and returns everything the agent logged.
+    pub fn terminate_and_collect_stderr(mut self) -> String {
+        let stderr = self.stderr.take();
+        self.terminate();
+        stderr.map(|handle| handle.join().unwrap_or_default()).unwrap_or_default()
     }
 }
 

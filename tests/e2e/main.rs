@@ -11,5 +11,7 @@ mod fs;
 mod follow;
 // Allocation stats and GC.
 mod alloc;
+// ACLs, TLS, hostile input.
+mod security;
 // Startup: -dev, config errors, plugin loading errors, shutdown.
 mod startup;

@@ -9,6 +9,8 @@ use allocd_plugin_api::paths::is_alloc_id;
 
 use super::AppState;
 use super::error::ApiError;
+use super::params::Request;
+use crate::acl::Need;
 use crate::plugins::StoragePlugin;
 
 /// An allocation and the backend that holds it.
@@ -20,8 +22,20 @@ pub struct Alloc<'a> {
     pub info: AllocInfo,
 }
 
-/// Looks `alloc_id` up across every storage backend.
-pub async fn find<'a>(state: &'a AppState, alloc_id: &'a str) -> Result<Alloc<'a>, ApiError> {
+/// Looks `alloc_id` up across every storage backend, then checks the ACL in the
+/// allocation's namespace (an unknown allocation is reported first, as Nomad does).
+pub async fn find<'a>(
+    state: &'a AppState,
+    alloc_id: &'a str,
+    req: &Request,
+    need: Need,
+) -> Result<Alloc<'a>, ApiError> {
+    let alloc = lookup(state, alloc_id).await?;
+    state.acl.check(req.token.as_deref(), need, alloc.info.namespace.as_str())?;
+    Ok(alloc)
+}
+
+async fn lookup<'a>(state: &'a AppState, alloc_id: &'a str) -> Result<Alloc<'a>, ApiError> {
     if alloc_id.len() != 36 {
         return Err(ApiError::bad_request("alloc lookup failed: index error: UUID must be 36 characters"));
     }

@@ -13,8 +13,9 @@ use super::AppState;
 use super::allocs;
 use super::error::ApiError;
 use super::model::AllocFileInfo;
-use super::params::{Query, parse_int};
+use super::params::{Query, Request, parse_int};
 use super::response::{ApiResponse, Body};
+use crate::acl;
 use crate::stream::raw;
 
 /// Nomad's first check on every fs endpoint.
@@ -31,56 +32,57 @@ pub fn require_path(query: &Query) -> Result<&str, ApiError> {
 }
 
 /// `GET /v1/client/fs/ls/:alloc_id?path=`
-pub async fn ls(state: &AppState, alloc_id: &str, query: &Query) -> Result<ApiResponse, ApiError> {
+pub async fn ls(state: &AppState, alloc_id: &str, req: &Request) -> Result<ApiResponse, ApiError> {
     require_alloc_id(alloc_id)?;
-    let path = match query.get("path") {
+    let path = match req.query.get("path") {
         "" => "/",
         path => path,
     };
-    let alloc = allocs::find(state, alloc_id).await?;
+    let alloc = allocs::find(state, alloc_id, req, acl::READ_FS).await?;
     let entries = alloc.backend.list(alloc.id, path).await.map_err(|f| ApiError::from_fs_failure(&f))?;
     let entries: Vec<AllocFileInfo> = entries.iter().map(AllocFileInfo::from).collect();
-    Ok(ApiResponse::json(&entries, query.pretty()))
+    Ok(ApiResponse::json(&entries, req.query.pretty()))
 }
 
 /// `GET /v1/client/fs/stat/:alloc_id?path=`
-pub async fn stat(state: &AppState, alloc_id: &str, query: &Query) -> Result<ApiResponse, ApiError> {
+pub async fn stat(state: &AppState, alloc_id: &str, req: &Request) -> Result<ApiResponse, ApiError> {
     require_alloc_id(alloc_id)?;
-    let path = require_path(query)?;
-    let alloc = allocs::find(state, alloc_id).await?;
+    let path = require_path(&req.query)?;
+    let alloc = allocs::find(state, alloc_id, req, acl::READ_FS).await?;
     let info = alloc.backend.stat(alloc.id, path).await.map_err(|f| ApiError::from_fs_failure(&f))?;
-    Ok(ApiResponse::json(&AllocFileInfo::from(&info), query.pretty()))
+    Ok(ApiResponse::json(&AllocFileInfo::from(&info), req.query.pretty()))
 }
 
 /// `GET /v1/client/fs/cat/:alloc_id?path=`
-pub async fn cat(state: &AppState, alloc_id: &str, query: &Query) -> Result<ApiResponse, ApiError> {
+pub async fn cat(state: &AppState, alloc_id: &str, req: &Request) -> Result<ApiResponse, ApiError> {
     require_alloc_id(alloc_id)?;
-    let path = require_path(query)?;
-    read_plain(state, alloc_id, path, 0, 0).await
+    let path = require_path(&req.query)?;
+    read_plain(state, alloc_id, req, path, 0, 0).await
 }
 
 /// `GET /v1/client/fs/readat/:alloc_id?path=&offset=&limit=`
-pub async fn readat(state: &AppState, alloc_id: &str, query: &Query) -> Result<ApiResponse, ApiError> {
+pub async fn readat(state: &AppState, alloc_id: &str, req: &Request) -> Result<ApiResponse, ApiError> {
     require_alloc_id(alloc_id)?;
-    let path = require_path(query)?;
+    let path = require_path(&req.query)?;
     let offset =
-        parse_int(query.get("offset")).map_err(|e| ApiError::internal(format!("error parsing offset: {e}")))?;
-    let limit = match query.get("limit") {
+        parse_int(req.query.get("offset")).map_err(|e| ApiError::internal(format!("error parsing offset: {e}")))?;
+    let limit = match req.query.get("limit") {
         "" => 0,
         limit => parse_int(limit).map_err(|e| ApiError::internal(format!("error parsing limit: {e}")))?,
     };
-    read_plain(state, alloc_id, path, offset, limit).await
+    read_plain(state, alloc_id, req, path, offset, limit).await
 }
 
 /// Raw bytes of `path` from `offset`, at most `limit` bytes when `limit > 0`.
 async fn read_plain(
     state: &AppState,
     alloc_id: &str,
+    req: &Request,
     path: &str,
     offset: i64,
     limit: i64,
 ) -> Result<ApiResponse, ApiError> {
-    let alloc = allocs::find(state, alloc_id).await?;
+    let alloc = allocs::find(state, alloc_id, req, acl::READ_FS).await?;
     let info = alloc.backend.stat(alloc.id, path).await.map_err(|f| ApiError::from_prestream_failure(&f))?;
     if info.is_dir {
         return Err(ApiError::bad_request(format!("file {path:?} is a directory")));

@@ -34,7 +34,7 @@ use warp::Filter;
 use warp::http::{HeaderMap, Method};
 
 use self::error::ApiError;
-use self::params::Query;
+use self::params::{Query, Request};
 use self::response::{ApiResponse, RequestMeta};
 use crate::plugins::Registry;
 use crate::stats::Sampler;
@@ -45,10 +45,14 @@ pub struct AppState {
     pub sampler: Arc<Sampler>,
     /// This agent's node ID (persisted in the data dir).
     pub node_id: String,
+    /// Who may do what.
+    pub acl: crate::acl::Acl,
     /// Deletes terminal allocations.
     pub collector: Arc<crate::gc::Collector>,
     /// The inotify watcher shared by every follower.
     pub watch_hub: Arc<crate::stream::watch::WatchHub>,
+    /// Permits for concurrent stream and logs responses.
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// The warp filter serving the whole API.
@@ -65,23 +69,24 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
             let response = if meta.cors_applies() && meta.is_preflight() {
                 response::preflight(&meta)
             } else {
-                dispatch(&state, &meta, &Query::parse(&query)).await.unwrap_or_else(ApiResponse::from)
+                let request = Request { query: Query::parse(&query), token: crate::acl::request_token(&meta.headers) };
+                dispatch(&state, &meta, &request).await.unwrap_or_else(ApiResponse::from)
             };
             response::finish(response, &meta)
         })
 }
 
 /// Nomad's dispatch: exact `/v1/client/stats`, then the `fs` subtree by operation prefix.
-async fn dispatch(state: &Arc<AppState>, meta: &RequestMeta, query: &Query) -> Result<ApiResponse, ApiError> {
+async fn dispatch(state: &Arc<AppState>, meta: &RequestMeta, req: &Request) -> Result<ApiResponse, ApiError> {
     let path = meta.path.as_str();
     if path == "/v1/client/stats" {
-        return stats::host(state, query);
+        return stats::host(state, req);
     }
     if path == "/v1/client/gc" {
-        return alloc::gc_all(state, query);
+        return alloc::gc_all(state, req);
     }
     if let Some(rest) = path.strip_prefix("/v1/client/allocation/") {
-        return alloc::dispatch(state, rest, query).await;
+        return alloc::dispatch(state, rest, req).await;
     }
     if let Some(rest) = path.strip_prefix("/v1/client/fs/") {
         let (op, alloc_id) = rest.split_once('/').unwrap_or((rest, ""));
@@ -89,12 +94,12 @@ async fn dispatch(state: &Arc<AppState>, meta: &RequestMeta, query: &Query) -> R
             return Err(ApiError::not_found("Invalid method"));
         }
         return match op {
-            "ls" => fs::ls(state, alloc_id, query).await,
-            "stat" => fs::stat(state, alloc_id, query).await,
-            "cat" => fs::cat(state, alloc_id, query).await,
-            "readat" => fs::readat(state, alloc_id, query).await,
-            "stream" => stream::stream(state, alloc_id, query).await,
-            "logs" => stream::logs(state, alloc_id, query).await,
+            "ls" => fs::ls(state, alloc_id, req).await,
+            "stat" => fs::stat(state, alloc_id, req).await,
+            "cat" => fs::cat(state, alloc_id, req).await,
+            "readat" => fs::readat(state, alloc_id, req).await,
+            "stream" => stream::stream(state, alloc_id, req).await,
+            "logs" => stream::logs(state, alloc_id, req).await,
             _ => Err(ApiError::not_found("Invalid method")),
         };
     }

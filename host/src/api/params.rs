@@ -33,6 +33,13 @@ impl Query {
     }
 }
 
+/// What a handler reads from the request: its query and its ACL token.
+#[derive(Debug, Default, Clone)]
+pub struct Request {
+    pub query: Query,
+    pub token: Option<String>,
+}
+
 /// Go's `strconv.Quote` for the ASCII-ish values that appear in parse errors.
 fn go_quote(value: &str) -> String {
     format!("{value:?}")

@@ -14,8 +14,9 @@ use super::AppState;
 use super::allocs;
 use super::error::ApiError;
 use super::fs::{require_alloc_id, require_path};
-use super::params::{Query, parse_bool, parse_int};
+use super::params::{Query, Request, parse_bool, parse_int};
 use super::response::{ApiResponse, Body};
+use crate::acl;
 use crate::stream::follow::Source;
 use crate::stream::frame::Sink;
 use crate::stream::{self as engine, logs};
@@ -39,21 +40,21 @@ fn source(state: &Arc<AppState>, alloc: &allocs::Alloc<'_>) -> Source {
 }
 
 /// `GET /v1/client/fs/stream/:alloc_id?path=&offset=&origin=&follow=`
-pub async fn stream(state: &Arc<AppState>, alloc_id: &str, query: &Query) -> Result<ApiResponse, ApiError> {
+pub async fn stream(state: &Arc<AppState>, alloc_id: &str, req: &Request) -> Result<ApiResponse, ApiError> {
     require_alloc_id(alloc_id)?;
-    let path = require_path(query)?.to_owned();
-    let follow = match query.get("follow") {
+    let path = require_path(&req.query)?.to_owned();
+    let follow = match req.query.get("follow") {
         "" => true,
         value => parse_bool(value)
             .map_err(|e| ApiError::internal(format!("failed to parse follow field to boolean: {e}")))?,
     };
-    let offset = match query.get("offset") {
+    let offset = match req.query.get("offset") {
         "" => 0,
         value => parse_int(value).map_err(|e| ApiError::internal(format!("error parsing offset: {e}")))?,
     };
-    let from_end = parse_origin(query)?;
+    let from_end = parse_origin(&req.query)?;
 
-    let alloc = allocs::find(state, alloc_id).await?;
+    let alloc = allocs::find(state, alloc_id, req, acl::READ_FS).await?;
     let info = alloc.backend.stat(alloc.id, &path).await.map_err(|f| ApiError::from_prestream_failure(&f))?;
     if info.is_dir {
         return Err(ApiError::bad_request(format!("file {path:?} is a directory")));
@@ -65,9 +66,11 @@ pub async fn stream(state: &Arc<AppState>, alloc_id: &str, query: &Query) -> Res
         u64::try_from(offset)
             .map_err(|_| ApiError::internal(format!("can't seek to offset {offset}: seek {path}: invalid argument")))?
     };
+    let permit = stream_permit(state)?;
     let source = source(state, &alloc);
     let (mut sink, body) = Sink::new(false);
     tokio::spawn(async move {
+        let _permit = permit;
         let result = engine::stream_file(&source, &path, start, follow, &mut sink).await;
         engine::finish(result, &mut sink).await;
     });
@@ -75,30 +78,30 @@ pub async fn stream(state: &Arc<AppState>, alloc_id: &str, query: &Query) -> Res
 }
 
 /// `GET /v1/client/fs/logs/:alloc_id?task=&type=&follow=&plain=&offset=&origin=`
-pub async fn logs(state: &Arc<AppState>, alloc_id: &str, query: &Query) -> Result<ApiResponse, ApiError> {
+pub async fn logs(state: &Arc<AppState>, alloc_id: &str, req: &Request) -> Result<ApiResponse, ApiError> {
     require_alloc_id(alloc_id)?;
-    let task = match query.get("task") {
+    let task = match req.query.get("task") {
         "" => return Err(ApiError::bad_request("must provide task name")),
         task => task.to_owned(),
     };
-    let parse_flag = |name: &str| match query.get(name) {
+    let parse_flag = |name: &str| match req.query.get(name) {
         "" => Ok(false),
         value => parse_bool(value)
             .map_err(|e| ApiError::bad_request(format!("failed to parse {name} field to boolean: {e}"))),
     };
     let follow = parse_flag("follow")?;
     let plain = parse_flag("plain")?;
-    let log_type = match query.get("type") {
+    let log_type = match req.query.get("type") {
         kind @ ("stdout" | "stderr") => kind.to_owned(),
         _ => return Err(ApiError::bad_request("must provide log type (stdout/stderr)")),
     };
-    let offset = match query.get("offset") {
+    let offset = match req.query.get("offset") {
         "" => 0,
         value => parse_int(value).map_err(|e| ApiError::bad_request(format!("error parsing offset: {e}")))?,
     };
-    let from_end = parse_origin(query)?;
+    let from_end = parse_origin(&req.query)?;
 
-    let alloc = allocs::find(state, alloc_id).await?;
+    let alloc = allocs::find(state, alloc_id, req, acl::READ_LOGS).await?;
     if !alloc.info.tasks.iter().any(|t| t.as_str() == task) {
         return Err(ApiError::bad_request(format!("unknown task name {task:?}")));
     }
@@ -113,13 +116,22 @@ pub async fn logs(state: &Arc<AppState>, alloc_id: &str, query: &Query) -> Resul
         return Err(ApiError::not_found(format!("log entry for task {task:?} and log type {log_type:?} not found")));
     };
     let index = files[at].index;
+    let permit = stream_permit(state)?;
     let source = source(state, &alloc);
     let (mut sink, body) = Sink::new(plain);
     tokio::spawn(async move {
+        let _permit = permit;
         let result = logs::stream(&source, &task, &log_type, index, start, follow, &mut sink).await;
         engine::finish(result, &mut sink).await;
     });
     Ok(streaming_response(if plain { "text/plain" } else { "application/json" }, body))
+}
+
+/// A slot among `limits.max_streams` concurrent streams, or 429.
+fn stream_permit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    Arc::clone(&state.streams)
+        .try_acquire_owned()
+        .map_err(|_| ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many concurrent streams, try again later"))
 }
 
 fn streaming_response(content_type: &'static str, body: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> ApiResponse {

@@ -1,0 +1,381 @@
+//! ACLs with Nomad's capabilities, policies and tokens, read from local files.
+//!
+//! ```hcl
+//! acl {
+//!   enabled    = true
+//!   policy_dir = "/etc/allocd/acl/policies"   # one <name>.hcl per policy, Nomad's syntax
+//!   token_file = "/etc/allocd/acl/tokens.hcl"
+//! }
+//! ```
+//! A policy file holds `namespace "<name or glob>" { policy = "read" capabilities = [...] }`
+//! and `node { policy = "read" }` blocks; the shorthands expand as in Nomad's
+//! `acl/policy.go`, and a `deny` anywhere wins. The token file holds
+//! `token "<name>" { secret_id = "..." type = "client" | "management" policies = [...] }`.
+//! Requests without a token use the policy named `anonymous` when it exists, else are
+//! denied. Every denial is 403 `Permission denied`; secrets never reach the logs.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use indexmap::IndexMap;
+use serde::Deserialize;
+use warp::http::{HeaderMap, StatusCode};
+
+use crate::api::error::ApiError;
+
+/// What an endpoint needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Need {
+    /// Any of these namespace capabilities, in the allocation's namespace.
+    Namespace(&'static [&'static str]),
+    NodeRead,
+    NodeWrite,
+}
+
+pub const READ_FS: Need = Need::Namespace(&["read-fs"]);
+pub const READ_LOGS: Need = Need::Namespace(&["read-logs", "read-fs"]);
+pub const READ_JOB: Need = Need::Namespace(&["read-job"]);
+pub const GC_ALLOCATION: Need = Need::Namespace(&["submit-job", "gc-allocation"]);
+
+/// The `acl { }` config block.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    pub policy_dir: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    namespace: IndexMap<String, RawNamespace>,
+    node: Option<RawLevel>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNamespace {
+    policy: Option<String>,
+    #[serde(default)]
+    capabilities: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLevel {
+    policy: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokens {
+    #[serde(default)]
+    token: IndexMap<String, RawToken>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    secret_id: String,
+    #[serde(rename = "type", default = "client_type")]
+    kind: String,
+    #[serde(default)]
+    policies: Vec<String>,
+}
+
+fn client_type() -> String {
+    "client".to_string()
+}
+
+/// Node policy levels, ordered by power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Level {
+    Read,
+    Write,
+}
+
+/// A compiled policy.
+#[derive(Debug, Default, Clone)]
+struct Policy {
+    /// Namespace pattern → capabilities (`deny` included when denied).
+    namespaces: Vec<(String, HashSet<String>)>,
+    /// `None` = no node rule; `Some(None)` = deny.
+    node: Option<Option<Level>>,
+}
+
+#[derive(Debug)]
+struct Token {
+    management: bool,
+    policies: Vec<String>,
+}
+
+/// The loaded ACL state. Disabled ACLs allow everything.
+#[derive(Debug, Default)]
+pub struct Acl {
+    enabled: bool,
+    policies: HashMap<String, Policy>,
+    tokens: HashMap<String, Token>,
+}
+
+/// Nomad's `expandNamespacePolicy`.
+fn expand_namespace_policy(policy: &str) -> anyhow::Result<&'static [&'static str]> {
+    const READ: &[&str] = &[
+        "list-jobs",
+        "parse-job",
+        "read-job",
+        "csi-list-volume",
+        "csi-read-volume",
+        "read-job-scaling",
+        "list-scaling-policies",
+        "read-scaling-policy",
+        "host-volume-read",
+    ];
+    const WRITE: &[&str] = &[
+        "list-jobs",
+        "parse-job",
+        "read-job",
+        "csi-list-volume",
+        "csi-read-volume",
+        "read-job-scaling",
+        "list-scaling-policies",
+        "read-scaling-policy",
+        "host-volume-read",
+        "scale-job",
+        "submit-job",
+        "dispatch-job",
+        "read-logs",
+        "read-fs",
+        "alloc-exec",
+        "alloc-lifecycle",
+        "csi-mount-volume",
+        "csi-write-volume",
+        "submit-recommendation",
+        "host-volume-create",
+    ];
+    const SCALE: &[&str] = &[
+        "list-scaling-policies",
+        "read-scaling-policy",
+        "read-job-scaling",
+        "scale-job",
+        "read-job",
+        "submit-recommendation",
+    ];
+    Ok(match policy {
+        "deny" => &["deny"],
+        "read" => READ,
+        "write" => WRITE,
+        "scale" => SCALE,
+        other => bail!("invalid namespace policy {other:?}"),
+    })
+}
+
+fn node_level(policy: &str) -> anyhow::Result<Option<Level>> {
+    Ok(match policy {
+        "deny" => None,
+        "read" => Some(Level::Read),
+        "write" => Some(Level::Write),
+        other => bail!("invalid node policy {other:?}"),
+    })
+}
+
+fn parse_policy(text: &str) -> anyhow::Result<Policy> {
+    let raw: RawPolicy = hcl::from_str(text)?;
+    let mut policy = Policy { node: raw.node.map(|n| node_level(&n.policy)).transpose()?, ..Policy::default() };
+    for (pattern, namespace) in raw.namespace {
+        let mut capabilities: HashSet<String> = namespace.capabilities.into_iter().collect();
+        if let Some(shorthand) = namespace.policy {
+            capabilities.extend(expand_namespace_policy(&shorthand)?.iter().map(|c| c.to_string()));
+        }
+        policy.namespaces.push((pattern, capabilities));
+    }
+    Ok(policy)
+}
+
+/// Glob match with `*` wildcards (Nomad's namespace globs).
+fn glob_matches(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((prefix, rest)) => {
+            let Some(tail) = name.strip_prefix(prefix) else { return false };
+            (0..=tail.len()).filter(|&i| tail.is_char_boundary(i)).any(|i| glob_matches(rest, &tail[i..]))
+        }
+    }
+}
+
+impl Policy {
+    /// Capabilities granted in `namespace`: an exact rule, else the closest glob.
+    fn namespace_capabilities(&self, namespace: &str) -> Option<&HashSet<String>> {
+        self.namespaces.iter().find(|(pattern, _)| pattern == namespace).map(|(_, caps)| caps).or_else(|| {
+            self.namespaces
+                .iter()
+                .filter(|(pattern, _)| pattern.contains('*') && glob_matches(pattern, namespace))
+                .max_by_key(|(pattern, _)| pattern.len() - pattern.matches('*').count())
+                .map(|(_, caps)| caps)
+        })
+    }
+}
+
+impl Acl {
+    /// Loads policies and tokens; disabled ACLs load nothing.
+    pub fn load(config: &AclConfig) -> anyhow::Result<Self> {
+        if !config.enabled {
+            return Ok(Self::default());
+        }
+        let mut acl = Acl { enabled: true, ..Self::default() };
+        if let Some(dir) = &config.policy_dir {
+            let entries = std::fs::read_dir(dir).with_context(|| format!("acl.policy_dir {}", dir.display()))?;
+            for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+                if path.extension().is_some_and(|x| x == "hcl") {
+                    let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+                    let text = read(&path)?;
+                    acl.policies
+                        .insert(name, parse_policy(&text).with_context(|| format!("policy {}", path.display()))?);
+                }
+            }
+        }
+        if let Some(file) = &config.token_file {
+            let raw: RawTokens =
+                hcl::from_str(&read(file)?).with_context(|| format!("token file {}", file.display()))?;
+            for (name, token) in raw.token {
+                let management = match token.kind.as_str() {
+                    "management" => true,
+                    "client" => false,
+                    other => bail!("token {name:?}: type must be client or management, not {other:?}"),
+                };
+                if let Some(missing) = token.policies.iter().find(|p| !acl.policies.contains_key(*p)) {
+                    tracing::warn!(token = %name, policy = %missing, "token names a policy that does not exist");
+                }
+                acl.tokens.insert(token.secret_id, Token { management, policies: token.policies });
+            }
+        }
+        tracing::info!(policies = acl.policies.len(), tokens = acl.tokens.len(), "ACLs enabled");
+        Ok(acl)
+    }
+
+    /// Allows the request or answers 403 `Permission denied`.
+    pub fn check(&self, token: Option<&str>, need: Need, namespace: &str) -> Result<(), ApiError> {
+        if !self.enabled || self.allows(token, need, namespace) {
+            Ok(())
+        } else {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "Permission denied"))
+        }
+    }
+
+    fn allows(&self, token: Option<&str>, need: Need, namespace: &str) -> bool {
+        let policies: Vec<&Policy> = match token {
+            None => self.policies.get("anonymous").into_iter().collect(),
+            Some(secret) => match self.tokens.get(secret) {
+                None => return false,
+                Some(token) if token.management => return true,
+                Some(token) => token.policies.iter().filter_map(|name| self.policies.get(name)).collect(),
+            },
+        };
+        match need {
+            Need::Namespace(any_of) => {
+                let granted: Vec<&HashSet<String>> =
+                    policies.iter().filter_map(|p| p.namespace_capabilities(namespace)).collect();
+                !granted.iter().any(|caps| caps.contains("deny"))
+                    && any_of.iter().any(|cap| granted.iter().any(|caps| caps.contains(*cap)))
+            }
+            Need::NodeRead | Need::NodeWrite => {
+                let levels: Vec<Option<Level>> = policies.iter().filter_map(|p| p.node).collect();
+                let wanted = if need == Need::NodeWrite { Level::Write } else { Level::Read };
+                !levels.contains(&None) && levels.iter().flatten().any(|level| *level >= wanted)
+            }
+        }
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The request's token: `X-Nomad-Token` (trimmed) first, else `Authorization: Bearer <t>`.
+pub fn request_token(headers: &HeaderMap) -> Option<String> {
+    if let Some(token) = headers.get("x-nomad-token").and_then(|v| v.to_str().ok()) {
+        let token = token.trim();
+        if !token.is_empty() {
+            return Some(token.to_string());
+        }
+    }
+    let authorization = headers.get("authorization")?.to_str().ok()?;
+    let (scheme, value) = authorization.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| value.split_whitespace().next().map(str::to_string)).flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acl(policies: &[(&str, &str)], tokens: &[(&str, bool, &[&str])]) -> Acl {
+        Acl {
+            enabled: true,
+            policies: policies.iter().map(|(name, text)| (name.to_string(), parse_policy(text).unwrap())).collect(),
+            tokens: tokens
+                .iter()
+                .map(|(secret, management, policies)| {
+                    let policies = policies.iter().map(|p| p.to_string()).collect();
+                    (secret.to_string(), Token { management: *management, policies })
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn shorthands_expand_like_nomad() {
+        let acl = acl(
+            &[
+                ("read", "namespace \"default\" {\n  policy = \"read\"\n}\n"),
+                ("write", "namespace \"*\" {\n  policy = \"write\"\n}\n"),
+            ],
+            &[("r", false, &["read"]), ("w", false, &["write"]), ("m", true, &[])],
+        );
+        assert!(acl.allows(Some("r"), READ_JOB, "default"));
+        assert!(!acl.allows(Some("r"), READ_FS, "default"), "read does not include read-fs");
+        assert!(!acl.allows(Some("r"), READ_LOGS, "default"));
+        assert!(acl.allows(Some("w"), READ_FS, "other"));
+        assert!(acl.allows(Some("w"), GC_ALLOCATION, "default"));
+        assert!(acl.allows(Some("m"), Need::NodeWrite, "x"));
+        assert!(!acl.allows(Some("unknown"), READ_JOB, "default"));
+        assert!(!acl.allows(None, READ_JOB, "default"), "no anonymous policy: denied");
+    }
+
+    #[test]
+    fn deny_wins_and_node_levels_order() {
+        let acl = acl(
+            &[
+                ("fs", "namespace \"default\" {\n  capabilities = [\"read-fs\"]\n}\nnode {\n  policy = \"write\"\n}\n"),
+                ("deny", "namespace \"default\" {\n  policy = \"deny\"\n}\nnode {\n  policy = \"deny\"\n}\n"),
+                ("anonymous", "node {\n  policy = \"read\"\n}\n"),
+            ],
+            &[("fs", false, &["fs"]), ("both", false, &["fs", "deny"])],
+        );
+        assert!(acl.allows(Some("fs"), READ_FS, "default"));
+        assert!(acl.allows(Some("fs"), READ_LOGS, "default"), "read-fs also allows logs");
+        assert!(!acl.allows(Some("fs"), READ_FS, "other"));
+        assert!(acl.allows(Some("fs"), Need::NodeWrite, ""));
+        assert!(!acl.allows(Some("both"), READ_FS, "default"));
+        assert!(!acl.allows(Some("both"), Need::NodeRead, ""));
+        assert!(acl.allows(None, Need::NodeRead, ""));
+        assert!(!acl.allows(None, Need::NodeWrite, ""));
+    }
+
+    #[test]
+    fn globs_and_tokens() {
+        assert!(glob_matches("prod-*", "prod-web"));
+        assert!(glob_matches("*", "anything"));
+        assert!(!glob_matches("prod-*", "dev-web"));
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", "Bearer abc def".parse().unwrap());
+        assert_eq!(request_token(&headers).as_deref(), Some("abc"));
+        headers.insert("x-nomad-token", " xyz ".parse().unwrap());
+        assert_eq!(request_token(&headers).as_deref(), Some("xyz"));
+        headers.clear();
+        headers.insert("authorization", "Basic abc".parse().unwrap());
+        assert_eq!(request_token(&headers), None);
+    }
+}

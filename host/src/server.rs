@@ -1,0 +1,162 @@
+//! The HTTP server under the API: TCP or TLS (rustls), limits, graceful shutdown.
+//!
+//! warp 0.4 has no TLS and no way to plug an acceptor in, so allocd runs its own accept
+//! loop and hands each connection to hyper with warp's filter as the service. That is also
+//! where the protections against hostile clients live: a cap on open connections per client
+//! address (Nomad's `http_max_conns_per_client`, answered 429), a cap on the request head
+//! size (hyper answers 431), a header read timeout, and mutual TLS when asked for.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{RootCertStore, ServerConfig, crypto};
+
+use crate::config::{Limits, TlsConfig};
+
+/// How long a client may take to send its request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Builds the TLS acceptor for `tls { http = true ... }`; `None` when TLS is off.
+pub fn tls_acceptor(config: &TlsConfig) -> anyhow::Result<Option<TlsAcceptor>> {
+    if !config.http {
+        return Ok(None);
+    }
+    let (Some(cert_file), Some(key_file)) = (&config.cert_file, &config.key_file) else {
+        bail!("tls: http = true needs cert_file and key_file");
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|certs| certs.collect())
+        .with_context(|| format!("tls: reading cert_file {}", cert_file.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .with_context(|| format!("tls: reading key_file {}", key_file.display()))?;
+    let provider = Arc::new(crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider)).with_safe_default_protocol_versions()?;
+    let builder = if config.verify_https_client {
+        let Some(ca_file) = &config.ca_file else { bail!("tls: verify_https_client needs ca_file") };
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca_file)
+            .with_context(|| format!("tls: reading ca_file {}", ca_file.display()))?
+        {
+            roots.add(cert?)?;
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build()?;
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut server = builder.with_single_cert(certs, key).context("tls: certificate and key do not match")?;
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(TlsAcceptor::from(Arc::new(server))))
+}
+
+/// Open connections per client address.
+#[derive(Default)]
+struct ConnectionCounts(Mutex<HashMap<IpAddr, usize>>);
+
+/// One counted connection; uncounted on drop.
+struct Counted {
+    counts: Arc<ConnectionCounts>,
+    ip: IpAddr,
+}
+
+impl ConnectionCounts {
+    fn admit(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<Counted> {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(ip).or_default();
+        if limit != 0 && *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(Counted { counts: Arc::clone(self), ip })
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Nomad's answer to a client over its connection limit.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\n\
+Content-Length: 80\r\nConnection: close\r\n\r\nYour IP is issuing too many concurrent connections, please rate limit your calls";
+
+/// Serves `filter` on `listener` until `shutdown` resolves, then waits for open
+/// connections (the caller bounds that wait).
+pub async fn serve<F>(
+    listener: TcpListener,
+    filter: F,
+    tls: Option<TlsAcceptor>,
+    limits: &Limits,
+    shutdown: impl Future<Output = ()>,
+) where
+    F: warp::Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone + Send + Sync + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let counts = Arc::new(ConnectionCounts::default());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::debug!("accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Some(counted) = counts.admit(peer.ip(), limits.http_max_conns_per_client) else {
+            tokio::spawn(refuse(stream));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(warp::service(filter.clone()));
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(limits.max_header_bytes.max(8192));
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _counted = counted;
+            let result = match tls {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
+                    Err(err) => return tracing::debug!(%peer, "TLS handshake failed: {err}"),
+                },
+                None => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
+            };
+            if let Err(err) = result {
+                tracing::debug!(%peer, "connection ended: {err}");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+async fn refuse(mut stream: TcpStream) {
+    let _ = stream.write_all(TOO_MANY_CONNECTIONS).await;
+    let _ = stream.shutdown().await;
+}
