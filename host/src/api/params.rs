@@ -93,4 +93,22 @@ mod tests {
             r#"strconv.ParseInt: parsing "99999999999999999999": value out of range"#
         );
     }
+
+    proptest::proptest! {
+        /// Query parsing takes any bytes without panicking, and the Go parsers accept
+        /// exactly what Go accepts.
+        #[test]
+        fn query_parsing_never_panics(raw in "[a-z0-9=&%+._~\\-]{0,64}|\\PC{0,64}") {
+            let query = Query::parse(&raw);
+            let _ = (query.get("path"), query.pretty());
+            let _ = (parse_int(query.get("offset")), parse_bool(query.get("follow")));
+        }
+
+        #[test]
+        fn parse_int_agrees_with_go_on_decimals(sign in "[+-]?", digits in "[0-9]{1,25}") {
+            let text = format!("{sign}{digits}");
+            let expected = text.trim_start_matches('+').parse::<i64>().ok();
+            proptest::prop_assert_eq!(parse_int(&text).ok(), expected);
+        }
+    }
 }

@@ -1,0 +1,134 @@
+//! Which containers are Nomad tasks, and which task each one is (spec `nomad-stats.md` §8,
+//! "Container identity"; Nomad's `drivers/docker/driver.go`).
+//!
+//! Nomad names a task's container `<task name with "/"→"_">-<allocID>` and always labels it
+//! `com.hashicorp.nomad.alloc_id=<allocID>`. The label's value is the allocation; the task is the
+//! name with the `-<allocID>` suffix removed (the optional `com.hashicorp.nomad.task_name` label
+//! is only a fallback). Pause containers, named `nomad_init_<allocID>`, carry the label too and are
+//! excluded, as are containers that are not running.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+/// The label every Nomad task container carries.
+pub const ALLOC_LABEL: &str = "com.hashicorp.nomad.alloc_id";
+/// Optional label (only with matching `extra_labels`), used when the name does not fit.
+const TASK_LABEL: &str = "com.hashicorp.nomad.task_name";
+/// Name prefix of the pause containers Nomad creates for network namespaces.
+const PAUSE_PREFIX: &str = "nomad_init_";
+
+/// One entry of `GET /containers/json`.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerSummary {
+    pub id: String,
+    #[serde(default)]
+    pub names: Option<Vec<String>>,
+    #[serde(default)]
+    pub labels: Option<HashMap<String, String>>,
+    #[serde(default)]
+    pub state: String,
+}
+
+/// A running task container to sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub container_id: String,
+    pub alloc_id: String,
+    pub task: String,
+}
+
+/// The running task containers of a listing, in listing order.
+pub fn targets(list: &[ContainerSummary]) -> Vec<Target> {
+    list.iter().filter_map(target).collect()
+}
+
+fn target(container: &ContainerSummary) -> Option<Target> {
+    if container.state != "running" || container.id.is_empty() {
+        return None;
+    }
+    let labels = container.labels.as_ref()?;
+    let alloc_id = labels.get(ALLOC_LABEL).filter(|id| !id.is_empty())?;
+    // The container's own name is the one without a second "/" (legacy links add "/other/alias").
+    let name = container.names.iter().flatten().filter_map(|n| n.strip_prefix('/')).find(|n| !n.contains('/'));
+    if name.is_some_and(|n| n.starts_with(PAUSE_PREFIX)) {
+        return None;
+    }
+    let task = name
+        .and_then(|n| n.strip_suffix(alloc_id.as_str())?.strip_suffix('-'))
+        .filter(|task| !task.is_empty())
+        .or_else(|| labels.get(TASK_LABEL).map(String::as_str).filter(|task| !task.is_empty()));
+    let Some(task) = task else {
+        log::debug!("docker: container {} has label {ALLOC_LABEL} but no task name; skipped", container.id);
+        return None;
+    };
+    Some(Target { container_id: container.id.clone(), alloc_id: alloc_id.clone(), task: task.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALLOC: &str = "11111111-2222-3333-4444-555555555555";
+
+    fn container(id: &str, name: &str, state: &str, labels: &[(&str, &str)]) -> ContainerSummary {
+        ContainerSummary {
+            id: id.into(),
+            names: Some(vec![name.into()]),
+            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            state: state.into(),
+        }
+    }
+
+    /// A real listing (Docker 20.10, `all=1`): an exited task, a pause container and a running task.
+    #[test]
+    fn recorded_listing() {
+        let path = format!("{}/tests/fixtures/containers-list.json", env!("CARGO_MANIFEST_DIR"));
+        let list: Vec<ContainerSummary> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(list.len(), 3);
+        assert_eq!(
+            targets(&list),
+            vec![Target {
+                container_id: "bdb77c61af89ed3306560162d8c25d2ec064b1520188a4b878e67d06eef0226e".into(),
+                alloc_id: ALLOC.into(),
+                task: "web".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn names_map_to_tasks() {
+        let label = [(ALLOC_LABEL, ALLOC)];
+        let list = vec![
+            container("a", &format!("/web-{ALLOC}"), "running", &label),
+            container("b", &format!("/my-task-{ALLOC}"), "running", &label), // dashes inside the task
+            container("c", &format!("/group_sub-{ALLOC}"), "running", &label), // "/" was turned into "_"
+            container("d", &format!("/nomad_init_{ALLOC}"), "running", &label),
+            container("e", &format!("/paused-{ALLOC}"), "paused", &label),
+            container("f", &format!("/exited-{ALLOC}"), "exited", &label),
+            container("g", &format!("/other-{ALLOC}"), "running", &[]),
+            container("h", "/renamed", "running", &label),
+            container("i", "/renamed", "running", &[(ALLOC_LABEL, ALLOC), (TASK_LABEL, "from-label")]),
+            container("j", &format!("/-{ALLOC}"), "running", &label),
+            container("k", &format!("/web-{ALLOC}"), "running", &[(ALLOC_LABEL, "")]),
+        ];
+        let got: Vec<(String, String)> = targets(&list).into_iter().map(|t| (t.container_id, t.task)).collect();
+        let want = [("a", "web"), ("b", "my-task"), ("c", "group_sub"), ("i", "from-label")];
+        assert_eq!(got, want.map(|(c, t)| (c.to_string(), t.to_string())));
+    }
+
+    #[test]
+    fn the_own_name_wins_over_link_aliases() {
+        let mut c = container("a", "/db/alias", "running", &[(ALLOC_LABEL, ALLOC)]);
+        c.names.as_mut().unwrap().push(format!("/api-{ALLOC}"));
+        assert_eq!(targets(&[c])[0].task, "api");
+    }
+
+    #[test]
+    fn nulls_are_tolerated() {
+        let list: Vec<ContainerSummary> =
+            serde_json::from_str(r#"[{"Id":"x","Names":null,"Labels":null,"State":"running"}]"#).unwrap();
+        assert!(targets(&list).is_empty());
+    }
+}

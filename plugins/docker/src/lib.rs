@@ -1,0 +1,59 @@
+//! `docker`: per-task usage of Nomad's Docker containers, read from the Docker Engine API over
+//! its unix socket and mapped exactly as Nomad's docker driver does (spec `nomad-stats.md` §8).
+//!
+//! Modules, one concern each:
+//! * [`config`] — the `config { ... }` block (endpoint, compute overrides, `stats_interval`);
+//! * [`compute`] — Nomad's `TotalCompute`/`NumCores` from the CPU topology;
+//! * [`client`] — HTTP/1 over the unix socket (hyper 1), with a deadline per request;
+//! * [`containers`] — which containers are Nomad tasks (label + `<task>-<allocID>` name);
+//! * [`mapping`] — the pure stats → `ResourceUsage` mapping;
+//! * [`collector`] — the private runtime on its own thread that keeps the latest samples.
+//!
+//! A stats answer takes the daemon one to two seconds, so collection runs in the background and
+//! [`MetricsPlugin::sample_tasks`] only copies the latest samples. Docker reports no per-process
+//! data (`Pids` is `null`) and no host sample.
+
+pub mod client;
+pub mod collector;
+pub mod compute;
+pub mod config;
+pub mod containers;
+pub mod mapping;
+
+use allocd_plugin_api::sdk::{MetricsPlugin, PluginConfig};
+use allocd_plugin_api::{PluginError, TaskSample};
+
+use crate::collector::Collector;
+use crate::compute::Compute;
+use crate::config::Settings;
+
+/// The metric provider; collection stops when it is dropped.
+pub struct DockerMetrics {
+    collector: Collector,
+}
+
+impl DockerMetrics {
+    /// Parses the config and starts the background collector; never waits for the daemon.
+    pub fn new(config: &PluginConfig) -> Result<Self, PluginError> {
+        let settings = Settings::parse(&config.json, Compute::detect)?;
+        log::info!(
+            "docker: endpoint {}, stats every {:?}, {} cores, total compute {} MHz",
+            settings.endpoint,
+            settings.stats_interval,
+            settings.compute.num_cores,
+            settings.compute.total_compute
+        );
+        Ok(Self { collector: Collector::start(&settings)? })
+    }
+}
+
+impl MetricsPlugin for DockerMetrics {
+    fn sample_tasks(&self) -> Result<Vec<TaskSample>, PluginError> {
+        Ok(self.collector.latest())
+    }
+}
+
+allocd_plugin_api::export_plugin! {
+    name: "docker",
+    metrics: DockerMetrics::new,
+}
