@@ -121,8 +121,8 @@ pub struct Acl {
     tokens: HashMap<String, Token>,
 }
 
-/// Nomad's `expandNamespacePolicy`.
-fn expand_namespace_policy(policy: &str) -> anyhow::Result<&'static [&'static str]> {
+/// Nomad's `expandNamespacePolicy`: `write` is `read` plus the write-only capabilities.
+fn expand_namespace_policy(policy: &str) -> anyhow::Result<Vec<&'static str>> {
     const READ: &[&str] = &[
         "list-jobs",
         "parse-job",
@@ -134,16 +134,7 @@ fn expand_namespace_policy(policy: &str) -> anyhow::Result<&'static [&'static st
         "read-scaling-policy",
         "host-volume-read",
     ];
-    const WRITE: &[&str] = &[
-        "list-jobs",
-        "parse-job",
-        "read-job",
-        "csi-list-volume",
-        "csi-read-volume",
-        "read-job-scaling",
-        "list-scaling-policies",
-        "read-scaling-policy",
-        "host-volume-read",
+    const WRITE_EXTRA: &[&str] = &[
         "scale-job",
         "submit-job",
         "dispatch-job",
@@ -165,10 +156,10 @@ fn expand_namespace_policy(policy: &str) -> anyhow::Result<&'static [&'static st
         "submit-recommendation",
     ];
     Ok(match policy {
-        "deny" => &["deny"],
-        "read" => READ,
-        "write" => WRITE,
-        "scale" => SCALE,
+        "deny" => vec!["deny"],
+        "read" => READ.to_vec(),
+        "write" => READ.iter().chain(WRITE_EXTRA).copied().collect(),
+        "scale" => SCALE.to_vec(),
         other => bail!("invalid namespace policy {other:?}"),
     })
 }

@@ -63,8 +63,21 @@ fn node_id(data_dir: &Path) -> anyhow::Result<String> {
     Ok(id)
 }
 
+/// Raises the open-file limit to its hard limit, as Go programs such as Nomad do: every
+/// follower holds a file, and the cgroup plugin keeps its files open between samples.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::debug!("could not raise the open-file limit: {err}");
+    }
+}
+
 /// Runs the agent until a shutdown signal.
 pub async fn run(flags: AgentFlags) -> anyhow::Result<()> {
+    raise_open_file_limit();
     let config = resolve_config(&flags)?;
     let dev_dir = if flags.dev && config.data_dir.is_none() {
         Some(tempfile::Builder::new().prefix("allocd-dev-").tempdir().context("creating the dev data dir")?)

@@ -22,7 +22,10 @@ fn run(command: Command) -> anyhow::Result<i32> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
             tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(allocd::agent::run(flags))?;
+            let result = runtime.block_on(allocd::agent::run(flags));
+            // A plugin call that never returns must not keep the process alive.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            result?;
             Ok(0)
         }
         Command::PluginInspect(path) => {

@@ -85,9 +85,10 @@ impl AllocRoot {
         let mut probe = joined.as_path();
         let outcome = loop {
             match probe.canonicalize() {
+                // Stop at the root: a root deleted meanwhile (a GC) is not an escape.
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => match probe.parent() {
-                    Some(parent) => probe = parent,
-                    None => break Ok(self.root.clone()),
+                    Some(parent) if probe != self.root => probe = parent,
+                    _ => break Ok(self.root.clone()),
                 },
                 other => break other,
             }
@@ -165,6 +166,16 @@ mod tests {
         assert_eq!(root.resolve("out/x").unwrap_err().message.as_str(), ESCAPE_MESSAGE);
         assert!(root.resolve("in").is_ok());
         assert!(root.resolve("no-exist").is_ok());
+    }
+
+    #[test]
+    fn a_root_deleted_meanwhile_is_not_an_escape() {
+        let dir = tempfile::tempdir().unwrap();
+        let alloc = dir.path().join("alloc-id");
+        std::fs::create_dir_all(alloc.join("alloc/logs")).unwrap();
+        let root = AllocRoot::new(&alloc).unwrap();
+        std::fs::remove_dir_all(&alloc).unwrap();
+        assert!(root.resolve("alloc/logs/web.stdout.0").is_ok());
     }
 
     #[test]

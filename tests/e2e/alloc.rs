@@ -82,7 +82,8 @@ fn a_follow_on_a_collected_allocation_ends() {
     let url = agent.url(&format!("/v1/client/fs/stream/{ALLOC_ID}?path=alloc/logs/web.stdout.0"));
     let follower = std::thread::spawn(move || client.get(url).send().and_then(|r| r.text()));
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(agent.get(&format!("/v1/client/allocation/{ALLOC_ID}/gc")).status, 200);
+    let gc = agent.get(&format!("/v1/client/allocation/{ALLOC_ID}/gc"));
+    assert_eq!(gc.status, 200, "{}", gc.text());
     let body = follower.join().unwrap().expect("the stream ends cleanly");
     assert!(body.contains("file deleted"), "{body}");
 }

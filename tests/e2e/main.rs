@@ -13,5 +13,11 @@ mod follow;
 mod alloc;
 // ACLs, TLS, hostile input.
 mod security;
+// The overlay backend beside local-disk.
+mod overlay;
+// Real metric providers: cgroups and the Docker Engine.
+mod providers;
+// Failure containment: panicking, hanging, foreign and rejecting plugins; the example plugin.
+mod containment;
 // Startup: -dev, config errors, plugin loading errors, shutdown.
 mod startup;

@@ -12,7 +12,12 @@ fn overlay_agent() -> (Fixture, Agent) {
     let base = fixture.dir.path().join("layers/base");
     let app = fixture.dir.path().join("layers/app");
     let upper = fixture.dir.path().join("upper");
-    for dir in [base.join("web/local"), base.join("alloc/logs"), app.join("web/local"), upper.join(OVERLAY_ID).join("alloc/logs")] {
+    for dir in [
+        base.join("web/local"),
+        base.join("alloc/logs"),
+        app.join("web/local"),
+        upper.join(OVERLAY_ID).join("alloc/logs"),
+    ] {
         std::fs::create_dir_all(dir).unwrap();
     }
     std::fs::write(base.join("web/local/base.txt"), "from base").unwrap();
@@ -37,7 +42,10 @@ fn overlay_allocations_are_served_through_the_merged_view() {
     let names: Vec<&str> = listing.as_array().unwrap().iter().map(|e| e["Name"].as_str().unwrap()).collect();
     assert_eq!(names, ["base.txt", "shadowed.txt"], "whiteouts hide entries and never show");
     assert_eq!(agent.get(&format!("/v1/client/fs/cat/{id}?path=web/local/shadowed.txt")).text(), "app version");
-    assert_eq!(agent.get(&format!("/v1/client/fs/readat/{id}?path=web/local/base.txt&offset=5&limit=4")).text(), "base");
+    assert_eq!(
+        agent.get(&format!("/v1/client/fs/readat/{id}?path=web/local/base.txt&offset=5&limit=4")).text(),
+        "base"
+    );
     assert_eq!(agent.get(&format!("/v1/client/fs/stat/{id}?path=web/local/removed.txt")).status, 404);
     assert_eq!(agent.get(&format!("/v1/client/fs/stat/{id}?path=web/local/base.txt")).json()["Size"], 9);
     assert_eq!(agent.get(&format!("/v1/client/fs/ls/{id}?path=../..")).status, 500);

@@ -6,6 +6,7 @@
 
 use allocd_plugin_api::AllocInfo;
 use allocd_plugin_api::paths::is_alloc_id;
+use futures_util::future::join_all;
 
 use super::AppState;
 use super::error::ApiError;
@@ -43,8 +44,10 @@ async fn lookup<'a>(state: &'a AppState, alloc_id: &'a str) -> Result<Alloc<'a>,
         return Err(ApiError::not_found(format!("Unknown allocation {alloc_id:?}")));
     }
     let mut holders = Vec::new();
-    for (backend_index, backend) in state.registry.storage.iter().enumerate() {
-        match backend.alloc_info(alloc_id).await {
+    // Backends are asked concurrently, so a slow one delays the lookup by its own time only.
+    let answers = join_all(state.registry.storage.iter().map(|backend| backend.alloc_info(alloc_id))).await;
+    for (backend_index, (backend, answer)) in state.registry.storage.iter().zip(answers).enumerate() {
+        match answer {
             Ok(Some(info)) => holders.push(Alloc { id: alloc_id, backend, backend_index, info }),
             Ok(None) => {}
             Err(failure) => return Err(ApiError::from_failure(&failure)),

@@ -70,14 +70,20 @@ impl Caller {
         T: Send + 'static,
         F: FnOnce(&P) -> RResult<T, PluginError> + Send + 'static,
     {
-        let permit = self.permits.clone().acquire_owned().await.expect("plugin semaphore is never closed");
+        let permits = Arc::clone(&self.permits);
         let target = Arc::clone(target);
-        let task = tokio::task::spawn_blocking(move || {
-            let result = call(&target);
-            drop(permit);
-            result.into_result()
-        });
-        let error = match tokio::time::timeout(self.timeout, task).await {
+        // Waiting for a slot counts against the timeout too: a plugin whose calls all hang
+        // must not make later callers wait forever.
+        let attempt = async move {
+            let permit = permits.acquire_owned().await.expect("plugin semaphore is never closed");
+            tokio::task::spawn_blocking(move || {
+                let result = call(&target);
+                drop(permit);
+                result.into_result()
+            })
+            .await
+        };
+        let error = match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok(result)) => return result.map_err(|error| self.failure(error)),
             Ok(Err(join_error)) => PluginError::new(ErrorKind::PANICKED, format!("plugin call failed: {join_error}")),
             Err(_) => PluginError::unavailable(format!("call timed out after {:?}", self.timeout)),

@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use allocd_plugin_api::TaskSample;
 use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+use futures_util::stream::FuturesUnordered;
 
 use crate::api::model;
 use crate::api::wire;
@@ -65,8 +68,10 @@ impl Sampler {
 
     async fn collect_tasks(&self, registry: &Registry) {
         let mut fresh = TaskSamples::new();
-        for provider in &registry.metrics {
-            match provider.sample_tasks().await {
+        // Providers are asked concurrently, so a slow one delays no other.
+        let answers = join_all(registry.metrics.iter().map(|p| async move { (p, p.sample_tasks().await) })).await;
+        for (provider, answer) in answers {
+            match answer {
                 Ok(samples) => {
                     for sample in samples {
                         let by_task = fresh.entry(sample.alloc_id.to_string()).or_default();
@@ -87,8 +92,11 @@ impl Sampler {
     }
 
     async fn collect_host(&self, registry: &Registry) {
-        for provider in &registry.metrics {
-            match provider.host_stats().await {
+        // The first provider to answer with a sample wins; a slow one does not hold it up.
+        let mut answers: FuturesUnordered<_> =
+            registry.metrics.iter().map(|p| async move { (p, p.host_stats().await) }).collect();
+        while let Some((provider, answer)) = answers.next().await {
+            match answer {
                 Ok(Some(stats)) => {
                     let stats = model::HostStats::from(&stats);
                     let compact_json = Bytes::from(wire::to_json(&stats, false));
@@ -102,14 +110,22 @@ impl Sampler {
         }
     }
 
-    /// Samples forever, every `interval`.
+    /// Samples forever, every `interval`: host and task samples in loops of their own, so a
+    /// slow task provider never makes the host sample stale.
     pub async fn run(self: Arc<Self>, registry: Arc<Registry>, interval: Duration) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker.tick().await; // the first tick is immediate; the agent sampled at startup
-        loop {
-            ticker.tick().await;
-            self.collect(&registry).await;
-        }
+        let host = every(interval, || self.collect_host(&registry));
+        let tasks = every(interval, || self.collect_tasks(&registry));
+        tokio::join!(host, tasks);
+    }
+}
+
+/// Runs `round` every `interval` after the first interval (the agent sampled at startup).
+async fn every<F: Future<Output = ()>>(interval: Duration, mut round: impl FnMut() -> F) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        round().await;
     }
 }

@@ -1,0 +1,196 @@
+//! Allocation stats from real metric providers, through allocd's HTTP API: task cgroups
+//! created here, and a container on the real Docker Engine.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::harness::{Agent, Fixture};
+
+/// Polls `probe` until it returns `Some`, or panics after `limit`.
+fn eventually<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn new_alloc(fixture: &Fixture, task: &str) -> String {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap().trim().to_string();
+    std::fs::create_dir_all(fixture.alloc_dir().join(&id).join("alloc/logs")).unwrap();
+    std::fs::create_dir_all(fixture.alloc_dir().join(&id).join(task).join("local")).unwrap();
+    id
+}
+
+/// Runs `docker`; `Err` carries stderr.
+fn docker(args: &[&str]) -> Result<String, String> {
+    let output = Command::new("docker").args(args).output().map_err(|e| e.to_string())?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+    }
+}
+
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.0]);
+    }
+}
+
+#[test]
+fn docker_container_stats_and_gc_through_http() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/docker-test-image.sh");
+    let built = Command::new("bash").arg(&script).output().unwrap();
+    if !built.status.success() {
+        println!("SKIPPED: no usable Docker Engine here: {}", String::from_utf8_lossy(&built.stderr).trim());
+        return;
+    }
+    let fixture = Fixture::new();
+    let id = new_alloc(&fixture, "web");
+    let name = format!("web-{id}");
+    let label = format!("com.hashicorp.nomad.alloc_id={id}");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        &label,
+        "allocd-test-busybox:latest",
+        "sh",
+        "-c",
+        "while :; do :; done",
+    ])
+    .expect("the task container starts");
+    let container = Container(name);
+    let config = fixture.config("plugin \"docker\" {\n  config { stats_interval = \"500ms\" }\n}\n");
+    let agent = Agent::start(&["-config", config.to_str().unwrap(), "-log-level", "warn"]);
+    let url = format!("/v1/client/allocation/{id}/stats");
+    let stats = eventually(Duration::from_secs(30), "a docker sample with CPU use", || {
+        let stats = agent.get(&url).json();
+        (stats["Tasks"]["web"]["ResourceUsage"]["CpuStats"]["Percent"].as_f64()? > 0.0).then_some(stats)
+    });
+    let task = &stats["Tasks"]["web"];
+    assert!(task["ResourceUsage"]["MemoryStats"]["Usage"].as_u64().unwrap() > 0);
+    assert!(task["Pids"].is_null(), "docker reports no per-process data");
+    assert_eq!(
+        task["ResourceUsage"]["CpuStats"]["Measured"],
+        serde_json::json!(["Throttled Periods", "Throttled Time", "Percent"])
+    );
+    assert!(stats["ResourceUsage"]["CpuStats"]["Percent"].as_f64().unwrap() > 0.0, "running tasks are summed");
+    assert_eq!(stats["Timestamp"], task["Timestamp"]);
+    let only = agent.get(&format!("{url}?task=nope")).json();
+    assert_eq!(only["Tasks"], serde_json::json!({}));
+
+    let gc = agent.get(&format!("/v1/client/allocation/{id}/gc"));
+    assert_eq!(
+        (gc.status, gc.text().as_str()),
+        (500, "No such allocation on client, or allocation not eligible for GC")
+    );
+    drop(container);
+    eventually(Duration::from_secs(30), "the allocation to become terminal and collected", || {
+        (agent.get(&format!("/v1/client/allocation/{id}/gc")).status == 200).then_some(())
+    });
+    assert!(!fixture.alloc_dir().join(&id).exists());
+}
+
+/// A v1 task cgroup created under every mounted controller; removed on drop.
+struct TaskCgroup {
+    dirs: Vec<PathBuf>,
+    child: std::process::Child,
+}
+
+impl TaskCgroup {
+    fn create(alloc_id: &str, task: &str) -> Result<Self, String> {
+        let root = Path::new("/sys/fs/cgroup");
+        let mut dirs = Vec::new();
+        for controller in ["memory", "cpuacct", "cpu,cpuacct", "cpu", "freezer", "pids"] {
+            let base = root.join(controller);
+            if !base.join("cgroup.procs").exists() || std::fs::symlink_metadata(&base).is_ok_and(|m| m.is_symlink()) {
+                continue;
+            }
+            let dir = base.join("nomad").join(format!("{alloc_id}.{task}"));
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            dirs.push(dir);
+        }
+        if !dirs.iter().any(|d| d.starts_with(root.join("memory"))) {
+            return Err("no cgroup v1 memory controller".into());
+        }
+        // Memory is charged to the cgroup it is allocated in: allocate after the move.
+        let busy = "sleep 0.5; x=$(head -c 4000000 /dev/zero | tr '\\0' a); while :; do :; done";
+        let child = Command::new("sh").args(["-c", busy]).spawn().map_err(|e| e.to_string())?;
+        let cgroup = TaskCgroup { dirs, child };
+        for dir in &cgroup.dirs {
+            std::fs::write(dir.join("cgroup.procs"), cgroup.child.id().to_string())
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        Ok(cgroup)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TaskCgroup {
+    fn drop(&mut self) {
+        self.stop();
+        for dir in &self.dirs {
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+#[test]
+fn cgroup_task_stats_and_gc_through_http() {
+    let fixture = Fixture::new();
+    let id = new_alloc(&fixture, "busy");
+    let mut cgroup = match TaskCgroup::create(&id, "busy") {
+        Ok(cgroup) => cgroup,
+        Err(reason) if !nix_is_root() => return println!("SKIPPED: cannot create cgroups here: {reason}"),
+        Err(reason) => panic!("root could not create task cgroups: {reason}"),
+    };
+    let pid = cgroup.child.id().to_string();
+    let config = fixture.config("telemetry { collection_interval = \"250ms\" }\nplugin \"cgroup\" {}\n");
+    let agent = Agent::start(&["-config", config.to_str().unwrap()]);
+    let url = format!("/v1/client/allocation/{id}/stats");
+    let stats = eventually(Duration::from_secs(20), "a rising Percent and charged memory for the busy task", || {
+        let stats = agent.get(&url).json();
+        let usage = &stats["Tasks"]["busy"]["ResourceUsage"];
+        let busy = usage["CpuStats"]["Percent"].as_f64()? > 10.0;
+        let charged = usage["MemoryStats"]["RSS"].as_u64()? > 0 && usage["MemoryStats"]["Usage"].as_u64()? > 0;
+        (busy && charged).then_some(stats)
+    });
+    let task = &stats["Tasks"]["busy"];
+    assert!(task["Pids"][&pid].is_object(), "the busy process is in Pids: {}", task["Pids"]);
+    assert_eq!(stats["ResourceUsage"]["DeviceStats"], serde_json::json!([]));
+    assert!(stats["ResourceUsage"]["MemoryStats"]["Measured"].is_array());
+
+    let gc = agent.get(&format!("/v1/client/allocation/{id}/gc"));
+    assert_eq!(gc.status, 500, "a running allocation is not collected");
+    cgroup.stop();
+    eventually(Duration::from_secs(20), "the task to stop and the allocation to be collected", || {
+        (agent.get(&format!("/v1/client/allocation/{id}/gc")).status == 200).then_some(())
+    });
+    let after = agent.get(&url);
+    assert_eq!(after.status, 404);
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
