@@ -33,7 +33,8 @@
 //!   max_concurrency = 16                   # concurrent calls (default 64)
 //! }
 //! ```
-//! With no `plugin` blocks the default bundle (`host-metrics`, `local-disk`) is loaded.
+//! With no `plugin` blocks the default bundle (`host-metrics`, `local-disk`, `cgroup`, `docker`)
+//! is loaded.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -46,8 +47,9 @@ use serde::Deserialize;
 use crate::acl::AclConfig;
 use crate::gc::GcPolicy;
 
-/// The plugins loaded when the config names none.
-pub const DEFAULT_BUNDLE: &[&str] = &["host-metrics", "local-disk"];
+/// The plugins loaded when the config names none. cgroup and docker stay quiet (one
+/// warning) on machines without task cgroups or a Docker Engine.
+pub const DEFAULT_BUNDLE: &[&str] = &["host-metrics", "local-disk", "cgroup", "docker"];
 
 /// A resolved agent configuration.
 #[derive(Debug, Clone)]

@@ -39,21 +39,28 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="session")
-def allocd(tmp_path_factory):
+def alloc_dir(tmp_path_factory):
+    """The agent's allocation directory, holding the fixture allocation."""
+    path = tmp_path_factory.mktemp("alloc")
+    _write_allocation(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def allocd(tmp_path_factory, alloc_dir):
     """Starts allocd over a fresh allocation; yields its base URL ("http://127.0.0.1:PORT")."""
     binary = Path(os.environ.get("ALLOCD_BIN", REPO / "target/debug/allocd"))
     if not binary.is_file():
         pytest.fail(f"allocd binary not found at {binary}: run `cargo build --workspace` or set ALLOCD_BIN")
 
     tmp = tmp_path_factory.mktemp("allocd")
-    _write_allocation(tmp / "alloc")
     config = tmp / "allocd.hcl"
     config.write_text(
         f'data_dir = "{tmp / "data"}"\n'
         'bind_addr = "127.0.0.1"\n'
         'plugin "host-metrics" {}\n'
         'plugin "local-disk" {\n'
-        f'  config {{ alloc_dir = "{tmp / "alloc"}" }}\n'
+        f'  config {{ alloc_dir = "{alloc_dir}" }}\n'
         '}\n'
     )
     stderr_path = tmp / "allocd.stderr"

@@ -1,7 +1,8 @@
 """The real python-nomad client (and plain requests) against the real allocd binary.
 
-Covers /v1/client/stats and /v1/client/fs/{ls,stat,cat,readat,stream,logs}, and that
-allocd's error statuses surface as python-nomad's exception types.
+Covers /v1/client/stats, /v1/client/allocation/:id/{stats,gc}, /v1/client/gc and
+/v1/client/fs/{ls,stat,cat,readat,stream,logs}, and that allocd's error statuses surface as
+python-nomad's exception types.
 """
 
 import time
@@ -117,3 +118,32 @@ def test_stream_logs(client):
     assert frames.startswith('{"Data":"c2lkZQ==","File":"alloc/logs/web.stdout.0"'), frames
     with pytest.raises(BadRequestNomadException):
         client.client.stream_logs.stream(ALLOC_ID, "nope", "stdout")
+
+
+def test_read_allocation_stats(client):
+    stats = client.client.allocation.read_allocation_stats(ALLOC_ID)
+    assert set(stats) == {"ResourceUsage", "Tasks", "Timestamp"}
+    assert stats["ResourceUsage"]["DeviceStats"] == []
+    assert stats["Tasks"] == {}, "no metric provider reports this allocation's tasks"
+    with pytest.raises(URLNotFoundNomadException):
+        client.client.allocation.read_allocation_stats(UNKNOWN_ID)
+
+
+def test_garbage_collect(client, alloc_dir):
+    victim = "9fb1a5c8-2c5e-4b52-8a7e-0d3d1a7f9e19"
+    (alloc_dir / victim / "alloc/logs").mkdir(parents=True)
+    client.client.gc_allocation.garbage_collect(victim)
+    assert not (alloc_dir / victim).exists()
+    with pytest.raises(BaseNomadException):
+        client.client.gc_allocation.garbage_collect(victim)
+
+
+def test_gc_all_allocations(client, alloc_dir):
+    # Collects every terminal allocation, the shared fixture included: keep this test last.
+    victim = "8fb1a5c8-2c5e-4b52-8a7e-0d3d1a7f9e18"
+    (alloc_dir / victim / "alloc/logs").mkdir(parents=True)
+    client.client.gc_all_allocations.garbage_collect()
+    deadline = time.monotonic() + 10
+    while (alloc_dir / victim).exists():
+        assert time.monotonic() < deadline, "gc_all_allocations did not collect the terminal allocation"
+        time.sleep(0.05)

@@ -1,0 +1,289 @@
+# Shared helpers for the bench scripts (run.sh, follow.sh, stats.sh, all.sh). Sourced, not run.
+# Sets BENCH_DIR, ROOT, RESULTS_DIR, BIN; installs an EXIT trap that stops everything the
+# script started (agents, nginx, helper processes — each by its own pid) and removes $TMP.
+# shellcheck shell=bash
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$BENCH_DIR/.." && pwd)"
+RESULTS_DIR="$BENCH_DIR/results"
+BIN="$ROOT/target/release/allocd"
+
+SKIP_BUILD="${SKIP_BUILD:-0}"
+KEEP_TMP="${KEEP_TMP:-0}"
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+ODD=()   # anything unexpected, reported at the end of the summary
+
+# --------------------------------------------------------------------------- prerequisites
+NGINX_BIN=""
+find_nginx() {
+    NGINX_BIN="$(command -v nginx || true)"
+    if [[ -z "$NGINX_BIN" && -x /usr/sbin/nginx ]]; then
+        NGINX_BIN=/usr/sbin/nginx
+    fi
+}
+
+# ensure_tools TOOL... (curl, wrk, nginx, python3): installs the missing ones with apt-get.
+ensure_tools() {
+    local missing=() t
+    for t in "$@"; do
+        case "$t" in
+            nginx) find_nginx; [[ -n "$NGINX_BIN" ]] || missing+=(nginx) ;;
+            python3) command -v python3 >/dev/null || missing+=(python3) ;;
+            *) command -v "$t" >/dev/null || missing+=("$t") ;;
+        esac
+    done
+    if ((${#missing[@]} > 0)); then
+        log "installing: ${missing[*]}"
+        local sudo=()
+        if [[ "$(id -u)" -ne 0 ]]; then
+            command -v sudo >/dev/null || die "need root or sudo to install ${missing[*]}"
+            sudo=(sudo)
+        fi
+        # RUNLEVEL=1 keeps invoke-rc.d from starting the packaged nginx service.
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 \
+            apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    for t in "$@"; do
+        case "$t" in
+            nginx) find_nginx; [[ -n "$NGINX_BIN" ]] || die "nginx not available" ;;
+            *) command -v "$t" >/dev/null || die "$t not available" ;;
+        esac
+    done
+}
+
+# --------------------------------------------------------------------------- build
+# build_release [PLUGIN...]: cargo build --release --workspace (unless SKIP_BUILD=1), then
+# checks the binary and liballocd_plugin_<name>.so for each named plugin.
+build_release() {
+    cd "$ROOT"
+    unset CARGO_TARGET_DIR
+    if [[ "$SKIP_BUILD" != 1 ]]; then
+        log "cargo build --release --workspace"
+        cargo build --release --workspace
+    fi
+    [[ -x "$BIN" ]] || die "$BIN not built"
+    compgen -G "$ROOT/target/release/liballocd_plugin_*.so" >/dev/null \
+        || die "no liballocd_plugin_*.so beside $BIN"
+    local p
+    for p in "$@"; do
+        [[ -f "$ROOT/target/release/liballocd_plugin_${p//-/_}.so" ]] \
+            || die "target/release/liballocd_plugin_${p//-/_}.so not built"
+    done
+}
+
+# --------------------------------------------------------------------------- measuring
+port_in_use() {
+    [[ -n "$(ss -Htln "sport = :$1" 2>/dev/null)" ]]
+}
+
+free_port() {
+    local p i
+    for ((i = 0; i < 200; i++)); do
+        p=$((20000 + RANDOM % 40000))
+        if ! port_in_use "$p"; then
+            echo "$p"
+            return 0
+        fi
+    done
+    die "no free port found"
+}
+
+# VmRSS of a pid in KiB (0 if gone).
+rss_kib() {
+    local key val _rest
+    while read -r key val _rest; do
+        if [[ "$key" == "VmRSS:" ]]; then
+            echo "$val"
+            return 0
+        fi
+    done <"/proc/$1/status" 2>/dev/null || true
+    echo 0
+}
+
+# utime+stime of a pid in clock ticks (fields 14 and 15 of /proc/PID/stat, counted after
+# the parenthesised comm, which may contain spaces).
+cpu_ticks() {
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || { echo 0; return 0; }
+    stat="${stat##*) }"
+    # shellcheck disable=SC2086
+    set -- $stat
+    echo $((${12} + ${13}))
+}
+CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"
+
+# cpu_pct PID SECONDS -> prints the pid's CPU use over SECONDS as % of one core.
+cpu_pct() {
+    local t0 t1 s0 s1
+    t0="$(cpu_ticks "$1")"
+    s0="$(date +%s.%N)"
+    sleep "$2"
+    t1="$(cpu_ticks "$1")"
+    s1="$(date +%s.%N)"
+    awk -v a="$t0" -v b="$t1" -v s0="$s0" -v s1="$s1" -v hz="$CLK_TCK" \
+        'BEGIN { printf "%.2f", (b - a) / hz / (s1 - s0) * 100 }'
+}
+
+kib_to_mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b != "n/a" && a != "n/a" && b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+ratio3() { awk -v a="$1" -v b="$2" 'BEGIN { if (b != "n/a" && a != "n/a" && b > 0) printf "%.3f", a / b; else print "n/a" }'; }
+gbps() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1e9 }'; }
+mbps() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1e6 }'; }
+# pass_if OP VALUE TARGET  (OP: ge | lt | le)
+pass_if() {
+    awk -v op="$1" -v v="$2" -v t="$3" 'BEGIN {
+        ok = 0
+        if (v != "n/a" && v != "") {
+            if (op == "ge") ok = (v + 0 >= t + 0)
+            else if (op == "lt") ok = (v + 0 < t + 0)
+            else if (op == "le") ok = (v + 0 <= t + 0)
+        }
+        print (ok ? "PASS" : "FAIL")
+    }'
+}
+
+wait_http() { # url timeout_s
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        if curl -s -o /dev/null --max-time 1 "$1"; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# run_wrk NAME URL -> sets RPS; keeps wrk output in $TMP/wrk-NAME.txt
+# (not called in $(...) so that notes appended to ODD survive)
+WRK_THREADS="${WRK_THREADS:-2}"
+WRK_CONNS="${WRK_CONNS:-32}"
+WRK_DURATION="${WRK_DURATION:-10s}"
+WRK_WARMUP="${WRK_WARMUP:-2s}"
+RPS=0
+run_wrk() {
+    local name="$1" url="$2" out="$TMP/wrk-$1.txt" rps
+    wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_WARMUP" "$url" >/dev/null 2>&1 || true
+    timeout 60 wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" --latency "$url" >"$out" 2>&1 \
+        || ODD+=("wrk $name exited non-zero (see $out)")
+    rps="$(awk '/^Requests\/sec:/ { print $2 }' "$out")"
+    if grep -q 'Non-2xx or 3xx responses' "$out"; then
+        ODD+=("wrk $name: $(grep 'Non-2xx or 3xx responses' "$out" | tr -s ' ')")
+    fi
+    if grep -q 'Socket errors' "$out"; then
+        ODD+=("wrk $name: $(grep 'Socket errors' "$out" | tr -s ' ')")
+    fi
+    RPS="${rps:-0}"
+}
+
+# curl_speed URL -> prints "speed_bytes_per_s http_code size time_total"
+curl_speed() {
+    curl -s -o /dev/null --max-time 120 -w '%{speed_download} %{http_code} %{size_download} %{time_total}' "$1" || true
+}
+
+# --------------------------------------------------------------------------- processes
+TMP=""
+AGENT_PID=""
+BASE=""
+AGENT_PIDS=()   # every agent started (stopped at exit)
+NGINX_PID=""
+BG_PIDS=()      # other helpers started by the script (stopped at exit)
+
+make_tmp() {
+    TMP="$(mktemp -d "${TMPDIR:-/tmp}/allocd-bench.XXXXXX")"
+}
+
+# start_agent NAME CFG: starts `allocd agent -config CFG -http-port 0`, waits for its
+# "==> allocd listening on http://127.0.0.1:PORT" line; sets AGENT_PID and BASE.
+# stdout/stderr go to $TMP/NAME.out / $TMP/NAME.err.
+start_agent() {
+    local name="$1" cfg="$2" i url=""
+    "$BIN" agent -config "$cfg" -http-port 0 >"$TMP/$name.out" 2>"$TMP/$name.err" &
+    AGENT_PID=$!
+    AGENT_PIDS+=("$AGENT_PID")
+    for ((i = 0; i < 300; i++)); do
+        url="$(sed -n 's|^==> allocd listening on \(http://127\.0\.0\.1:[0-9]*\).*|\1|p' "$TMP/$name.out" 2>/dev/null | head -1)"
+        [[ -n "$url" ]] && break
+        kill -0 "$AGENT_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [[ -z "$url" ]]; then
+        cat "$TMP/$name.out" "$TMP/$name.err" >&2 || true
+        die "allocd ($name) did not become ready"
+    fi
+    BASE="$url"
+    log "allocd ($name) pid $AGENT_PID listening on $BASE"
+}
+
+# stop_agent PID: SIGTERM, then wait for it.
+stop_agent() {
+    if [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; then
+        kill "$1" 2>/dev/null || true
+        wait "$1" 2>/dev/null || true
+    fi
+}
+
+# agent_log_notes NAME: strips colours from $TMP/NAME.{err,out} into $TMP/NAME.log and adds
+# notes about error/warn/panic lines to ODD. wrk drops connections with requests in flight
+# when a run ends, which the server logs as IncompleteMessage errors: counted apart as benign.
+agent_log_notes() {
+    local name="$1" incomplete errs line
+    sed 's/\x1b\[[0-9;]*m//g' "$TMP/$name.err" "$TMP/$name.out" >"$TMP/$name.log" 2>/dev/null || true
+    incomplete="$(grep -c 'IncompleteMessage' "$TMP/$name.log" || true)"
+    if ((incomplete > 0)); then
+        ODD+=("allocd ($name) logged $incomplete 'server connection error: hyper::Error(IncompleteMessage)' (clients closing mid-request at the end of wrk runs; benign)")
+    fi
+    errs="$(grep -iE 'error|warn|panic' "$TMP/$name.log" | grep -vc 'IncompleteMessage' || true)"
+    if ((errs > 0)); then
+        ODD+=("allocd ($name) logged $errs other error/warn/panic line(s), first ones:")
+        while IFS= read -r line; do ODD+=("  $line"); done \
+            < <(grep -iE 'error|warn|panic' "$TMP/$name.log" | grep -v 'IncompleteMessage' | head -5 || true)
+    fi
+}
+
+cleanup() {
+    local rc=$? p
+    for p in "${BG_PIDS[@]}"; do
+        kill "$p" 2>/dev/null || true
+    done
+    for p in "${AGENT_PIDS[@]}"; do
+        stop_agent "$p"
+    done
+    if [[ -n "$NGINX_PID" ]] && kill -0 "$NGINX_PID" 2>/dev/null; then
+        kill -QUIT "$NGINX_PID" 2>/dev/null || true
+        wait "$NGINX_PID" 2>/dev/null || true
+    fi
+    for p in "${BG_PIDS[@]}"; do
+        wait "$p" 2>/dev/null || true
+    done
+    if [[ -n "$TMP" && -d "$TMP" ]]; then
+        if [[ "$KEEP_TMP" == 1 ]]; then
+            log "kept temp dir $TMP"
+        else
+            rm -rf "$TMP"
+        fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --------------------------------------------------------------------------- summary
+row() { printf '%-40s %14s %14s  %s\n' "$@"; }
+
+# summary_header TITLE EXTRA: the first lines of a summary (date, revision, host).
+summary_header() {
+    echo "allocd bench: $1  $(date -u +%Y-%m-%dT%H:%M:%SZ)  rev $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty')$([[ "$SKIP_BUILD" == 1 ]] && echo ' (SKIP_BUILD: binary may be older)')"
+    echo "host: $(uname -r), $(nproc) cpus; $2"
+    echo
+    row "metric" "value" "target" "result"
+}
+
+print_notes() {
+    if ((${#ODD[@]} > 0)); then
+        echo
+        echo "notes:"
+        printf '  %s\n' "${ODD[@]}"
+    fi
+}
