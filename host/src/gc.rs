@@ -67,25 +67,31 @@ impl Collector {
     }
 
     /// Every terminal allocation, oldest first, and how many allocations exist in all.
+    /// Samples of allocations that no longer exist are dropped on the way.
     async fn candidates(&self) -> (Vec<Candidate>, usize) {
         let mut candidates = Vec::new();
-        let mut total = 0;
+        let mut existing = HashSet::new();
+        let mut listed_all = true;
         for (backend, plugin) in self.registry.storage.iter().enumerate() {
             let ids = match plugin.list_allocs().await {
                 Ok(ids) => ids,
                 Err(failure) => {
                     tracing::warn!(plugin = plugin.name(), "listing allocations failed: {}", failure.message());
+                    listed_all = false;
                     continue;
                 }
             };
-            total += ids.len();
+            existing.extend(ids.iter().cloned());
             for id in ids.into_iter().filter(|id| !self.sampler.is_running(id)) {
                 let mod_time_ns = plugin.stat(&id, "/").await.map(|info| info.mod_time_ns).unwrap_or(0);
                 candidates.push(Candidate { backend, id, mod_time_ns });
             }
         }
+        if listed_all {
+            self.sampler.retain(&existing);
+        }
         candidates.sort_by_key(|c| c.mod_time_ns);
-        (candidates, total)
+        (candidates, existing.len())
     }
 
     /// `/v1/client/gc`: collects every terminal allocation in the background.

@@ -103,5 +103,5 @@ async fn dispatch(state: &Arc<AppState>, meta: &RequestMeta, req: &Request) -> R
             _ => Err(ApiError::not_found("Invalid method")),
         };
     }
-    Err(ApiError::not_found("404 page not found"))
+    Err(ApiError::not_found("404 page not found\n"))
 }

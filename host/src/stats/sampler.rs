@@ -61,6 +61,15 @@ impl Sampler {
         }
     }
 
+    /// Forgets the samples of allocations no backend holds any more (they were deleted
+    /// behind allocd's back, e.g. by a Nomad client sharing the alloc dir).
+    pub fn retain(&self, existing: &std::collections::HashSet<String>) {
+        let mut tasks = self.tasks.write().unwrap_or_else(|e| e.into_inner());
+        if tasks.keys().any(|id| !existing.contains(id)) {
+            Arc::make_mut(&mut tasks).retain(|id, _| existing.contains(id));
+        }
+    }
+
     /// Takes one round of samples from the providers and stores them.
     pub async fn collect(&self, registry: &Registry) {
         tokio::join!(self.collect_host(registry), self.collect_tasks(registry));
