@@ -174,7 +174,7 @@ fn node_level(policy: &str) -> anyhow::Result<Option<Level>> {
 }
 
 fn parse_policy(text: &str) -> anyhow::Result<Policy> {
-    let raw: RawPolicy = hcl::from_str(text)?;
+    let raw: RawPolicy = hcl::from_str(&crate::hcl1::normalize(text))?;
     let mut policy = Policy { node: raw.node.map(|n| node_level(&n.policy)).transpose()?, ..Policy::default() };
     for (pattern, namespace) in raw.namespace {
         let mut capabilities: HashSet<String> = namespace.capabilities.into_iter().collect();
@@ -229,8 +229,8 @@ impl Acl {
             }
         }
         if let Some(file) = &config.token_file {
-            let raw: RawTokens =
-                hcl::from_str(&read(file)?).with_context(|| format!("token file {}", file.display()))?;
+            let raw: RawTokens = hcl::from_str(&crate::hcl1::normalize(&read(file)?))
+                .with_context(|| format!("token file {}", file.display()))?;
             for (name, token) in raw.token {
                 let management = match token.kind.as_str() {
                     "management" => true,

@@ -194,7 +194,7 @@ impl Config {
     }
 
     pub fn from_hcl(text: &str) -> anyhow::Result<Self> {
-        let raw: RawConfig = hcl::from_str(text).map_err(|err| match err {
+        let raw: RawConfig = hcl::from_str(&crate::hcl1::normalize(text)).map_err(|err| match err {
             hcl::Error::Parse(parse) => {
                 let at = parse.location();
                 anyhow::anyhow!("line {}, column {}: {}", at.line(), at.column(), parse.message())
@@ -303,6 +303,30 @@ mod tests {
         assert_eq!(names, ["host-metrics", "local-disk", "my-driver"]);
         assert_eq!(config.plugins[1].config_json, r#"{"alloc_dir":"/srv/alloc"}"#);
         assert_eq!(config.plugins[2].timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_design_example_parses_as_written() {
+        let config = Config::from_hcl(
+            r#"
+            data_dir   = "/var/lib/allocd"
+            bind_addr  = "127.0.0.1"
+            ports { http = 4646 }
+            plugin_dir = "/usr/lib/allocd"
+            telemetry { collection_interval = "1s" }
+            plugin "host-metrics" {}
+            plugin "local-disk"   { config { alloc_dir = "/var/lib/allocd/alloc" } }
+            plugin "cgroup"       { config { root = "/sys/fs/cgroup" } }
+            plugin "docker"       { config { endpoint = "unix:///var/run/docker.sock" } }
+            plugin "my-driver"    { path = "/opt/vendor/liballocd_plugin_my_driver.so" }
+            acl { enabled = false }
+            tls { http = false }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.plugins.len(), 5);
+        assert_eq!(config.plugins[2].config_json, r#"{"root":"/sys/fs/cgroup"}"#);
+        assert_eq!(config.plugins[4].path.as_deref(), Some(Path::new("/opt/vendor/liballocd_plugin_my_driver.so")));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! [`cli`] and [`config`] decide what to run, [`agent`] runs it, [`plugins`] loads and calls
 //! the plugin libraries, [`stats`] keeps the latest samples, [`api`] serves Nomad's endpoints over [`server`] (TCP or TLS), [`acl`] decides who may
-//! and [`stream`] moves file bytes into response bodies. [`gc`] collects terminal allocations, and [`dev`] is the `-dev` sample setup.
+//! and [`stream`] moves file bytes into response bodies. [`gc`] collects terminal allocations, [`hcl1`] accepts Nomad's one-line HCL blocks, and [`dev`] is the `-dev` sample setup.
 
 pub mod acl;
 pub mod agent;
@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod gc;
+pub mod hcl1;
 pub mod inspect;
 pub mod plugins;
 pub mod server;

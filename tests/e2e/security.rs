@@ -20,7 +20,8 @@ const TOKENS: &[(&str, &str, &str)] = &[
 ];
 
 const POLICIES: &[(&str, &str)] = &[
-    ("fs", "namespace \"default\" {\n  capabilities = [\"read-fs\"]\n}\n"),
+    // Nomad's one-line HCL1 form, as operators write it, must parse too.
+    ("fs", "namespace \"default\" { capabilities = [\"read-fs\"] } node { policy = \"deny\" }\n"),
     ("logs", "namespace \"default\" {\n  capabilities = [\"read-logs\"]\n}\n"),
     ("read", "namespace \"default\" {\n  policy = \"read\"\n}\n"),
     ("write", "namespace \"*\" {\n  policy = \"write\"\n}\n"),
@@ -45,9 +46,7 @@ fn acl_agent() -> (Fixture, Agent) {
         } else {
             ("client", policies.split(' ').map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", "))
         };
-        tokens.push_str(&format!(
-            "token {name:?} {{\n  secret_id = {secret:?}\n  type = {kind:?}\n  policies = [{list}]\n}}\n"
-        ));
+        tokens.push_str(&format!("token {name:?} {{ secret_id = {secret:?} type = {kind:?} policies = [{list}] }}\n"));
     }
     std::fs::write(acl_dir.join("tokens.hcl"), tokens).unwrap();
     let config = fixture.config(&format!(
