@@ -8,9 +8,13 @@
 //!   every call, the [`export_plugin!`] macro, and a `log` backend that forwards to the host.
 //! * [`paths`], [`files`] and [`sniff`] are helpers every storage backend shares, so all of them enforce
 //!   the same sandbox rules and report the same content types as Nomad.
+//! * [`compute`] is a helper every metric provider shares: the node's `TotalCompute` (MHz) and
+//!   `NumCores` detected with Nomad's rules, so all of them normalise CPU ticks alike. Like the
+//!   other helpers it is not part of the ABI.
 #![allow(non_local_definitions)] // #[sabi_trait] expansions trip this lint on current rustc.
 
 pub mod abi;
+pub mod compute;
 pub mod files;
 pub mod paths;
 pub mod sdk;

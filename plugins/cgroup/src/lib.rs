@@ -13,7 +13,8 @@
 //! * [`discover`] — task cgroup names and where they live;
 //! * [`v1`], [`v2`] — one task's counters from its cgroup files;
 //! * [`procs`] — the per-process `Pids` map (5 s cache, like Nomad);
-//! * [`tracker`] — CPU percent trackers and tick normalisation; [`compute`] — node MHz;
+//! * [`tracker`] — CPU percent trackers and tick normalisation over the node's compute
+//!   (detected by [`allocd_plugin_api::compute`]);
 //! * [`usage`] — counters to `ResourceUsage`, `Measured` lists;
 //! * [`sampler`] — one sample of everything, per-task state;
 //! * [`read`], [`parse`], [`warn`] — allocation-free file reading and parsing, warn-once logs.
@@ -21,7 +22,6 @@
 //! Config (`plugin "cgroup" { config { ... } }`): `root` (default `/sys/fs/cgroup`), `mode`
 //! (`"v1"` or `"v2"`, default: probe), `cpu_total_compute` (MHz, default: detected).
 
-pub mod compute;
 pub mod detect;
 pub mod discover;
 pub mod parse;
@@ -45,6 +45,7 @@ use serde::Deserialize;
 use crate::detect::Mode;
 use crate::procs::ProcSettings;
 use crate::sampler::{Sampler, Settings};
+use crate::tracker::Compute;
 
 /// The plugin's `config` block.
 #[derive(Deserialize, Default, Debug)]
@@ -107,7 +108,7 @@ pub fn settings(config: Config) -> Result<Settings, PluginError> {
     if root.as_os_str().is_empty() {
         return Err(PluginError::invalid("invalid config: root must not be empty"));
     }
-    let mut compute = compute::detect_host();
+    let mut compute = Compute::detect();
     match config.cpu_total_compute {
         Some(mhz) if !mhz.is_finite() || mhz < 0.0 => {
             return Err(PluginError::invalid(format!(
@@ -157,7 +158,7 @@ mod tests {
         assert_eq!(settings.root, PathBuf::from("/sys/fs/cgroup"));
         assert_eq!(settings.mode, None);
         assert!(settings.compute.num_cores >= 1);
-        assert_eq!(settings.compute, compute::detect_host());
+        assert_eq!(settings.compute, Compute::detect());
         assert_eq!(settings.procs.clk_tck, procs::clk_tck());
     }
 
@@ -169,10 +170,10 @@ mod tests {
         assert_eq!(settings.root, PathBuf::from("/tmp/cg"));
         assert_eq!(settings.mode, Some(Mode::V2));
         assert_eq!(settings.compute.total_compute, 12000.0);
-        assert_eq!(settings.compute.num_cores, compute::detect_host().num_cores, "the override is the total only");
+        assert_eq!(settings.compute.num_cores, Compute::detect().num_cores, "the override is the total only");
         // 0 means "not set", as in Nomad.
         let plugin = CgroupMetrics::new(&config(r#"{"cpu_total_compute":0}"#)).unwrap();
-        assert_eq!(plugin.settings().compute, compute::detect_host());
+        assert_eq!(plugin.settings().compute, Compute::detect());
         // A root with nothing in it samples to nothing.
         assert!(plugin_with_root("/nonexistent/cgroup").sample_tasks().unwrap().is_empty());
     }

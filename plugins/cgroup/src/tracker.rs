@@ -67,12 +67,24 @@ pub struct Compute {
 }
 
 impl Compute {
+    /// This node's compute, detected by the SDK ([`allocd_plugin_api::compute`]) with Nomad's rules.
+    pub fn detect() -> Self {
+        allocd_plugin_api::compute::Compute::detect().into()
+    }
+
     /// `TicksConsumed`: `percent/100 × TotalCompute / NumCores`, MHz-equivalent.
     pub fn ticks_consumed(&self, percent: f64) -> f64 {
         if self.num_cores == 0 {
             return 0.0;
         }
         percent / 100.0 * self.total_compute / f64::from(self.num_cores)
+    }
+}
+
+/// The SDK's whole MHz as this crate's float MHz (a `cpu_total_compute` override may be fractional).
+impl From<allocd_plugin_api::compute::Compute> for Compute {
+    fn from(detected: allocd_plugin_api::compute::Compute) -> Self {
+        Self { total_compute: detected.total_compute as f64, num_cores: detected.num_cores }
     }
 }
 
@@ -126,5 +138,12 @@ mod tests {
         assert_eq!(compute.ticks_consumed(50.0), 1000.0);
         assert_eq!(compute.ticks_consumed(0.0), 0.0);
         assert_eq!(Compute { total_compute: 8000.0, num_cores: 0 }.ticks_consumed(50.0), 0.0);
+    }
+
+    #[test]
+    fn from_the_sdk_compute() {
+        let detected = allocd_plugin_api::compute::Compute { total_compute: 5192, num_cores: 2 };
+        assert_eq!(Compute::from(detected), Compute { total_compute: 5192.0, num_cores: 2 });
+        assert_eq!(Compute::detect(), Compute::from(allocd_plugin_api::compute::Compute::detect()));
     }
 }

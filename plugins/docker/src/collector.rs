@@ -21,13 +21,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use allocd_plugin_api::compute::Compute;
 use allocd_plugin_api::{PluginError, TaskSample};
 use hyper::StatusCode;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use crate::client::{ClientError, DockerClient};
-use crate::compute::Compute;
 use crate::config::Settings;
 use crate::containers::{self, Target};
 use crate::mapping;

@@ -15,9 +15,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use allocd_plugin_api::PluginError;
+use allocd_plugin_api::compute::Compute;
 use serde::Deserialize;
-
-use crate::compute::Compute;
 
 /// The config block as written.
 #[derive(Deserialize, Debug)]

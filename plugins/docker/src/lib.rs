@@ -2,8 +2,8 @@
 //! its unix socket and mapped exactly as Nomad's docker driver does (spec `nomad-stats.md` §8).
 //!
 //! Modules, one concern each:
-//! * [`config`] — the `config { ... }` block (endpoint, compute overrides, `stats_interval`);
-//! * [`compute`] — Nomad's `TotalCompute`/`NumCores` from the CPU topology;
+//! * [`config`] — the `config { ... }` block (endpoint, `stats_interval`, and the
+//!   `cpu_total_compute`/`num_cores` overrides of the [`Compute`] the SDK detects);
 //! * [`client`] — HTTP/1 over the unix socket (hyper 1), with a deadline per request;
 //! * [`containers`] — which containers are Nomad tasks (label + `<task>-<allocID>` name);
 //! * [`mapping`] — the pure stats → `ResourceUsage` mapping;
@@ -15,16 +15,15 @@
 
 pub mod client;
 pub mod collector;
-pub mod compute;
 pub mod config;
 pub mod containers;
 pub mod mapping;
 
+use allocd_plugin_api::compute::Compute;
 use allocd_plugin_api::sdk::{MetricsPlugin, PluginConfig};
 use allocd_plugin_api::{PluginError, TaskSample};
 
 use crate::collector::Collector;
-use crate::compute::Compute;
 use crate::config::Settings;
 
 /// The metric provider; collection stops when it is dropped.

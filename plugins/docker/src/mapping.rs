@@ -16,10 +16,9 @@
 
 use std::collections::HashMap;
 
+use allocd_plugin_api::compute::Compute;
 use allocd_plugin_api::{CpuStats, MemoryStats, ResourceUsage, TaskSample};
 use serde::Deserialize;
-
-use crate::compute::Compute;
 
 /// Memory fields Nomad reports for Docker on cgroup v1.
 pub const MEASURED_MEMORY_V1: [&str; 5] = ["RSS", "Cache", "Swap", "Usage", "Max Usage"];

@@ -71,26 +71,6 @@ fn parse(text: &str) -> Vec<(String, Times)> {
         .collect()
 }
 
-/// Nomad's `TotalCompute`: Σ per-core MHz — base frequency, else max frequency, else the
-/// current frequency /proc/cpuinfo reports (through sysinfo).
-pub fn total_compute_mhz() -> f64 {
-    let mut system = sysinfo::System::new();
-    system.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing().with_frequency());
-    system
-        .cpus()
-        .iter()
-        .enumerate()
-        .map(|(index, cpu)| {
-            let sysfs = |file: &str| -> Option<f64> {
-                let path = format!("/sys/devices/system/cpu/cpu{index}/cpufreq/{file}");
-                let khz: f64 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
-                (khz > 0.0).then_some(khz / 1000.0)
-            };
-            sysfs("base_frequency").or_else(|| sysfs("cpuinfo_max_freq")).unwrap_or(cpu.frequency() as f64)
-        })
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

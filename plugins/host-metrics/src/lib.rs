@@ -1,10 +1,13 @@
 //! `host-metrics`: the host sample behind `GET /v1/client/stats`, with Nomad's formulas
 //! (`client/hoststats/host.go` over gopsutil; spec `nomad-stats.md` §4–5).
 //!
-//! sysinfo supplies uptime and the CPU frequency fallback. /proc supplies what sysinfo
-//! computes differently from Nomad: memory `Used` (Total − Free − Buffers − Cached −
-//! SReclaimable), per-CPU user/system/idle splits (iowait counts as busy; the first sample is
-//! the average since boot), and the mount table; statvfs supplies sizes and inode counts.
+//! sysinfo supplies uptime. /proc supplies what sysinfo computes differently from Nomad: memory
+//! `Used` (Total − Free − Buffers − Cached − SReclaimable), per-CPU user/system/idle splits
+//! (iowait counts as busy; the first sample is the average since boot), and the mount table;
+//! statvfs supplies sizes and inode counts. `TotalCompute`, which the per-CPU `TotalTicks`
+//! spread, is the `cpu_total_compute` override or else what the SDK's
+//! [`allocd_plugin_api::compute`] detects with Nomad's rules (the same figure every task
+//! provider uses).
 
 mod cpu;
 mod disk;
@@ -14,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use allocd_plugin_api::compute::Compute;
 use allocd_plugin_api::sdk::{MetricsPlugin, PluginConfig};
 use allocd_plugin_api::{HostStats, PluginError};
 use serde::Deserialize;
@@ -38,10 +42,15 @@ impl HostMetrics {
     pub fn new(config: &PluginConfig) -> Result<Self, PluginError> {
         let parsed: Config = config.parse()?;
         let alloc_dir = parsed.alloc_dir.unwrap_or_else(|| PathBuf::from(config.host.alloc_dir.as_str()));
-        let total_compute = parsed.cpu_total_compute.unwrap_or_else(cpu::total_compute_mhz);
+        let total_compute = total_compute(parsed.cpu_total_compute);
         log::info!("host metrics: total compute {total_compute} MHz, alloc dir {}", alloc_dir.display());
         Ok(Self { alloc_dir, total_compute, cpu_tracker: Mutex::new(cpu::Tracker::default()) })
     }
+}
+
+/// `TotalCompute` in MHz: the configured override, else the node's detected compute.
+fn total_compute(configured: Option<f64>) -> f64 {
+    configured.unwrap_or_else(|| Compute::detect().total_compute as f64)
 }
 
 fn now_ns() -> i64 {
@@ -75,4 +84,16 @@ impl MetricsPlugin for HostMetrics {
 allocd_plugin_api::export_plugin! {
     name: "host-metrics",
     metrics: HostMetrics::new,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn total_compute_is_the_override_else_detected() {
+        assert_eq!(total_compute(Some(12000.5)), 12000.5);
+        assert_eq!(total_compute(Some(0.0)), 0.0);
+        assert_eq!(total_compute(None), Compute::detect().total_compute as f64);
+    }
 }

@@ -1,11 +1,21 @@
-//! The CPU normalisation every Nomad task provider uses (`cpustats.Compute`, spec §5):
-//! `TotalCompute` in MHz and `NumCores`, the topology core count.
+//! The node's CPU capacity as Nomad computes it, shared by every metric provider: Nomad's
+//! `cpustats.Compute` (spec `nomad-stats.md` §5), `TotalCompute` in MHz and `NumCores`, the
+//! topology core count.
+//!
+//! This is an SDK helper, not part of the ABI: nothing here crosses the plugin boundary, and a
+//! plugin applies its own config overrides (`cpu_total_compute`, `num_cores`) to what it detects.
 //!
 //! Detection follows Nomad's Linux topology (`client/lib/numalib/detect_linux.go`): the cores are
-//! the logical CPUs in `/sys/devices/system/cpu/online`; each core's speed is its base frequency
-//! (`cpufreq/base_frequency`, or `acpi_cppc/nominal_freq` under `acpi-cpufreq`), else its maximum
-//! frequency (`cpufreq/cpuinfo_max_freq`), else the `cpu MHz` that `/proc/cpuinfo` reports. Like
-//! Nomad, speeds are whole MHz and `TotalCompute` is their sum.
+//! the logical CPUs in `/sys/devices/system/cpu/online` (else the processors `/proc/cpuinfo`
+//! lists, else the available parallelism); each core's speed is, in whole MHz:
+//! * its base speed: `cpuN/cpufreq/base_frequency` (kHz), or, when `cpuN/cpufreq/scaling_driver`
+//!   is `acpi-cpufreq`, `cpuN/acpi_cppc/nominal_freq` (MHz);
+//! * else its maximum speed: `cpuN/cpufreq/cpuinfo_max_freq` (kHz);
+//! * else a guess: the `cpu MHz` line of that processor in `/proc/cpuinfo`, truncated (Nomad's
+//!   SMBIOS guess is not attempted: it needs dmidecode); 0 when there is none.
+//!
+//! `TotalCompute` is the sum over the cores. Only std is used: [`detect_at`] takes a sysfs `cpu`
+//! directory and the cpuinfo text, so tests run against fixture directories.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,14 +23,14 @@ use std::path::Path;
 /// Nomad's `cpustats.Compute`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Compute {
-    /// Σ per-core MHz (`cpu_total_compute` when configured).
+    /// Σ per-core MHz.
     pub total_compute: u64,
-    /// Logical cores of the topology (not Docker's `online_cpus`); never 0.
+    /// Logical cores of the topology (not a container's `online_cpus`); never 0.
     pub num_cores: u32,
 }
 
 impl Compute {
-    /// This machine's topology.
+    /// This machine's topology, from `/sys/devices/system/cpu` and `/proc/cpuinfo`.
     pub fn detect() -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         detect_at(Path::new("/sys/devices/system/cpu"), &cpuinfo)
@@ -129,10 +139,32 @@ mod tests {
     }
 
     #[test]
+    fn zero_speeds_fall_through_and_offline_cores_do_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "online", "0,2\n");
+        write(root, "cpu0/cpufreq/base_frequency", "0\n"); // unknown: use the max
+        write(root, "cpu0/cpufreq/cpuinfo_max_freq", "3100000\n");
+        write(root, "cpu1/cpufreq/base_frequency", "5000000\n"); // offline
+        write(root, "cpu2/cpufreq/scaling_driver", "acpi-cpufreq\n");
+        write(root, "cpu2/acpi_cppc/nominal_freq", "0\n"); // unknown, no max: guess
+        let cpuinfo = "processor\t: 2\nmodel name\t: X: Y\ncpu MHz\t\t: 1499.9\n";
+        assert_eq!(detect_at(root, cpuinfo), Compute { total_compute: 3100 + 1499, num_cores: 2 });
+    }
+
+    #[test]
     fn without_sysfs_counts_cpuinfo_processors() {
         let dir = tempfile::tempdir().unwrap();
         let cpuinfo = "processor\t: 0\ncpu MHz\t\t: 2596.142\nprocessor\t: 1\ncpu MHz\t\t: 2596.142\n";
         assert_eq!(detect_at(dir.path(), cpuinfo), Compute { total_compute: 5192, num_cores: 2 });
+    }
+
+    #[test]
+    fn without_sysfs_or_cpuinfo_counts_the_parallelism() {
+        let dir = tempfile::tempdir().unwrap();
+        let compute = detect_at(&dir.path().join("nope"), "");
+        let parallelism = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        assert_eq!(compute, Compute { total_compute: 0, num_cores: parallelism });
     }
 
     #[test]
