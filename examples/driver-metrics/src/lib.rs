@@ -12,7 +12,7 @@
 //!   path = "/opt/my-driver/liballocd_plugin_driver_metrics.so"
 //!   config {
 //!     status_file      = "/run/my-driver/status.json"
-//!     cpu_mhz_per_core = 2400   # optional; default: /proc/cpuinfo
+//!     cpu_mhz_per_core = 2400   # optional; default: detected like Nomad (sysfs, /proc/cpuinfo)
 //!   }
 //! }
 //! ```
@@ -25,6 +25,7 @@ pub mod status;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
+use allocd_plugin_api::compute::Compute;
 use allocd_plugin_api::sdk::{MetricsPlugin, PluginConfig};
 use allocd_plugin_api::{PluginError, TaskSample};
 use serde::Deserialize;
@@ -37,7 +38,7 @@ use crate::status::{Conversion, StatusFile};
 struct Config {
     /// The driver's status file; a relative path is relative to the agent's `data_dir`.
     status_file: PathBuf,
-    /// MHz of one core, for Nomad's `TotalTicks`; default: the average of /proc/cpuinfo.
+    /// MHz of one core, for Nomad's `TotalTicks`; default: detected as Nomad does.
     cpu_mhz_per_core: Option<f64>,
 }
 
@@ -58,7 +59,11 @@ impl DriverMetrics {
         let mhz_per_core = match parsed.cpu_mhz_per_core {
             Some(mhz) if mhz.is_finite() && mhz >= 0.0 => mhz,
             Some(mhz) => return Err(PluginError::invalid(format!("cpu_mhz_per_core must be >= 0, not {mhz}"))),
-            None => cpuinfo_mhz_per_core().unwrap_or(0.0),
+            None => {
+                // The SDK's detection of Nomad's node figures (sysfs, else /proc/cpuinfo).
+                let node = Compute::detect();
+                node.total_compute as f64 / f64::from(node.num_cores.max(1))
+            }
         };
         // The file may not exist yet (the driver starts later): that is not a config error.
         log::info!("driver-metrics: reading {} ({mhz_per_core} MHz per core)", status_file.display());
@@ -94,17 +99,6 @@ fn read_with_mtime(path: &Path) -> std::io::Result<(String, i64)> {
     let modified = std::fs::metadata(path)?.modified()?;
     let ns = modified.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or_default();
     Ok((text, ns))
-}
-
-/// Average `cpu MHz` over the cores listed in /proc/cpuinfo.
-fn cpuinfo_mhz_per_core() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let mhz: Vec<f64> = text
-        .lines()
-        .filter(|line| line.starts_with("cpu MHz"))
-        .filter_map(|line| line.split(':').nth(1)?.trim().parse().ok())
-        .collect();
-    (!mhz.is_empty()).then(|| mhz.iter().sum::<f64>() / mhz.len() as f64)
 }
 
 // The library's root module: the name operators write in `plugin "driver-metrics" { }` and the
