@@ -1,7 +1,7 @@
 # Shared helpers for the bench scripts (run.sh, follow.sh, stats.sh, all.sh). Sourced, not run.
 # Sets BENCH_DIR, ROOT, RESULTS_DIR, BIN; installs an EXIT trap that stops everything the
 # script started (agents, nginx, helper processes — each by its own pid) and removes $TMP.
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH_DIR/.." && pwd)"
@@ -59,7 +59,7 @@ ensure_tools() {
 # build_release [PLUGIN...]: cargo build --release --workspace (unless SKIP_BUILD=1), then
 # checks the binary and liballocd_plugin_<name>.so for each named plugin.
 build_release() {
-    cd "$ROOT"
+    cd "$ROOT" || die "cannot cd to $ROOT"
     unset CARGO_TARGET_DIR
     if [[ "$SKIP_BUILD" != 1 ]]; then
         log "cargo build --release --workspace"
@@ -274,7 +274,7 @@ row() { printf '%-40s %14s %14s  %s\n' "$@"; }
 
 # summary_header TITLE EXTRA: the first lines of a summary (date, revision, host).
 summary_header() {
-    echo "allocd bench: $1  $(date -u +%Y-%m-%dT%H:%M:%SZ)  rev $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty')$([[ "$SKIP_BUILD" == 1 ]] && echo ' (SKIP_BUILD: binary may be older)')"
+    echo "allocd bench: $1  $(date -u +%Y-%m-%dT%H:%M:%SZ)  rev $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty')$([[ "$SKIP_BUILD" == 1 && "${BENCH_BUILT:-0}" != 1 ]] && echo ' (SKIP_BUILD: binary may be older)')"
     echo "host: $(uname -r), $(nproc) cpus; $2"
     echo
     row "metric" "value" "target" "result"

@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# Follow benchmarks for allocd (release build, 127.0.0.1 only):
+#   a. follow latency: append -> decoded at the client, fs/stream (JSON frames) and
+#      fs/logs?plain=true, 1,000 lines ~5 ms apart; p50 vs Nomad's 250 ms poll interval;
+#   b. 1,000 concurrent idle followers: RSS growth per follower, agent CPU over an idle window,
+#      then one appended line must reach all of them (fan-out time);
+#   c. 1 GiB through fs/stream?follow=false (payload MB/s) vs fs/cat of the same file.
+# See bench/README.md. Writes bench/results/follow-latest.txt.
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+
+# Tunables (environment).
+FOLLOW_LINES="${FOLLOW_LINES:-1000}"        # appends per latency run
+FOLLOW_INTERVAL="${FOLLOW_INTERVAL:-0.005}" # seconds between appends
+FOLLOWERS="${FOLLOWERS:-1000}"              # concurrent idle followers
+IDLE_SETTLE="${IDLE_SETTLE:-5}"             # seconds after opening them before reading RSS
+IDLE_WINDOW="${IDLE_WINDOW:-10}"            # CPU measurement window
+STREAM_SIZE="${STREAM_SIZE:-1G}"            # passed to `head -c`
+STREAM_RUNS="${STREAM_RUNS:-3}"             # best of
+VERIFY_STREAM="${VERIFY_STREAM:-1}"         # decode one follow=false body and compare (~10 s)
+AFTER_CLOSE_WAIT="${AFTER_CLOSE_WAIT:-12}"  # seconds after the followers leave before RSS again
+
+# Targets.
+T_P50_MS=5
+T_P99_MS=50
+T_RSS_PER_FOLLOWER_KIB=64
+T_IDLE_CPU_PCT=10
+T_STREAM_MBPS=300
+NOMAD_POLL_MS=250
+
+PY="$BENCH_DIR/followbench.py"
+
+# --------------------------------------------------------------------------- build
+ensure_tools curl python3
+build_release local-disk host-metrics
+# Two sockets per follower in the client, a socket and the file in the agent.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if (($(ulimit -n) < 2 * FOLLOWERS + 100)); then
+    ODD+=("ulimit -n is $(ulimit -n): too low for $FOLLOWERS followers")
+fi
+
+# --------------------------------------------------------------------------- fixture
+make_tmp
+ALLOC_ID="$(cat /proc/sys/kernel/random/uuid)"
+ALLOC="$TMP/alloc/$ALLOC_ID"
+mkdir -p "$TMP/data" "$ALLOC/alloc/data" "$ALLOC/alloc/logs" "$ALLOC/alloc/tmp" \
+    "$ALLOC/web/local" "$ALLOC/web/secrets" "$ALLOC/web/tmp" "$ALLOC/web/private"
+LOGFILE="$ALLOC/alloc/logs/web.stdout.0"
+printf 'hello from web\n' >"$LOGFILE"
+: >"$ALLOC/alloc/logs/web.stderr.0"
+BIG="$ALLOC/alloc/data/big.bin"
+log "writing $STREAM_SIZE of /dev/urandom to $BIG"
+head -c "$STREAM_SIZE" /dev/urandom >"$BIG"
+BIG_BYTES="$(stat -c %s "$BIG")"
+cat "$BIG" >/dev/null   # page cache warm
+
+CFG="$TMP/allocd.hcl"
+cat >"$CFG" <<EOF
+data_dir  = "$TMP/data"
+bind_addr = "127.0.0.1"
+limits {
+  http_max_conns_per_client = 0
+  max_streams = 4096
+}
+plugin "host-metrics" {}
+plugin "local-disk" {
+  config {
+    alloc_dir = "$TMP/alloc"
+  }
+}
+EOF
+
+# jget FILE KEY: a field of the one JSON object in FILE ("n/a" when absent or null).
+jget() {
+    python3 -c 'import json,sys
+d = json.load(open(sys.argv[1])); v = d.get(sys.argv[2])
+print("n/a" if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else v))' "$1" "$2" 2>/dev/null || echo n/a
+}
+
+# --------------------------------------------------------------------------- a. latency
+start_agent follow "$CFG"
+PORT="${BASE##*:}"
+A1_PID="$AGENT_PID"
+
+STREAM_TARGET="/v1/client/fs/stream/$ALLOC_ID?path=alloc/logs/web.stdout.0&origin=end&offset=0"
+LOGS_TARGET="/v1/client/fs/logs/$ALLOC_ID?task=web&type=stdout&follow=true&plain=true&origin=end&offset=0"
+
+log "latency: $FOLLOW_LINES appends ${FOLLOW_INTERVAL}s apart, GET $STREAM_TARGET"
+python3 "$PY" latency --port "$PORT" --target "$STREAM_TARGET" --file "$LOGFILE" --mode frames \
+    --count "$FOLLOW_LINES" --interval "$FOLLOW_INTERVAL" >"$TMP/lat-stream.json" \
+    || ODD+=("latency client (fs/stream) failed: $(cat "$TMP/lat-stream.json")")
+log "  $(cat "$TMP/lat-stream.json")"
+log "latency: GET $LOGS_TARGET"
+python3 "$PY" latency --port "$PORT" --target "$LOGS_TARGET" --file "$LOGFILE" --mode plain \
+    --count "$FOLLOW_LINES" --interval "$FOLLOW_INTERVAL" >"$TMP/lat-logs.json" \
+    || ODD+=("latency client (fs/logs) failed: $(cat "$TMP/lat-logs.json")")
+log "  $(cat "$TMP/lat-logs.json")"
+for f in stream logs; do
+    err="$(jget "$TMP/lat-$f.json" error)"
+    [[ "$err" == n/a ]] || ODD+=("latency ($f): $err")
+    recv="$(jget "$TMP/lat-$f.json" received)"
+    [[ "$recv" == "$FOLLOW_LINES" ]] || ODD+=("latency ($f): only $recv of $FOLLOW_LINES lines arrived")
+done
+
+# --------------------------------------------------------------------------- c. 1 GiB stream
+STREAM_URL="$BASE/v1/client/fs/stream/$ALLOC_ID?path=alloc/data/big.bin&follow=false"
+CAT_URL="$BASE/v1/client/fs/cat/$ALLOC_ID?path=alloc/data/big.bin"
+if [[ "$VERIFY_STREAM" == 1 ]]; then
+    log "verifying one fs/stream?follow=false body against $BIG (untimed)"
+    curl -s --max-time 120 "$STREAM_URL" | python3 "$PY" verify --file "$BIG" >"$TMP/verify.json" \
+        || ODD+=("fs/stream follow=false body does not match $BIG: $(cat "$TMP/verify.json")")
+    log "  $(cat "$TMP/verify.json")"
+fi
+
+# best_of NAME URL EXPECT_SIZE_OR_EMPTY -> sets BEST_PAYLOAD (bytes/s, file size / time),
+# BEST_WIRE (size_download of that run), PEAK_KIB (agent RSS peak over the runs).
+best_of() {
+    local name="$1" url="$2" r cpid k _speed code size secs rate
+    BEST_PAYLOAD=0 BEST_WIRE=0 PEAK_KIB=0
+    for ((r = 1; r <= STREAM_RUNS; r++)); do
+        curl_speed "$url" >"$TMP/$name-$r.txt" &
+        cpid=$!
+        while kill -0 "$cpid" 2>/dev/null; do
+            k="$(rss_kib "$AGENT_PID")"
+            ((k > PEAK_KIB)) && PEAK_KIB=$k
+            sleep 0.1
+        done
+        wait "$cpid" || true
+        read -r _speed code size secs <"$TMP/$name-$r.txt" || true
+        if [[ "${code:-}" != 200 || -z "${secs:-}" ]] || ((${size:-0} < BIG_BYTES)); then
+            ODD+=("$name run $r: HTTP ${code:-?}, ${size:-0} bytes on the wire for a $BIG_BYTES-byte file")
+            continue
+        fi
+        rate="$(awk -v b="$BIG_BYTES" -v t="$secs" 'BEGIN { printf "%.0f", (t > 0 ? b / t : 0) }')"
+        log "  $name run $r: payload $(mbps "$rate") MB/s (wire $size B in ${secs}s)"
+        if ((rate > BEST_PAYLOAD)); then BEST_PAYLOAD=$rate BEST_WIRE=$size; fi
+    done
+}
+log "1 GiB: GET $STREAM_URL (best of $STREAM_RUNS)"
+best_of stream "$STREAM_URL"
+STREAM_MBPS="$(mbps "$BEST_PAYLOAD")"
+STREAM_INFLATE="$(ratio3 "$BEST_WIRE" "$BIG_BYTES")"
+STREAM_PEAK_MIB="$(kib_to_mib "$PEAK_KIB")"
+log "1 GiB: GET $CAT_URL (baseline)"
+best_of cat "$CAT_URL"
+CAT_MBPS="$(mbps "$BEST_PAYLOAD")"
+STREAM_RATIO="$(ratio "$STREAM_MBPS" "$CAT_MBPS")"
+A1_RSS_MIB="$(kib_to_mib "$(rss_kib "$A1_PID")")"
+kill -0 "$A1_PID" 2>/dev/null || ODD+=("allocd (follow) exited during the run")
+stop_agent "$A1_PID"
+
+# --------------------------------------------------------------------------- b. idle followers
+# A fresh agent, so that the RSS baseline is not the high-water mark of the 1 GiB streams.
+start_agent followers "$CFG"
+PORT="${BASE##*:}"
+A2_PID="$AGENT_PID"
+log "idle: $FOLLOWERS followers of GET $STREAM_TARGET; RSS after ${IDLE_SETTLE}s, CPU over ${IDLE_WINDOW}s"
+python3 "$PY" idle --port "$PORT" --target "$STREAM_TARGET" --file "$LOGFILE" --pid "$A2_PID" \
+    --n "$FOLLOWERS" --settle "$IDLE_SETTLE" --window "$IDLE_WINDOW" >"$TMP/idle.json" \
+    || ODD+=("idle client failed: $(cat "$TMP/idle.json")")
+log "  $(cat "$TMP/idle.json")"
+ok="$(jget "$TMP/idle.json" ok)"
+[[ "$ok" == "$FOLLOWERS" ]] || ODD+=("idle: only $ok of $FOLLOWERS followers got 200: statuses $(jget "$TMP/idle.json" statuses); e.g. $(jget "$TMP/idle.json" bad_example)")
+closed="$(jget "$TMP/idle.json" closed_during_idle)"
+[[ "$closed" == 0 ]] || ODD+=("idle: $closed followers were closed by the agent during the idle window")
+# Memory and threads given back once they are gone (tokio's blocking-pool threads idle out
+# after 10 s).
+sleep "$AFTER_CLOSE_WAIT"
+A2_RSS_AFTER_CLOSE_MIB="$(kib_to_mib "$(rss_kib "$A2_PID")")"
+A2_THREADS_AFTER_CLOSE="$(awk '/^Threads:/ { print $2 }' "/proc/$A2_PID/status" 2>/dev/null || echo n/a)"
+kill -0 "$A2_PID" 2>/dev/null || ODD+=("allocd (followers) exited during the run")
+stop_agent "$A2_PID"
+
+# --------------------------------------------------------------------------- summary
+agent_log_notes follow
+agent_log_notes followers
+S_P50="$(jget "$TMP/lat-stream.json" p50_ms)"
+S_P99="$(jget "$TMP/lat-stream.json" p99_ms)"
+L_P50="$(jget "$TMP/lat-logs.json" p50_ms)"
+PER_FOLLOWER="$(jget "$TMP/idle.json" rss_per_follower_kib)"
+IDLE_CPU="$(jget "$TMP/idle.json" cpu_pct)"
+{
+    summary_header "follow.sh (follow latency, idle followers, 1 GiB stream)" \
+        "$FOLLOW_LINES appends ${FOLLOW_INTERVAL}s apart; $FOLLOWERS followers, RSS after ${IDLE_SETTLE}s, CPU over ${IDLE_WINDOW}s; stream $BIG_BYTES B x$STREAM_RUNS (best)"
+    row "stream follow p50 (ms)" "$S_P50" "<= $T_P50_MS" "$(pass_if le "$S_P50" "$T_P50_MS")"
+    row "stream follow p90 (ms)" "$(jget "$TMP/lat-stream.json" p90_ms)" "-" "info"
+    row "stream follow p99 (ms)" "$S_P99" "<= $T_P99_MS" "$(pass_if le "$S_P99" "$T_P99_MS")"
+    row "stream follow max (ms)" "$(jget "$TMP/lat-stream.json" max_ms)" "-" "info"
+    row "stream lines received" "$(jget "$TMP/lat-stream.json" received)/$FOLLOW_LINES" "all" \
+        "$([[ "$(jget "$TMP/lat-stream.json" received)" == "$FOLLOW_LINES" ]] && echo PASS || echo FAIL)"
+    row "stream p50 / Nomad 250 ms poll" "$(ratio3 "$S_P50" "$NOMAD_POLL_MS")" "-" "info"
+    row "logs plain follow p50 (ms)" "$L_P50" "-" "info"
+    row "logs plain follow p90 (ms)" "$(jget "$TMP/lat-logs.json" p90_ms)" "-" "info"
+    row "logs plain follow p99 (ms)" "$(jget "$TMP/lat-logs.json" p99_ms)" "-" "info"
+    row "logs plain follow max (ms)" "$(jget "$TMP/lat-logs.json" max_ms)" "-" "info"
+    row "logs lines received" "$(jget "$TMP/lat-logs.json" received)/$FOLLOW_LINES" "all" \
+        "$([[ "$(jget "$TMP/lat-logs.json" received)" == "$FOLLOW_LINES" ]] && echo PASS || echo FAIL)"
+    row "logs p50 / Nomad 250 ms poll" "$(ratio3 "$L_P50" "$NOMAD_POLL_MS")" "-" "info"
+    row "followers open (HTTP 200)" "$(jget "$TMP/idle.json" ok)/$FOLLOWERS" "all" \
+        "$([[ "$(jget "$TMP/idle.json" ok)" == "$FOLLOWERS" ]] && echo PASS || echo FAIL)"
+    row "RSS before followers (MiB)" "$(kib_to_mib "$(jget "$TMP/idle.json" rss_before_kib)")" "-" "info"
+    row "RSS with followers (MiB)" "$(kib_to_mib "$(jget "$TMP/idle.json" rss_after_kib)")" "-" "info"
+    row "RSS growth per follower (KiB)" "$PER_FOLLOWER" "<= $T_RSS_PER_FOLLOWER_KIB" "$(pass_if le "$PER_FOLLOWER" "$T_RSS_PER_FOLLOWER_KIB")"
+    row "idle CPU, followers open (% core)" "$IDLE_CPU" "<= $T_IDLE_CPU_PCT" "$(pass_if le "$IDLE_CPU" "$T_IDLE_CPU_PCT")"
+    row "agent threads / fds, followers open" "$(jget "$TMP/idle.json" threads) / $(jget "$TMP/idle.json" fds_after)" "-" "info"
+    row "fan-out: 1 line to all, p50 (ms)" "$(jget "$TMP/idle.json" fanout_p50_ms)" "-" "info"
+    row "fan-out: 1 line to all, max (ms)" "$(jget "$TMP/idle.json" fanout_max_ms)" "-" "info"
+    row "fan-out: followers reached" "$(jget "$TMP/idle.json" fanout_received)/$(jget "$TMP/idle.json" fanout_live)" "-" "info"
+    row "RSS ${AFTER_CLOSE_WAIT} s after followers left (MiB)" "$A2_RSS_AFTER_CLOSE_MIB" "-" "info"
+    row "threads ${AFTER_CLOSE_WAIT} s after followers left" "$A2_THREADS_AFTER_CLOSE" "-" "info"
+    row "stream 1 GiB payload MB/s" "$STREAM_MBPS" ">= $T_STREAM_MBPS" "$(pass_if ge "$STREAM_MBPS" "$T_STREAM_MBPS")"
+    row "cat 1 GiB MB/s (baseline)" "$CAT_MBPS" "-" "info"
+    row "stream/cat ratio" "$STREAM_RATIO" "-" "info"
+    row "stream wire bytes / payload" "$STREAM_INFLATE" "-" "info"
+    row "peak RSS during stream (MiB)" "$STREAM_PEAK_MIB" "-" "info"
+    row "RSS after latency + stream runs (MiB)" "$A1_RSS_MIB" "-" "info"
+    [[ "$VERIFY_STREAM" == 1 ]] && row "stream body verified (sha256, Offsets)" "$(jget "$TMP/verify.json" ok)" "true" \
+        "$([[ "$(jget "$TMP/verify.json" ok)" == True ]] && echo PASS || echo FAIL)"
+    print_notes
+} | tee "$TMP/summary.txt"
+mkdir -p "$RESULTS_DIR"
+cp "$TMP/summary.txt" "$RESULTS_DIR/follow-latest.txt"
+cat "$TMP/follow.log" "$TMP/followers.log" >"$RESULTS_DIR/follow-allocd-latest.log" 2>/dev/null || true
+for f in lat-stream lat-logs idle verify; do
+    [[ -f "$TMP/$f.json" ]] && printf '%s: %s\n' "$f" "$(cat "$TMP/$f.json")"
+done >"$RESULTS_DIR/follow-latest.json.txt"
+log "summary written to $RESULTS_DIR/follow-latest.txt"
