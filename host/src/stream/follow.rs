@@ -1,26 +1,35 @@
 //! Reading one file for a stream, and following it.
 //!
 //! A [`Cursor`] reads an open file from an offset in large chunks and hands the bytes to the
-//! sink. At end of file a follower [`Cursor::wait`]s: woken by inotify on the backend's
-//! `watch_paths`, by a poll timer (at most 250 ms, for backends without local paths and
-//! filesystems where inotify stays silent), by the heartbeat timer or by the client leaving.
-//! [`Cursor::check`] then tells truncation (the file shrank below the read position) from
-//! deletion (the path is gone or names another file), as Nomad's tail does.
+//! sink. At end of file a follower [`Cursor::wait`]s until its [`Subscription`] fires: inotify
+//! on the backend's `watch_paths`, or the shared 250 ms poll of the file's identity (for
+//! backends without local paths and filesystems where inotify stays silent). Heartbeats are
+//! sent while waiting; a client that leaves ends the wait. When a wake-up brings no new bytes,
+//! [`Cursor::check`] tells truncation (the file shrank below the read position) from deletion
+//! (the path is gone or names another file), as Nomad's tail does. An idle follower makes no
+//! plugin calls at all.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use allocd_plugin_api::{ErrorKind, FileIdentity};
 
 use super::frame::{Disconnected, FILE_DELETED, FILE_TRUNCATED, Sink};
-use super::watch::{Subscription, WatchHub};
+use super::watch::{Poll, Probe, Subscription, WatchHub};
 use crate::plugins::registry::OpenFile;
 use crate::plugins::{PluginFailure, StoragePlugin};
 
 /// Bytes per `read_at` call while streaming (sent as 64 KiB frames).
 const READ_SIZE: usize = 1 << 20;
-/// The poll fallback.
+/// The shared poll fallback.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+fn fingerprint(value: impl Hash) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
 
 /// Why a stream stopped early.
 #[derive(Debug)]
@@ -68,10 +77,36 @@ impl Source {
         &self.registry.storage[self.registry_index]
     }
 
-    /// Subscribes to the backend's watch paths for `path` (none when it names none).
-    pub async fn subscribe(&self, path: &str) -> Subscription {
+    /// Subscribes to changes of the file at `path`: its identity and size are polled.
+    pub async fn subscribe_file(&self, path: &str) -> Subscription {
+        let (source, target) = (self.clone(), path.to_owned());
+        let probe: Probe = Arc::new(move || {
+            let (source, target) = (source.clone(), target.clone());
+            Box::pin(async move {
+                let id = source.backend().identify(&source.alloc_id, &target).await.ok()?;
+                Some(fingerprint((id.device, id.inode, id.size)))
+            })
+        });
+        self.subscribe(path, "file", probe).await
+    }
+
+    /// Subscribes to changes of the directory at `path`: its listing is polled.
+    pub async fn subscribe_dir(&self, path: &str) -> Subscription {
+        let (source, target) = (self.clone(), path.to_owned());
+        let probe: Probe = Arc::new(move || {
+            let (source, target) = (source.clone(), target.clone());
+            Box::pin(async move {
+                let entries = source.backend().list(&source.alloc_id, &target).await.ok()?;
+                Some(fingerprint(entries.iter().map(|e| (e.name.as_str(), e.size)).collect::<Vec<_>>()))
+            })
+        });
+        self.subscribe(path, "dir", probe).await
+    }
+
+    async fn subscribe(&self, path: &str, kind: &str, probe: Probe) -> Subscription {
         let paths = self.backend().watch_paths(&self.alloc_id, path).await.unwrap_or_default();
-        self.hub.subscribe(&paths)
+        let key = format!("{kind}:{}:{}:{path}", self.registry_index, self.alloc_id);
+        self.hub.subscribe(&paths, Some(Poll { key, interval: POLL_INTERVAL, probe }))
     }
 }
 
@@ -90,7 +125,7 @@ pub struct Cursor {
 
 impl Cursor {
     pub async fn open(source: &Source, path: &str, frame_name: &str, offset: u64) -> Result<Self, PluginFailure> {
-        let subscription = source.subscribe(path).await;
+        let subscription = source.subscribe_file(path).await;
         let file = source.backend().open(&source.alloc_id, path).await?;
         let identity = file.identity().await?;
         Ok(Self {
@@ -153,16 +188,20 @@ impl Cursor {
     }
 }
 
-/// Waits for a change on `watch` (or `also`), the poll timer, the heartbeat or a disconnect.
+/// Waits for a change on `watch` (or `also`), sending heartbeats meanwhile; a client that
+/// leaves ends the wait.
 pub async fn wait(sink: &mut Sink, watch: &Subscription, also: Option<&Subscription>) -> Result<(), StreamEnd> {
-    let heartbeat = sink.heartbeat_due();
-    tokio::select! {
-        () = watch.changed() => {}
-        () = async { match also { Some(other) => other.changed().await, None => std::future::pending().await } } => {}
-        () = tokio::time::sleep(POLL_INTERVAL) => {}
-        () = async { match heartbeat { Some(due) => tokio::time::sleep_until(due).await, None => std::future::pending().await } } => {}
-        () = sink.closed() => return Err(StreamEnd::Disconnected),
+    loop {
+        let heartbeat = sink.heartbeat_due();
+        tokio::select! {
+            () = watch.changed() => return Ok(()),
+            () = async { match also { Some(other) => other.changed().await, None => std::future::pending().await } } => {
+                return Ok(());
+            }
+            () = async { match heartbeat { Some(due) => tokio::time::sleep_until(due).await, None => std::future::pending().await } } => {
+                sink.heartbeat_if_due().await?;
+            }
+            () = sink.closed() => return Err(StreamEnd::Disconnected),
+        }
     }
-    sink.heartbeat_if_due().await?;
-    Ok(())
 }

@@ -92,7 +92,7 @@ pub async fn stream(
     follow: bool,
     sink: &mut Sink,
 ) -> Result<(), StreamEnd> {
-    let dir_watch = source.subscribe(LOG_DIR).await;
+    let dir_watch = source.subscribe_dir(LOG_DIR).await;
     loop {
         let path = log_path(task, log_type, index);
         let mut cursor = match Cursor::open(source, &path, &path, offset).await {
@@ -102,6 +102,7 @@ pub async fn stream(
         };
         // Read this file; at its end move on to a newer one, or wait.
         loop {
+            let before = cursor.as_ref().map(|c| c.offset);
             if let Some(cursor) = cursor.as_mut() {
                 cursor.drain(sink, &mut None).await?;
             }
@@ -116,13 +117,17 @@ pub async fn stream(
             if !follow {
                 return Ok(());
             }
-            match cursor.as_mut() {
-                Some(open) => {
-                    open.wait(sink, Some(&dir_watch)).await?;
-                    if open.check(sink).await? == Change::Deleted {
-                        cursor = None;
-                    }
+            if let Some(open) = cursor.as_mut()
+                && Some(open.offset) == before
+            {
+                match open.check(sink).await? {
+                    Change::Deleted => cursor = None,
+                    Change::Truncated => continue,
+                    Change::None => {}
                 }
+            }
+            match cursor.as_ref() {
+                Some(open) => open.wait(sink, Some(&dir_watch)).await?,
                 None => wait(sink, &dir_watch, None).await?,
             }
         }

@@ -28,14 +28,20 @@ pub async fn stream_file(
     let mut cursor = Cursor::open(source, path, path, offset).await?;
     let mut no_limit = None;
     loop {
+        let before = cursor.offset;
         cursor.drain(sink, &mut no_limit).await?;
         if !follow {
             return Ok(());
         }
-        cursor.wait(sink, None).await?;
-        if cursor.check(sink).await? == Change::Deleted {
-            return Ok(());
+        if cursor.offset == before {
+            // Nothing new: the file may have been truncated or deleted.
+            match cursor.check(sink).await? {
+                Change::Deleted => return Ok(()),
+                Change::Truncated => continue,
+                Change::None => {}
+            }
         }
+        cursor.wait(sink, None).await?;
     }
 }
 

@@ -1,14 +1,18 @@
-//! One inotify instance (through `notify`) shared by every follower.
+//! What wakes followers: one inotify instance (through `notify`) and shared poll timers.
 //!
-//! A follower subscribes with the real paths its backend names (`watch_paths`) and gets a
-//! [`Subscription`] whose [`Subscription::changed`] resolves after any event on those paths
-//! or on entries directly inside them. Paths are reference-counted: the kernel watch goes
-//! when the last subscriber does, so dropped streams leave no watches behind. Events store a
-//! permit, so a change that lands while the follower is busy reading is not lost.
+//! A follower subscribes with the real paths its backend names (`watch_paths`) and a
+//! [`Poll`] for what it follows, and gets a [`Subscription`] whose
+//! [`Subscription::changed`] resolves after any inotify event on those paths (or on entries
+//! directly inside them) or after the poll saw the followed thing change. Both are shared:
+//! paths are reference-counted (the kernel watch goes with the last subscriber) and one poll
+//! task runs per followed thing however many follow it, so idle followers cost nothing.
+//! Wake-ups store a permit, so a change that lands while a follower is reading is not lost.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::Notify;
@@ -22,7 +26,25 @@ struct Watched {
 #[derive(Default)]
 struct Table {
     paths: HashMap<PathBuf, Watched>,
+    polls: HashMap<String, Polled>,
     next_id: u64,
+}
+
+/// One shared poll task and who it wakes.
+struct Polled {
+    subscribers: HashMap<u64, Arc<Notify>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A fingerprint of the followed thing (e.g. its identity and size), `None` when it is gone.
+pub type Probe = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Option<u64>> + Send>> + Send + Sync>;
+
+/// A shared poll: `key` names the followed thing; `probe` is called every `interval`, and a
+/// change of its answer wakes every subscriber of `key`.
+pub struct Poll {
+    pub key: String,
+    pub interval: Duration,
+    pub probe: Probe,
 }
 
 /// The shared watcher. Without inotify it still hands out subscriptions; followers then rely
@@ -75,9 +97,9 @@ impl WatchHub {
         Self { watcher, table }
     }
 
-    /// Watches `paths` for one follower. Paths that cannot be watched are skipped (the
-    /// follower's poll timer covers them).
-    pub fn subscribe(self: &Arc<Self>, paths: &[String]) -> Subscription {
+    /// Watches `paths` and joins `poll` for one follower. Paths that cannot be watched are
+    /// skipped (the poll covers them).
+    pub fn subscribe(self: &Arc<Self>, paths: &[String], poll: Option<Poll>) -> Subscription {
         let wake = Arc::new(Notify::new());
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         let id = table.next_id;
@@ -92,7 +114,16 @@ impl WatchHub {
             entry.subscribers.insert(id, Arc::clone(&wake));
             watched.push(path);
         }
-        Subscription { hub: Arc::clone(self), id, paths: watched, wake }
+        let poll_key = poll.map(|poll| {
+            let key = poll.key.clone();
+            let polled = table.polls.entry(key.clone()).or_insert_with(|| Polled {
+                subscribers: HashMap::new(),
+                task: tokio::spawn(poll_task(Arc::downgrade(&self.table), poll)),
+            });
+            polled.subscribers.insert(id, Arc::clone(&wake));
+            key
+        });
+        Subscription { hub: Arc::clone(self), id, paths: watched, poll_key, wake }
     }
 
     fn watch(&self, path: &Path) -> bool {
@@ -101,8 +132,17 @@ impl WatchHub {
         result.map_err(|err| tracing::debug!(path = %path.display(), "cannot watch: {err}")).is_ok()
     }
 
-    fn unsubscribe(&self, id: u64, paths: &[PathBuf]) {
+    fn unsubscribe(&self, id: u64, paths: &[PathBuf], poll_key: Option<&String>) {
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(key) = poll_key
+            && let Some(polled) = table.polls.get_mut(key)
+        {
+            polled.subscribers.remove(&id);
+            if polled.subscribers.is_empty() {
+                polled.task.abort();
+                table.polls.remove(key);
+            }
+        }
         for path in paths {
             let Some(entry) = table.paths.get_mut(path) else { continue };
             entry.subscribers.remove(&id);
@@ -119,6 +159,32 @@ impl WatchHub {
     pub fn watched_paths(&self) -> usize {
         self.table.lock().unwrap_or_else(|e| e.into_inner()).paths.len()
     }
+
+    /// Number of shared poll tasks running (for tests and diagnostics).
+    pub fn polls(&self) -> usize {
+        self.table.lock().unwrap_or_else(|e| e.into_inner()).polls.len()
+    }
+}
+
+/// Probes every `poll.interval`; wakes the key's subscribers when the answer changes.
+async fn poll_task(table: std::sync::Weak<Mutex<Table>>, poll: Poll) {
+    let mut last = (poll.probe)().await;
+    let mut ticker = tokio::time::interval(poll.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let now = (poll.probe)().await;
+        if now == last {
+            continue;
+        }
+        last = now;
+        let Some(table) = table.upgrade() else { return };
+        let table = table.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(polled) = table.polls.get(&poll.key) {
+            polled.subscribers.values().for_each(|wake| wake.notify_one());
+        }
+    }
 }
 
 /// One follower's interest in some paths; unwatches on drop.
@@ -126,6 +192,7 @@ pub struct Subscription {
     hub: Arc<WatchHub>,
     id: u64,
     paths: Vec<PathBuf>,
+    poll_key: Option<String>,
     wake: Arc<Notify>,
 }
 
@@ -144,7 +211,7 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.hub.unsubscribe(self.id, &self.paths);
+        self.hub.unsubscribe(self.id, &self.paths, self.poll_key.as_ref());
     }
 }
 
@@ -160,8 +227,8 @@ mod tests {
         std::fs::write(&file, b"a").unwrap();
         let hub = Arc::new(WatchHub::new());
         let paths = [file.to_string_lossy().into_owned(), dir.path().to_string_lossy().into_owned()];
-        let first = hub.subscribe(&paths);
-        let second = hub.subscribe(&paths);
+        let first = hub.subscribe(&paths, None);
+        let second = hub.subscribe(&paths, None);
         assert!(first.is_watching());
         assert_eq!(hub.watched_paths(), 2);
         std::fs::write(&file, b"ab").unwrap();
@@ -171,5 +238,31 @@ mod tests {
         assert_eq!(hub.watched_paths(), 2, "still watched for the second subscriber");
         drop(second);
         assert_eq!(hub.watched_paths(), 0);
+    }
+
+    #[tokio::test]
+    async fn one_shared_poll_wakes_every_subscriber_and_ends_with_the_last() {
+        let hub = Arc::new(WatchHub::new());
+        let state = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let poll = || {
+            let (state, calls) = (Arc::clone(&state), Arc::clone(&calls));
+            let probe: Probe = Arc::new(move || {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let value = state.load(std::sync::atomic::Ordering::SeqCst);
+                Box::pin(async move { Some(value) })
+            });
+            Some(Poll { key: "alloc/file".into(), interval: Duration::from_millis(20), probe })
+        };
+        let subscribers: Vec<_> = (0..50).map(|_| hub.subscribe(&[], poll())).collect();
+        assert_eq!(hub.polls(), 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(calls.load(std::sync::atomic::Ordering::SeqCst) < 20, "one poll, not fifty");
+        state.store(2, std::sync::atomic::Ordering::SeqCst);
+        for subscriber in &subscribers {
+            tokio::time::timeout(Duration::from_secs(5), subscriber.changed()).await.expect("woken by the poll");
+        }
+        drop(subscribers);
+        assert_eq!(hub.polls(), 0);
     }
 }
