@@ -239,6 +239,9 @@ fn hostile_input_gets_clear_errors_and_the_agent_keeps_serving() {
     let fifo = root.join("alloc/data/fifo");
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     std::os::unix::fs::symlink("/dev/zero", root.join("alloc/data/zero")).unwrap();
+    std::os::unix::fs::symlink("loop", root.join("alloc/data/loop")).unwrap();
+    let device = root.join("alloc/data/null");
+    let have_device = Command::new("mknod").arg(&device).args(["c", "1", "3"]).status().is_ok_and(|s| s.success());
     let mut deep = root.join("alloc/data");
     for _ in 0..64 {
         deep = deep.join("d");
@@ -266,6 +269,13 @@ fn hostile_input_gets_clear_errors_and_the_agent_keeps_serving() {
         (format!("/v1/client/fs/ls/{id}?path=alloc/data"), 200),
         (format!("/v1/client/fs/stat/{id}?path=alloc/data/%FF%FE"), 404),
     ];
+    let mut cases = cases;
+    cases.push((format!("/v1/client/fs/cat/{id}?path=alloc/data/loop"), 400));
+    cases.push((format!("/v1/client/fs/stream/{id}?path=alloc/data/fifo&follow=false"), 500));
+    if have_device {
+        cases.push((format!("/v1/client/fs/cat/{id}?path=alloc/data/null"), 500));
+        cases.push((format!("/v1/client/fs/stat/{id}?path=alloc/data/null"), 200));
+    }
     for (url, status) in &cases {
         let response = agent.get(url);
         assert_eq!(response.status, *status, "GET {url}: {}", response.text());

@@ -17,7 +17,7 @@ use super::fs::{require_alloc_id, require_path};
 use super::params::{Query, Request, parse_bool, parse_int};
 use super::response::{ApiResponse, Body};
 use crate::acl;
-use crate::stream::follow::Source;
+use crate::stream::follow::{Cursor, Source};
 use crate::stream::frame::Sink;
 use crate::stream::{self as engine, logs};
 
@@ -67,11 +67,13 @@ pub async fn stream(state: &Arc<AppState>, alloc_id: &str, req: &Request) -> Res
             .map_err(|_| ApiError::internal(format!("can't seek to offset {offset}: seek {path}: invalid argument")))?
     };
     let permit = stream_permit(state)?;
-    let source = source(state, &alloc);
+    // Opened before answering, so a file that cannot be read gets a status code.
+    let cursor =
+        Cursor::open(&source(state, &alloc), &path, &path, start).await.map_err(|f| ApiError::from_failure(&f))?;
     let (mut sink, body) = Sink::new(false);
     tokio::spawn(async move {
         let _permit = permit;
-        let result = engine::stream_file(&source, &path, start, follow, &mut sink).await;
+        let result = engine::stream_file(cursor, follow, &mut sink).await;
         engine::finish(result, &mut sink).await;
     });
     Ok(streaming_response("text/plain; charset=utf-8", body))

@@ -14,18 +14,11 @@ pub mod logs;
 pub mod raw;
 pub mod watch;
 
-use follow::{Change, Cursor, Source, StreamEnd};
+use follow::{Change, Cursor, StreamEnd};
 use frame::Sink;
 
-/// `fs/stream`: streams `path` from `offset`, following unless told not to.
-pub async fn stream_file(
-    source: &Source,
-    path: &str,
-    offset: u64,
-    follow: bool,
-    sink: &mut Sink,
-) -> Result<(), StreamEnd> {
-    let mut cursor = Cursor::open(source, path, path, offset).await?;
+/// `fs/stream`: streams an opened file from its offset, following unless told not to.
+pub async fn stream_file(mut cursor: Cursor, follow: bool, sink: &mut Sink) -> Result<(), StreamEnd> {
     let mut no_limit = None;
     loop {
         let before = cursor.offset;
