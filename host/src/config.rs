@@ -30,7 +30,7 @@
 //! plugin "my-driver" {                     # a library outside plugin_dir
 //!   path            = "/opt/x/liballocd_plugin_my_driver.so"
 //!   timeout         = "5s"                 # per call (default 10s)
-//!   max_concurrency = 16                   # concurrent calls (default 64)
+//!   max_concurrency = 16                   # concurrent calls (default 16)
 //! }
 //! ```
 //! With no `plugin` blocks the default bundle (`host-metrics`, `local-disk`, `cgroup`, `docker`)
@@ -117,7 +117,7 @@ impl PluginSpec {
             path: None,
             config_json: "{}".to_string(),
             timeout: Duration::from_secs(10),
-            max_concurrency: 64,
+            max_concurrency: 16,
         }
     }
 }

@@ -2,6 +2,9 @@
 
 use allocd::cli::{self, Command};
 
+/// Threads for plugin calls, shared by all plugins (each is capped by its `max_concurrency`).
+const BLOCKING_THREADS: usize = 64;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match cli::parse(&args).and_then(run) {
@@ -21,7 +24,12 @@ fn run(command: Command) -> anyhow::Result<i32> {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
             tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            // Plugin calls are short; a small blocking pool keeps bursts (a thousand followers
+            // connecting at once) from leaving hundreds of idle threads' memory behind.
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .max_blocking_threads(BLOCKING_THREADS)
+                .build()?;
             let result = runtime.block_on(allocd::agent::run(flags));
             // A plugin call that never returns must not keep the process alive.
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
