@@ -164,7 +164,12 @@ fn cgroup_task_stats_and_gc_through_http() {
         Err(reason) => panic!("root could not create task cgroups: {reason}"),
     };
     let pid = cgroup.child.id().to_string();
-    let config = fixture.config("telemetry { collection_interval = \"250ms\" }\nplugin \"cgroup\" {}\n");
+    // A failing provider beside it (no Docker daemon there) must not keep this task "running".
+    let absent = fixture.dir.path().join("no-docker.sock");
+    let config = fixture.config(&format!(
+        "telemetry {{ collection_interval = \"250ms\" }}\nplugin \"cgroup\" {{}}\nplugin \"docker\" {{ config {{ endpoint = \"unix://{}\" }} }}\n",
+        absent.display()
+    ));
     let agent = Agent::start(&["-config", config.to_str().unwrap()]);
     let url = format!("/v1/client/allocation/{id}/stats");
     let stats = eventually(Duration::from_secs(20), "a rising Percent and charged memory for the busy task", || {

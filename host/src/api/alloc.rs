@@ -25,7 +25,10 @@ async fn stats(state: &AppState, alloc_id: &str, req: &Request) -> Result<ApiRes
     let alloc = allocs::find(state, alloc_id, req, acl::READ_JOB).await?;
     let samples = state.sampler.tasks();
     let task = Some(req.query.get("task")).filter(|t| !t.is_empty());
-    let usage = AllocResourceUsage::compose(samples.get(alloc.id).into_iter().flat_map(|t| t.values()), task);
+    let usage = AllocResourceUsage::compose(
+        samples.get(alloc.id).into_iter().flat_map(|t| t.values().map(|s| &s.sample)),
+        task,
+    );
     Ok(ApiResponse::json(&usage, req.query.pretty()))
 }
 

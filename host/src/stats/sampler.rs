@@ -27,14 +27,23 @@ pub struct HostSample {
     pub compact_json: Bytes,
 }
 
+/// A task sample and the provider (its position in the registry) that reported it.
+#[derive(Clone)]
+pub struct Sampled {
+    pub provider: usize,
+    pub sample: TaskSample,
+}
+
 /// Task samples by allocation ID, then by task name.
-pub type TaskSamples = HashMap<String, HashMap<String, TaskSample>>;
+pub type TaskSamples = HashMap<String, HashMap<String, Sampled>>;
 
 /// The latest samples, shared by the sampling task and the handlers.
 #[derive(Default)]
 pub struct Sampler {
     host: RwLock<Option<Arc<HostSample>>>,
     tasks: RwLock<Arc<TaskSamples>>,
+    /// The last failure reported per provider and kind, so each is logged once.
+    failures: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl Sampler {
@@ -50,7 +59,7 @@ impl Sampler {
 
     /// True when a provider reports a live task of `alloc_id`.
     pub fn is_running(&self, alloc_id: &str) -> bool {
-        self.tasks().get(alloc_id).is_some_and(|tasks| tasks.values().any(|t| t.running))
+        self.tasks().get(alloc_id).is_some_and(|tasks| tasks.values().any(|t| t.sample.running))
     }
 
     /// Forgets a collected allocation's samples.
@@ -58,6 +67,20 @@ impl Sampler {
         let mut tasks = self.tasks.write().unwrap_or_else(|e| e.into_inner());
         if tasks.contains_key(alloc_id) {
             Arc::make_mut(&mut tasks).remove(alloc_id);
+        }
+    }
+
+    /// Logs a provider's failure when it starts or changes, and its recovery.
+    fn report(&self, plugin: &str, what: &str, failure: Option<&str>) {
+        let key = format!("{plugin}\0{what}");
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match failure {
+            Some(message) if failures.get(&key).map(String::as_str) != Some(message) => {
+                tracing::warn!(plugin, "{what} failed: {message}");
+                failures.insert(key, message.to_string());
+            }
+            None if failures.remove(&key).is_some() => tracing::info!(plugin, "{what} recovered"),
+            _ => {}
         }
     }
 
@@ -79,22 +102,33 @@ impl Sampler {
         let mut fresh = TaskSamples::new();
         // Providers are asked concurrently, so a slow one delays no other.
         let answers = join_all(registry.metrics.iter().map(|p| async move { (p, p.sample_tasks().await) })).await;
-        for (provider, answer) in answers {
+        let mut failed = Vec::new();
+        for (index, (provider, answer)) in answers.into_iter().enumerate() {
             match answer {
                 Ok(samples) => {
+                    self.report(provider.name(), "task samples", None);
                     for sample in samples {
                         let by_task = fresh.entry(sample.alloc_id.to_string()).or_default();
-                        by_task.entry(sample.task.to_string()).or_insert(sample);
+                        by_task.entry(sample.task.to_string()).or_insert(Sampled { provider: index, sample });
                     }
                 }
-                Err(failure) => tracing::warn!(plugin = provider.name(), "task samples failed: {}", failure.message()),
+                Err(failure) => {
+                    failed.push(index);
+                    self.report(provider.name(), "task samples", Some(failure.message()));
+                }
             }
         }
+        // A task missing from this round has exited: its last sample stays, not running. But a
+        // task of a provider that failed this round is unknown, not exited (a Docker daemon
+        // restarting must not make running allocations collectable): it stays as it was.
         let mut tasks = self.tasks.write().unwrap_or_else(|e| e.into_inner());
         for (alloc_id, old_tasks) in tasks.iter() {
             for (task, old) in old_tasks {
                 let by_task = fresh.entry(alloc_id.clone()).or_default();
-                by_task.entry(task.clone()).or_insert_with(|| TaskSample { running: false, ..old.clone() });
+                by_task.entry(task.clone()).or_insert_with(|| {
+                    let running = old.sample.running && failed.contains(&old.provider);
+                    Sampled { provider: old.provider, sample: TaskSample { running, ..old.sample.clone() } }
+                });
             }
         }
         *tasks = Arc::new(fresh);
@@ -114,7 +148,7 @@ impl Sampler {
                     return;
                 }
                 Ok(None) => {}
-                Err(failure) => tracing::warn!(plugin = provider.name(), "host sample failed: {}", failure.message()),
+                Err(failure) => self.report(provider.name(), "host sample", Some(failure.message())),
             }
         }
     }

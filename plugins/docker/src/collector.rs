@@ -46,9 +46,13 @@ fn lock(cache: &Cache) -> MutexGuard<'_, HashMap<String, TaskSample>> {
     cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Why the daemon could not be listed in the last cycle, if it could not.
+type Outage = Arc<Mutex<Option<String>>>;
+
 /// Handle of the background thread; dropping it stops the thread.
 pub struct Collector {
     cache: Cache,
+    outage: Outage,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -61,7 +65,9 @@ impl Collector {
             .build()
             .map_err(|e| PluginError::internal(format!("docker: cannot build the plugin's runtime: {e}")))?;
         let cache = Cache::default();
+        let outage = Outage::default();
         let mut worker = Worker {
+            outage: outage.clone(),
             client: DockerClient::new(&settings.endpoint, settings.socket.clone(), REQUEST_TIMEOUT),
             compute: settings.compute,
             interval: settings.stats_interval,
@@ -93,14 +99,19 @@ impl Collector {
                 }
             })
             .map_err(|e| PluginError::internal(format!("docker: cannot start the collector thread: {e}")))?;
-        Ok(Self { cache, stop: Some(stop), thread: Some(thread) })
+        Ok(Self { cache, outage, stop: Some(stop), thread: Some(thread) })
     }
 
-    /// The latest sample of every running task container, ordered by allocation and task.
-    pub fn latest(&self) -> Vec<TaskSample> {
+    /// The latest sample of every running task container, ordered by allocation and task;
+    /// `unavailable` while the daemon cannot be listed, so the host does not mistake an
+    /// outage for every container having exited.
+    pub fn latest(&self) -> Result<Vec<TaskSample>, PluginError> {
+        if let Some(reason) = self.outage.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            return Err(PluginError::unavailable(format!("docker: {reason}")));
+        }
         let mut samples: Vec<TaskSample> = lock(&self.cache).values().cloned().collect();
         samples.sort_by(|a, b| (&a.alloc_id, &a.task).cmp(&(&b.alloc_id, &b.task)));
-        samples
+        Ok(samples)
     }
 }
 
@@ -115,6 +126,7 @@ impl Drop for Collector {
 
 /// The state the background thread owns.
 struct Worker {
+    outage: Outage,
     client: DockerClient,
     compute: Compute,
     interval: Duration,
@@ -150,8 +162,12 @@ impl Worker {
     /// One list + stats round. `Err` means the daemon itself failed (back off).
     async fn cycle(&mut self) -> Result<(), ClientError> {
         let list = match self.client.list_task_containers().await {
-            Ok(list) => list,
+            Ok(list) => {
+                *self.outage.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                list
+            }
             Err(err) => {
+                *self.outage.lock().unwrap_or_else(|e| e.into_inner()) = Some(err.to_string());
                 lock(&self.cache).clear();
                 self.failing.clear();
                 return Err(err);
@@ -324,9 +340,10 @@ mod tests {
         assert_eq!(health.succeeded(), None);
     }
 
-    /// No daemon: nothing to report, and the collector stops promptly while it backs off.
+    /// No daemon: an unavailable error (not "no containers"), and the collector stops
+    /// promptly while it backs off.
     #[test]
-    fn absent_daemon_yields_nothing_and_stops_promptly() {
+    fn absent_daemon_is_unavailable_and_stops_promptly() {
         let dir = tempfile::tempdir().unwrap();
         let socket: PathBuf = dir.path().join("docker.sock");
         let settings = Settings {
@@ -337,7 +354,9 @@ mod tests {
         };
         let collector = Collector::start(&settings).unwrap();
         std::thread::sleep(Duration::from_millis(200));
-        assert!(collector.latest().is_empty());
+        let error = collector.latest().unwrap_err();
+        assert_eq!(error.kind, allocd_plugin_api::ErrorKind::UNAVAILABLE);
+        assert!(error.message.starts_with("docker: "), "{error}");
         let started = Instant::now();
         drop(collector);
         assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());

@@ -48,7 +48,7 @@ impl DockerMetrics {
 
 impl MetricsPlugin for DockerMetrics {
     fn sample_tasks(&self) -> Result<Vec<TaskSample>, PluginError> {
-        Ok(self.collector.latest())
+        self.collector.latest()
     }
 }
 

@@ -198,12 +198,13 @@ fn samples_a_task_container_and_skips_its_pause_container() {
 }
 
 #[test]
-fn absent_daemon_reports_no_tasks() {
+fn absent_daemon_is_reported_as_unavailable() {
     let dir = tempfile::tempdir().unwrap();
     let json = format!(r#"{{"endpoint":"unix://{}/docker.sock","stats_interval":"100ms"}}"#, dir.path().display());
     let plugin = plugin(&json);
     std::thread::sleep(Duration::from_millis(300));
-    assert!(plugin.sample_tasks().unwrap().is_empty());
+    let error = plugin.sample_tasks().unwrap_err();
+    assert_eq!(error.kind, allocd_plugin_api::ErrorKind::UNAVAILABLE, "{error}");
     let started = Instant::now();
     drop(plugin);
     assert!(started.elapsed() < Duration::from_secs(1), "the collector thread stops promptly");
