@@ -20,8 +20,6 @@ use super::watch::{Poll, Probe, Subscription, WatchHub};
 use crate::plugins::registry::OpenFile;
 use crate::plugins::{PluginFailure, StoragePlugin};
 
-/// Bytes per `read_at` call while streaming (sent as 64 KiB frames).
-const READ_SIZE: usize = 1 << 20;
 /// The shared poll fallback.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -146,7 +144,7 @@ impl Cursor {
             if *limit == Some(0) {
                 return Ok(true);
             }
-            let len = limit.map_or(READ_SIZE, |left| left.min(READ_SIZE as u64) as usize);
+            let len = super::raw::next_len(*limit);
             let chunk = self.file.read_at(self.offset, len).await?;
             if chunk.is_empty() {
                 return Ok(false);
