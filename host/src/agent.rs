@@ -15,10 +15,12 @@ use crate::cli::AgentFlags;
 use crate::config::Config;
 use crate::dev;
 use crate::gc::Collector;
+use crate::gc::evidence::Evidence;
 use crate::plugins::Registry;
 use crate::plugins::registry::plugin_log;
 use crate::server;
 use crate::stats::Sampler;
+use crate::stats::sampler::TaskSource;
 use crate::stream::watch::WatchHub;
 
 /// How long in-flight requests (including follows) get after a shutdown signal.
@@ -41,6 +43,10 @@ pub fn resolve_config(flags: &AgentFlags) -> anyhow::Result<Config> {
     }
     if let Some(dir) = &flags.plugin_dir {
         config.plugin_dir = Some(dir.clone());
+    }
+    if flags.dev && flags.config.is_none() {
+        // The dev tour collects its finished sample allocation right away.
+        config.gc.exit_grace = Duration::ZERO;
     }
     Ok(config)
 }
@@ -92,7 +98,7 @@ pub async fn run(flags: AgentFlags) -> anyhow::Result<()> {
     let alloc_dir = config.alloc_dir.clone().unwrap_or_else(|| data_dir.join("alloc"));
     std::fs::create_dir_all(&alloc_dir).with_context(|| format!("creating alloc dir {}", alloc_dir.display()))?;
     let node_id = node_id(&data_dir)?;
-    let sample_alloc = if flags.dev { Some(dev::create_sample_alloc(&alloc_dir)?) } else { None };
+    let samples = if flags.dev { Some(dev::create_samples(&alloc_dir)?) } else { None };
 
     let plugin_dir = match &config.plugin_dir {
         Some(dir) => dir.clone(),
@@ -105,7 +111,13 @@ pub async fn run(flags: AgentFlags) -> anyhow::Result<()> {
     };
     let registry = Arc::new(Registry::load(&config.plugins, &plugin_dir, &host).map_err(anyhow::Error::msg)?);
 
-    let sampler = Arc::new(Sampler::default());
+    let evidence = Evidence::load(&data_dir)?;
+    let mut own_tasks: Vec<Arc<dyn TaskSource>> = Vec::new();
+    let sample_ids = samples.map(|samples| {
+        own_tasks.push(Arc::new(samples.tasks));
+        (samples.live, samples.finished)
+    });
+    let sampler = Arc::new(Sampler::new(evidence, own_tasks));
     sampler.collect(&registry).await;
     tokio::spawn(Arc::clone(&sampler).run(Arc::clone(&registry), config.collection_interval));
 
@@ -119,13 +131,12 @@ pub async fn run(flags: AgentFlags) -> anyhow::Result<()> {
     // A stable stdout line that scripts and tests wait for (and learn the port from).
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("==> allocd listening on {scheme}://{addr}");
-    if let Some(alloc_id) = sample_alloc {
-        println!("{}", dev::banner(&addr.to_string(), &alloc_id));
-        tokio::spawn(dev::write_demo_log(alloc_dir.clone(), alloc_id));
+    if let Some((live, finished)) = &sample_ids {
+        println!("{}", dev::banner(&addr.to_string(), live, finished));
     }
 
-    let collector = Arc::new(Collector::new(Arc::clone(&registry), Arc::clone(&sampler)));
-    tokio::spawn(Arc::clone(&collector).run(config.gc.clone()));
+    let collector = Arc::new(Collector::new(Arc::clone(&registry), Arc::clone(&sampler), config.gc.clone()));
+    tokio::spawn(Arc::clone(&collector).run());
     let watch_hub = Arc::new(WatchHub::new());
     let streams = Arc::new(tokio::sync::Semaphore::new(config.limits.max_streams));
     let state = Arc::new(AppState { registry, sampler, node_id, acl, collector, watch_hub, streams });

@@ -7,10 +7,12 @@
 //! ports { http = 4646 }
 //! plugin_dir = "/usr/lib/allocd"            # default: the allocd binary's directory
 //! telemetry { collection_interval = "1s" }
-//! client {                                 # Nomad's client GC policy
+//! client {                                 # Nomad's client GC policy, and allocd's own keys
 //!   gc_interval             = "1m"
 //!   gc_max_allocs           = 50
 //!   gc_disk_usage_threshold = 80
+//!   gc_exit_grace           = "1m"         # every task proven exited this long: terminal
+//!   gc_enabled              = true         # false: never delete anything
 //! }
 //! acl { enabled = false }                 # see crate::acl
 //! tls {                                    # see crate::server
@@ -175,6 +177,8 @@ struct RawClient {
     gc_interval: Option<String>,
     gc_max_allocs: Option<usize>,
     gc_disk_usage_threshold: Option<f64>,
+    gc_exit_grace: Option<String>,
+    gc_enabled: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -223,6 +227,10 @@ impl Config {
             if let Some(interval) = client.gc_interval {
                 config.gc.interval = parse_duration(&interval).context("client.gc_interval")?;
             }
+            if let Some(grace) = client.gc_exit_grace {
+                config.gc.exit_grace = parse_duration(&grace).context("client.gc_exit_grace")?;
+            }
+            config.gc.enabled = client.gc_enabled.unwrap_or(config.gc.enabled);
             config.gc.max_allocs = client.gc_max_allocs.unwrap_or(config.gc.max_allocs);
             config.gc.disk_usage_threshold = client.gc_disk_usage_threshold.unwrap_or(config.gc.disk_usage_threshold);
         }

@@ -237,19 +237,54 @@ pub struct PidUsage {
     pub usage: ResourceUsage,
 }
 
+/// What a provider knows of a task's life. Deleting an allocation needs positive evidence, so
+/// anything a provider cannot tell for sure is `UNKNOWN`, never `EXITED`.
+#[repr(transparent)]
+#[derive(StableAbi, Copy, Clone, PartialEq, Eq, Debug, Default)]
+pub struct TaskState(pub u8);
+
+impl TaskState {
+    /// Not known: not started yet (a created container), or unreadable.
+    pub const UNKNOWN: Self = Self(0);
+    /// Live: a cgroup (or a descendant) with processes, a running, paused or restarting container.
+    pub const RUNNING: Self = Self(1);
+    /// Positively finished: a stopped container, a cgroup whose processes are all gone.
+    pub const EXITED: Self = Self(2);
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RUNNING => "running",
+            Self::EXITED => "exited",
+            _ => "unknown",
+        }
+    }
+}
+
 /// One task's latest usage as a metric provider sees it.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, Default, PartialEq)]
 pub struct TaskSample {
     pub alloc_id: RString,
     pub task: RString,
-    /// A live task (a cgroup with processes, a running container).
-    pub running: bool,
+    pub state: TaskState,
+    /// Unix nanoseconds when an `EXITED` task finished, 0 when the provider does not know.
+    pub finished_at: i64,
     /// Unix nanoseconds when the sample was taken.
     pub timestamp: i64,
     pub usage: ResourceUsage,
     /// `None` is Nomad's `null` (no per-process data, e.g. Docker).
     pub pids: ROption<RVec<PidUsage>>,
+}
+
+/// Every task a provider sees now, and whether that view is complete: `complete` promises
+/// that a task this provider reported before and does not list now is gone. A provider that
+/// cannot list everything it covers (daemon unreachable, not listed yet, a read failed, its
+/// root does not match the host) says `false`, and its missing tasks stay unknown.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq)]
+pub struct TaskReport {
+    pub tasks: RVec<TaskSample>,
+    pub complete: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -298,9 +333,9 @@ pub trait MetricsProvider: Send + Sync {
     /// The host sample, or `None` when this provider does not measure the host.
     fn host_stats(&self) -> PluginResult<ROption<HostStats>>;
 
-    /// Latest usage of every task this provider can see.
+    /// Latest usage and state of every task this provider can see.
     #[sabi(last_prefix_field)]
-    fn sample_tasks(&self) -> PluginResult<RVec<TaskSample>>;
+    fn sample_tasks(&self) -> PluginResult<TaskReport>;
 }
 
 /// An open file inside an allocation.
@@ -332,7 +367,9 @@ pub trait StorageBackend: Send + Sync {
     fn identify(&self, alloc_id: RStr<'_>, path: RStr<'_>) -> PluginResult<FileIdentity>;
     /// Real filesystem paths whose changes matter when following `path`.
     fn watch_paths(&self, alloc_id: RStr<'_>, path: RStr<'_>) -> PluginResult<RVec<RString>>;
-    /// Deletes the allocation's data.
+    /// Deletes a terminal allocation: it is out of sight (no longer listed or served) when this
+    /// returns; the deletion itself may continue in the background, never leaving the
+    /// allocation (no symlink followed, no mount crossed). Not found when already gone.
     #[sabi(last_prefix_field)]
     fn gc(&self, alloc_id: RStr<'_>) -> PluginResult<()>;
 }

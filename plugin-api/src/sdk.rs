@@ -20,9 +20,10 @@ pub trait MetricsPlugin: Send + Sync + 'static {
     fn host_stats(&self) -> Result<Option<HostStats>, PluginError> {
         Ok(None)
     }
-    /// Latest usage of every task this plugin can see.
-    fn sample_tasks(&self) -> Result<Vec<TaskSample>, PluginError> {
-        Ok(Vec::new())
+    /// Latest usage and state of every task this plugin can see, and whether that view is
+    /// complete (see [`TaskReport`]). The default covers no tasks.
+    fn sample_tasks(&self) -> Result<TaskReport, PluginError> {
+        Ok(TaskReport::complete(Vec::new()))
     }
 }
 
@@ -44,6 +45,17 @@ pub trait StoragePlugin: Send + Sync + 'static {
     fn identify(&self, alloc_id: &str, path: &str) -> Result<FileIdentity, PluginError>;
     fn watch_paths(&self, alloc_id: &str, path: &str) -> Result<Vec<String>, PluginError>;
     fn gc(&self, alloc_id: &str) -> Result<(), PluginError>;
+}
+
+impl TaskReport {
+    /// Every task the provider covers.
+    pub fn complete(tasks: Vec<TaskSample>) -> Self {
+        Self { tasks: tasks.into(), complete: true }
+    }
+    /// Some tasks may be missing: those the host saw before stay unknown.
+    pub fn partial(tasks: Vec<TaskSample>) -> Self {
+        Self { tasks: tasks.into(), complete: false }
+    }
 }
 
 /// A constructor's input: the plugin's `config` block and the host context.
@@ -81,8 +93,8 @@ impl<T: MetricsPlugin> MetricsProvider for MetricsAdapter<T> {
     fn host_stats(&self) -> PluginResult<ROption<HostStats>> {
         guard(|| self.0.host_stats().map(ROption::from))
     }
-    fn sample_tasks(&self) -> PluginResult<RVec<TaskSample>> {
-        guard(|| self.0.sample_tasks().map(RVec::from))
+    fn sample_tasks(&self) -> PluginResult<TaskReport> {
+        guard(|| self.0.sample_tasks())
     }
 }
 

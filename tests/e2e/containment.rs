@@ -168,7 +168,7 @@ fn a_plugin_built_against_another_plugin_api_is_refused_in_one_line() {
     let line = startup_error(&fixture, &config);
     assert!(line.contains("plugin \"foreign-version\""), "{line}");
     assert!(line.contains("liballocd_plugin_foreign_version.so"), "{line}");
-    let versions = format!("built against allocd-plugin-api 0.2.0, this allocd has {PLUGIN_API_VERSION}");
+    let versions = format!("built against allocd-plugin-api 0.9.0, this allocd has {PLUGIN_API_VERSION}");
     assert!(line.contains(&versions), "{line}");
 }
 
@@ -179,7 +179,7 @@ fn plugin_inspect_explains_a_foreign_plugin() {
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "inspect must fail for an unloadable plugin:\n{text}");
     assert!(text.contains("plugin-api:      0.2.0"), "{text}");
-    assert!(text.contains("loadable:        no:") && text.contains("built against allocd-plugin-api 0.2.0"), "{text}");
+    assert!(text.contains("loadable:        no:") && text.contains("built against allocd-plugin-api 0.9.0"), "{text}");
 
     let output = Command::new(allocd_bin()).args(["plugin", "inspect"]).arg(library("misbehaving")).output().unwrap();
     let text = String::from_utf8_lossy(&output.stdout);

@@ -4,8 +4,8 @@
 //! The driver already knows how much memory and CPU its tasks use and writes it to a JSON
 //! status file (format in [`status`]). This plugin reads that file whenever allocd samples
 //! (every `telemetry.collection_interval`) and hands each task's usage to allocd, which serves it
-//! as Nomad's `GET /v1/client/allocation/:id/stats` and decides from `running` whether an
-//! allocation is terminal (and so may be garbage-collected).
+//! as Nomad's `GET /v1/client/allocation/:id/stats` and decides from each task's `state` whether
+//! an allocation is terminal (and so may be garbage-collected).
 //!
 //! ```hcl
 //! plugin "driver-metrics" {
@@ -27,7 +27,7 @@ use std::time::UNIX_EPOCH;
 
 use allocd_plugin_api::compute::Compute;
 use allocd_plugin_api::sdk::{MetricsPlugin, PluginConfig};
-use allocd_plugin_api::{PluginError, TaskSample};
+use allocd_plugin_api::{PluginError, TaskReport};
 use serde::Deserialize;
 
 use crate::status::{Conversion, StatusFile};
@@ -79,17 +79,19 @@ impl DriverMetrics {
 impl MetricsPlugin for DriverMetrics {
     // `host_stats` keeps the SDK default (`None`): the host-metrics plugin measures the host.
 
-    fn sample_tasks(&self) -> Result<Vec<TaskSample>, PluginError> {
+    fn sample_tasks(&self) -> Result<TaskReport, PluginError> {
         let shown = self.status_file.display();
         let (text, modified) = match read_with_mtime(&self.status_file) {
             Ok(read) => read,
-            // No file yet: the driver runs no task (or has not started). Not an error.
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            // No file yet: the driver has not started. Not an error, but no evidence either:
+            // a partial report, so tasks seen before stay unknown rather than "exited".
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(TaskReport::partial(Vec::new())),
             Err(err) => return Err(PluginError::unavailable(format!("reading {shown}: {err}"))),
         };
         let file: StatusFile =
             serde_json::from_str(&text).map_err(|err| PluginError::internal(format!("parsing {shown}: {err}")))?;
-        Ok(file.samples(Conversion { mhz_per_core: self.mhz_per_core, timestamp: modified }))
+        // The file lists every task the driver runs: a task missing from it has gone.
+        Ok(TaskReport::complete(file.samples(Conversion { mhz_per_core: self.mhz_per_core, timestamp: modified })))
     }
 }
 
@@ -111,7 +113,7 @@ allocd_plugin_api::export_plugin! {
 #[cfg(test)]
 mod tests {
     use allocd_plugin_api::abi_stable::std_types::{RStr, RString};
-    use allocd_plugin_api::{ErrorKind, HostContext, LogLevel, PluginKinds};
+    use allocd_plugin_api::{ErrorKind, HostContext, LogLevel, PluginKinds, TaskState};
 
     use super::*;
 
@@ -134,12 +136,12 @@ mod tests {
     fn status_json() -> serde_json::Value {
         serde_json::json!({ "allocs": { ALLOC: {
             "web": {
-                "running": true,
+                "state": "running",
                 "rss_bytes": 52_428_800,
                 "cpu_percent": 12.5,
                 "pids": [{ "pid": 4242, "rss_bytes": 52_428_800, "cpu_percent": 12.5 }]
             },
-            "sidecar": { "running": false, "rss_bytes": 1024 }
+            "sidecar": { "state": "exited", "rss_bytes": 1024 }
         }}})
     }
 
@@ -151,10 +153,12 @@ mod tests {
         let plugin = DriverMetrics::new(&plugin_config(dir.path(), config)).unwrap();
         assert_eq!(plugin.status_file(), dir.path().join("status.json"), "relative to data_dir");
 
-        let samples = plugin.sample_tasks().unwrap();
-        let tasks: Vec<(&str, &str, bool)> =
-            samples.iter().map(|s| (s.alloc_id.as_str(), s.task.as_str(), s.running)).collect();
-        assert_eq!(tasks, [(ALLOC, "sidecar", false), (ALLOC, "web", true)]);
+        let report = plugin.sample_tasks().unwrap();
+        assert!(report.complete, "the file lists every task");
+        let samples = report.tasks;
+        let tasks: Vec<(&str, &str, TaskState)> =
+            samples.iter().map(|s| (s.alloc_id.as_str(), s.task.as_str(), s.state)).collect();
+        assert_eq!(tasks, [(ALLOC, "sidecar", TaskState::EXITED), (ALLOC, "web", TaskState::RUNNING)]);
 
         let web = &samples[1];
         assert_eq!(web.usage.memory.rss, 52_428_800);
@@ -173,7 +177,7 @@ mod tests {
         let path = dir.path().join("status.json");
         let plugin = DriverMetrics::new(&plugin_config(dir.path(), serde_json::json!({ "status_file": path })))
             .expect("the file need not exist at startup");
-        assert_eq!(plugin.sample_tasks(), Ok(Vec::new()));
+        assert_eq!(plugin.sample_tasks(), Ok(TaskReport::partial(Vec::new())), "no file: no evidence");
 
         std::fs::write(&path, "{\"allocs\": {").unwrap(); // a half-written file
         let error = plugin.sample_tasks().unwrap_err();
@@ -210,7 +214,7 @@ mod tests {
             .into_option()
             .expect("a metrics library provides a metric provider");
         assert_eq!(provider.host_stats().into_result().unwrap().into_option(), None);
-        assert_eq!(provider.sample_tasks().into_result().unwrap().len(), 2);
+        assert_eq!(provider.sample_tasks().into_result().unwrap().tasks.len(), 2);
         assert!((module.new_storage())(RStr::from("{}"), host(dir.path())).into_result().unwrap().is_none());
 
         let error = (module.new_metrics())(RStr::from("{}"), host(dir.path())).into_result().err().unwrap();

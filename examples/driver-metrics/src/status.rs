@@ -7,7 +7,7 @@
 //!   "allocs": {
 //!     "5fb1a5c8-2c5e-4b52-8a7e-0d3d1a7f9e11": {
 //!       "web": {
-//!         "running": true,
+//!         "state": "running",
 //!         "rss_bytes": 52428800,
 //!         "cpu_percent": 12.5,
 //!         "pids": [{ "pid": 4242, "rss_bytes": 52428800, "cpu_percent": 12.5 }]
@@ -17,6 +17,11 @@
 //! }
 //! ```
 //!
+//! `state` is `running`, `exited` (then `finished_at`, Unix nanoseconds, may say when) or
+//! anything else for "unknown": allocd deletes an allocation only once every task of it that
+//! was seen running is reported `exited` (or vanishes from a complete report), so report
+//! `exited` only when the driver knows the task has finished.
+//!
 //! Every figure is optional, and Nomad's `Measured` lists name only the figures the driver
 //! reported: a client reads a missing name as "not measured" rather than "zero". Fields this
 //! plugin does not know are ignored, so the driver can keep more in the same file.
@@ -24,7 +29,7 @@
 use std::collections::BTreeMap;
 
 use allocd_plugin_api::abi_stable::std_types::{RString, RVec};
-use allocd_plugin_api::{CpuStats, MemoryStats, PidUsage, ResourceUsage, TaskSample};
+use allocd_plugin_api::{CpuStats, MemoryStats, PidUsage, ResourceUsage, TaskSample, TaskState};
 use serde::Deserialize;
 
 /// The whole file: allocation ID → task name → status.
@@ -37,9 +42,11 @@ pub struct StatusFile {
 /// One task as the driver sees it.
 #[derive(Deserialize, Debug, Default)]
 pub struct TaskStatus {
-    /// The driver has a live handle on the task.
+    /// `running`, `exited`, or anything else (or nothing) for unknown.
     #[serde(default)]
-    pub running: bool,
+    pub state: String,
+    /// When an exited task finished, Unix nanoseconds.
+    pub finished_at: Option<i64>,
     /// Resident memory of the task, in bytes.
     pub rss_bytes: Option<u64>,
     /// CPU use of the task; 100 is one full core.
@@ -74,7 +81,12 @@ impl StatusFile {
                 tasks.iter().map(move |(task, status)| TaskSample {
                     alloc_id: RString::from(alloc_id.as_str()),
                     task: RString::from(task.as_str()),
-                    running: status.running,
+                    state: match status.state.as_str() {
+                        "running" => TaskState::RUNNING,
+                        "exited" => TaskState::EXITED,
+                        _ => TaskState::UNKNOWN,
+                    },
+                    finished_at: status.finished_at.unwrap_or(0),
                     timestamp: conversion.timestamp,
                     usage: usage(status.rss_bytes, status.cpu_percent, conversion.mhz_per_core),
                     // `None` is Nomad's `null`: the driver does not track processes.
@@ -122,7 +134,7 @@ mod tests {
     #[test]
     fn measured_lists_name_only_reported_figures() {
         let file: StatusFile = serde_json::from_str(
-            r#"{"allocs":{"a":{"mem-only":{"running":true,"rss_bytes":10},"cpu-only":{"cpu_percent":50.0}}}}"#,
+            r#"{"allocs":{"a":{"mem-only":{"state":"running","rss_bytes":10},"cpu-only":{"cpu_percent":50.0}}}}"#,
         )
         .unwrap();
         let samples = file.samples(Conversion { mhz_per_core: 2000.0, timestamp: 7 });
@@ -130,7 +142,7 @@ mod tests {
         assert_eq!(tasks, ["cpu-only", "mem-only"], "sorted by task name");
 
         let (cpu_only, mem_only) = (&samples[0], &samples[1]);
-        assert!(!cpu_only.running && mem_only.running);
+        assert_eq!((cpu_only.state, mem_only.state), (TaskState::UNKNOWN, TaskState::RUNNING));
         assert_eq!(names(&mem_only.usage.memory.measured), ["RSS"]);
         assert!(mem_only.usage.cpu.measured.is_empty());
         assert!(cpu_only.usage.memory.measured.is_empty());
@@ -144,14 +156,18 @@ mod tests {
     fn the_example_file_parses() {
         let file: StatusFile = serde_json::from_str(include_str!("../status.example.json")).unwrap();
         let samples = file.samples(Conversion { mhz_per_core: 0.0, timestamp: 0 });
-        let running: Vec<(&str, bool)> = samples.iter().map(|s| (s.task.as_str(), s.running)).collect();
-        assert_eq!(running, [("log-shipper", false), ("web", true)]);
+        let states: Vec<(&str, TaskState, i64)> =
+            samples.iter().map(|s| (s.task.as_str(), s.state, s.finished_at)).collect();
+        assert_eq!(
+            states,
+            [("log-shipper", TaskState::EXITED, 1_700_000_000_000_000_000), ("web", TaskState::RUNNING, 0)]
+        );
     }
 
     #[test]
     fn unknown_fields_are_ignored() {
         let file: StatusFile =
-            serde_json::from_str(r#"{"driver":"my-driver","allocs":{"a":{"t":{"image":"x","running":true}}}}"#)
+            serde_json::from_str(r#"{"driver":"my-driver","allocs":{"a":{"t":{"image":"x","state":"running"}}}}"#)
                 .unwrap();
         assert_eq!(file.samples(Conversion { mhz_per_core: 0.0, timestamp: 0 }).len(), 1);
     }

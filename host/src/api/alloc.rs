@@ -8,7 +8,7 @@ use super::model::AllocResourceUsage;
 use super::params::Request;
 use super::response::ApiResponse;
 use crate::acl;
-use crate::gc::NOT_ELIGIBLE;
+use crate::gc::{DISABLED, NOT_ELIGIBLE};
 
 /// Dispatches `<alloc_id>/<action>`: exactly two tokens, else `resource not found`.
 pub async fn dispatch(state: &AppState, rest: &str, req: &Request) -> Result<ApiResponse, ApiError> {
@@ -32,13 +32,19 @@ async fn stats(state: &AppState, alloc_id: &str, req: &Request) -> Result<ApiRes
     Ok(ApiResponse::json(&usage, req.query.pretty()))
 }
 
-/// Deletes a terminal allocation: 200 with an empty body.
+/// Deletes a terminal allocation: 200 with an empty body once it is out of sight. The ACL is
+/// checked before anything about the allocation is revealed.
 async fn gc(state: &AppState, alloc_id: &str, req: &Request) -> Result<ApiResponse, ApiError> {
-    if state.collector.was_collected(alloc_id) {
+    let token = req.token.as_deref();
+    state.acl.check_any_namespace(token, acl::GC_ALLOCATION)?;
+    if let Some(namespace) = state.collector.collected_namespace(alloc_id) {
+        state.acl.check(token, acl::GC_ALLOCATION, &namespace)?;
         return Err(ApiError::internal(NOT_ELIGIBLE));
     }
     let alloc = allocs::find(state, alloc_id, req, acl::GC_ALLOCATION).await?;
-    state.collector.collect(alloc.backend_index, alloc.id).await.map_err(ApiError::internal)?;
+    let tasks: Vec<String> = alloc.info.tasks.iter().map(|t| t.to_string()).collect();
+    let namespace = alloc.info.namespace.as_str();
+    state.collector.delete_terminal(alloc.backend_index, alloc.id, namespace, &tasks).await.map_err(ApiError::internal)?;
     Ok(ApiResponse::empty())
 }
 
@@ -48,6 +54,9 @@ pub fn gc_all(state: &AppState, req: &Request) -> Result<ApiResponse, ApiError> 
     let node_id = req.query.get("node_id");
     if !node_id.is_empty() && node_id != state.node_id {
         return Err(ApiError::internal(format!("Unknown node {node_id}")));
+    }
+    if !state.collector.enabled() {
+        return Err(ApiError::internal(DISABLED));
     }
     state.collector.collect_all();
     Ok(ApiResponse::empty())

@@ -54,7 +54,7 @@ async fn lookup<'a>(state: &'a AppState, alloc_id: &'a str) -> Result<Alloc<'a>,
         }
     }
     match holders.len() {
-        0 if state.collector.was_collected(alloc_id) => {
+        0 if state.collector.collected_namespace(alloc_id).is_some() => {
             Err(ApiError::not_found(format!("state for allocation {alloc_id} not found on client")))
         }
         0 => Err(ApiError::not_found(format!("Unknown allocation {alloc_id:?}"))),

@@ -282,7 +282,7 @@ impl AllocResourceUsage {
         let mut timestamp = 0;
         for sample in samples.filter(|s| task.is_none_or(|t| s.task.as_str() == t)) {
             let usage = TaskResourceUsage::from(sample);
-            if sample.running {
+            if sample.state == abi::TaskState::RUNNING {
                 total.add(&usage.resource_usage);
                 timestamp = timestamp.max(sample.timestamp);
             }

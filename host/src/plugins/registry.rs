@@ -6,7 +6,7 @@ use std::sync::Arc;
 use abi_stable::std_types::{ROption, RSliceMut, RStr, RString, RVec};
 use allocd_plugin_api::{
     AllocInfo, FileIdentity, FileInfo, FileReaderBox, HostContext, HostStats, LogLevel, MetricsProviderBox,
-    PluginKinds, StorageBackendBox, TaskSample,
+    PluginKinds, StorageBackendBox, TaskReport,
 };
 
 use super::call::{Caller, PluginFailure};
@@ -80,8 +80,8 @@ impl MetricsPlugin {
     pub async fn host_stats(&self) -> Result<Option<HostStats>, PluginFailure> {
         self.caller.call(&self.provider, |p| p.host_stats()).await.map(ROption::into_option)
     }
-    pub async fn sample_tasks(&self) -> Result<Vec<TaskSample>, PluginFailure> {
-        self.caller.call(&self.provider, |p| p.sample_tasks()).await.map(RVec::into_vec)
+    pub async fn sample_tasks(&self) -> Result<TaskReport, PluginFailure> {
+        self.caller.call(&self.provider, |p| p.sample_tasks()).await
     }
 }
 

@@ -1,17 +1,21 @@
-//! The background sampler behind `GET /v1/client/stats` and the allocation stats.
+//! The background sampler behind `GET /v1/client/stats`, the allocation stats, and the
+//! evidence garbage collection rests on.
 //!
 //! Every `collection_interval` it asks the metric providers for a host sample (the first that
-//! answers wins) and for their task samples, on the blocking pool. The host sample is stored
-//! with its compact JSON already encoded, so the endpoint is a clone of `Bytes`; task samples
-//! replace the previous ones, except that a task no provider reports any more keeps its last
-//! sample marked not running (Nomad keeps an exited task's last sample). The first samples are
-//! taken before the agent serves, as Nomad collects synchronously when none exists yet.
+//! answers wins) and for their task reports, on the blocking pool. The host sample is stored
+//! with its compact JSON already encoded, so the endpoint is a clone of `Bytes`. Task reports
+//! go to the [`Evidence`] store first, then replace the previous samples; a task no provider
+//! reports any more keeps its last sample (Nomad keeps an exited task's last sample) with the
+//! state the evidence gives it: exited when its provider's view was complete, unknown when not.
+//! The first samples are taken before the agent serves, as Nomad collects synchronously when
+//! none exists yet. Tasks the agent runs itself (the `-dev` sample) report through a
+//! [`TaskSource`] like a provider.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use allocd_plugin_api::TaskSample;
+use allocd_plugin_api::{TaskReport, TaskSample, TaskState};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::join_all;
@@ -19,7 +23,15 @@ use futures_util::stream::FuturesUnordered;
 
 use crate::api::model;
 use crate::api::wire;
+use crate::gc::evidence::Evidence;
+use crate::gc::now_ns;
 use crate::plugins::Registry;
+
+/// Tasks the agent runs itself, reported like a metric provider's.
+pub trait TaskSource: Send + Sync {
+    fn name(&self) -> &str;
+    fn report(&self) -> TaskReport;
+}
 
 /// One stored host sample.
 pub struct HostSample {
@@ -27,10 +39,10 @@ pub struct HostSample {
     pub compact_json: Bytes,
 }
 
-/// A task sample and the provider (its position in the registry) that reported it.
+/// A task sample and the provider that reported it.
 #[derive(Clone)]
 pub struct Sampled {
-    pub provider: usize,
+    pub provider: Arc<str>,
     pub sample: TaskSample,
 }
 
@@ -38,15 +50,32 @@ pub struct Sampled {
 pub type TaskSamples = HashMap<String, HashMap<String, Sampled>>;
 
 /// The latest samples, shared by the sampling task and the handlers.
-#[derive(Default)]
 pub struct Sampler {
     host: RwLock<Option<Arc<HostSample>>>,
     tasks: RwLock<Arc<TaskSamples>>,
+    evidence: Evidence,
+    own_tasks: Vec<Arc<dyn TaskSource>>,
     /// The last failure reported per provider and kind, so each is logged once.
     failures: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl Sampler {
+    /// A sampler feeding `evidence`, with tasks the agent runs itself.
+    pub fn new(evidence: Evidence, own_tasks: Vec<Arc<dyn TaskSource>>) -> Self {
+        Self {
+            host: RwLock::default(),
+            tasks: RwLock::default(),
+            evidence,
+            own_tasks,
+            failures: std::sync::Mutex::default(),
+        }
+    }
+
+    /// What the providers have proven about each task.
+    pub fn evidence(&self) -> &Evidence {
+        &self.evidence
+    }
+
     /// The latest host sample, if any provider reports the host.
     pub fn host(&self) -> Option<Arc<HostSample>> {
         self.host.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -57,17 +86,15 @@ impl Sampler {
         Arc::clone(&self.tasks.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// True when a provider reports a live task of `alloc_id`.
-    pub fn is_running(&self, alloc_id: &str) -> bool {
-        self.tasks().get(alloc_id).is_some_and(|tasks| tasks.values().any(|t| t.sample.running))
-    }
-
-    /// Forgets a collected allocation's samples.
-    pub fn forget(&self, alloc_id: &str) {
-        let mut tasks = self.tasks.write().unwrap_or_else(|e| e.into_inner());
-        if tasks.contains_key(alloc_id) {
-            Arc::make_mut(&mut tasks).remove(alloc_id);
+    /// Forgets a collected allocation's samples and evidence.
+    pub async fn forget(&self, alloc_id: &str) {
+        {
+            let mut tasks = self.tasks.write().unwrap_or_else(|e| e.into_inner());
+            if tasks.contains_key(alloc_id) {
+                Arc::make_mut(&mut tasks).remove(alloc_id);
+            }
         }
+        self.evidence.forget(alloc_id).await;
     }
 
     /// Logs a provider's failure when it starts or changes, and its recovery.
@@ -84,13 +111,16 @@ impl Sampler {
         }
     }
 
-    /// Forgets the samples of allocations no backend holds any more (they were deleted
-    /// behind allocd's back, e.g. by a Nomad client sharing the alloc dir).
-    pub fn retain(&self, existing: &std::collections::HashSet<String>) {
-        let mut tasks = self.tasks.write().unwrap_or_else(|e| e.into_inner());
-        if tasks.keys().any(|id| !existing.contains(id)) {
-            Arc::make_mut(&mut tasks).retain(|id, _| existing.contains(id));
+    /// Forgets the samples and evidence of allocations no backend holds any more (they were
+    /// deleted behind allocd's back, e.g. by a Nomad client sharing the alloc dir).
+    pub async fn retain(&self, existing: &std::collections::HashSet<String>) {
+        {
+            let mut tasks = self.tasks.write().unwrap_or_else(|e| e.into_inner());
+            if tasks.keys().any(|id| !existing.contains(id)) {
+                Arc::make_mut(&mut tasks).retain(|id, _| existing.contains(id));
+            }
         }
+        self.evidence.retain(existing).await;
     }
 
     /// Takes one round of samples from the providers and stores them.
@@ -99,42 +129,54 @@ impl Sampler {
     }
 
     async fn collect_tasks(&self, registry: &Registry) {
-        let mut fresh = TaskSamples::new();
         // Providers are asked concurrently, so a slow one delays no other.
         let answers = join_all(registry.metrics.iter().map(|p| async move { (p, p.sample_tasks().await) })).await;
-        let mut failed = Vec::new();
-        for (index, (provider, answer)) in answers.into_iter().enumerate() {
+        let mut reports: Vec<(&str, Option<TaskReport>)> = Vec::new();
+        for (provider, answer) in answers {
             match answer {
-                Ok(samples) => {
+                Ok(report) => {
                     self.report(provider.name(), "task samples", None);
-                    for sample in samples {
-                        let by_task = fresh.entry(sample.alloc_id.to_string()).or_default();
-                        by_task.entry(sample.task.to_string()).or_insert(Sampled { provider: index, sample });
-                    }
+                    reports.push((provider.name(), Some(report)));
                 }
                 Err(failure) => {
-                    failed.push(index);
                     self.report(provider.name(), "task samples", Some(failure.message()));
+                    reports.push((provider.name(), None));
                 }
             }
         }
-        // A task missing from this round has exited: its last sample stays, not running. But a
-        // task of a provider that failed this round is unknown, not exited (a Docker daemon
-        // restarting must not make running allocations collectable): it stays as it was.
-        let mut tasks = self.tasks.write().unwrap_or_else(|e| e.into_inner());
-        for (alloc_id, old_tasks) in tasks.iter() {
+        reports.extend(self.own_tasks.iter().map(|source| (source.name(), Some(source.report()))));
+        let rounds: Vec<(&str, Option<&TaskReport>)> = reports.iter().map(|(n, r)| (*n, r.as_ref())).collect();
+        self.evidence.observe(&rounds, now_ns()).await;
+
+        let previous = self.tasks();
+        let mut fresh = TaskSamples::new();
+        for (provider, report) in &reports {
+            let provider: Arc<str> = Arc::from(*provider);
+            for sample in report.iter().flat_map(|r| r.tasks.iter()) {
+                let by_task = fresh.entry(sample.alloc_id.to_string()).or_default();
+                if by_task.get(sample.task.as_str()).is_some_and(|s| s.sample.state == TaskState::RUNNING) {
+                    continue; // a running container beats an old stopped one of the same task
+                }
+                let old = previous.get(sample.alloc_id.as_str()).and_then(|t| t.get(sample.task.as_str()));
+                let sample = keep_last_usage(sample, old);
+                by_task.insert(sample.task.to_string(), Sampled { provider: Arc::clone(&provider), sample });
+            }
+        }
+        // A task missing from this round keeps its last sample, in the state the evidence gives.
+        for (alloc_id, old_tasks) in previous.iter() {
             for (task, old) in old_tasks {
                 let by_task = fresh.entry(alloc_id.clone()).or_default();
                 by_task.entry(task.clone()).or_insert_with(|| {
-                    let running = old.sample.running && failed.contains(&old.provider);
-                    Sampled { provider: old.provider, sample: TaskSample { running, ..old.sample.clone() } }
+                    let state = self.evidence.state(alloc_id, task, &old.provider);
+                    Sampled { provider: Arc::clone(&old.provider), sample: TaskSample { state, ..old.sample.clone() } }
                 });
             }
         }
-        *tasks = Arc::new(fresh);
+        *self.tasks.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
     }
 
-    async fn collect_host(&self, registry: &Registry) {
+    /// Takes a fresh host sample (the GC policy wants current disk figures).
+    pub async fn collect_host(&self, registry: &Registry) {
         // The first provider to answer with a sample wins; a slow one does not hold it up.
         let mut answers: FuturesUnordered<_> =
             registry.metrics.iter().map(|p| async move { (p, p.host_stats().await) }).collect();
@@ -159,6 +201,17 @@ impl Sampler {
         let host = every(interval, || self.collect_host(&registry));
         let tasks = every(interval, || self.collect_tasks(&registry));
         tokio::join!(host, tasks);
+    }
+}
+
+/// A task that stopped being measured (a stopped container) keeps the usage it last had, as
+/// Nomad keeps an exited task's last sample.
+fn keep_last_usage(sample: &TaskSample, old: Option<&Sampled>) -> TaskSample {
+    match old {
+        Some(old) if sample.state != TaskState::RUNNING && sample.usage == Default::default() => {
+            TaskSample { state: sample.state, finished_at: sample.finished_at, ..old.sample.clone() }
+        }
+        _ => sample.clone(),
     }
 }
 

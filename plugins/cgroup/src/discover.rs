@@ -35,12 +35,13 @@ pub struct V2Task {
 }
 
 /// Lists the v2 task cgroups under `root` into `out` (cleared first), sorted by name. A name
-/// present in both partitions is taken from `share.slice`.
-pub fn v2_tasks(root: &Path, warnings: &mut Warnings, out: &mut Vec<V2Task>) {
+/// present in both partitions is taken from `share.slice`. False when a listing failed.
+pub fn v2_tasks(root: &Path, warnings: &mut Warnings, out: &mut Vec<V2Task>) -> bool {
     out.clear();
     let slice = root.join("nomad.slice");
+    let mut complete = true;
     for (partition, dir) in V2_PARTITIONS.iter().enumerate() {
-        list_dirs(&slice.join(dir), warnings, |mut name| {
+        complete &= list_dirs(&slice.join(dir), warnings, |mut name| {
             if name.ends_with(".scope") && split_task(&name[..name.len() - 6]).is_some() {
                 name.truncate(name.len() - 6);
                 out.push(V2Task { name, partition });
@@ -49,35 +50,48 @@ pub fn v2_tasks(root: &Path, warnings: &mut Warnings, out: &mut Vec<V2Task>) {
     }
     out.sort_by(|a, b| a.name.cmp(&b.name).then(a.partition.cmp(&b.partition)));
     out.dedup_by(|later, first| later.name == first.name);
+    complete
 }
 
 /// Lists the v1 task cgroups into `out` (cleared first): each `<allocID>.<task>` with the
-/// controllers it was found in.
-pub fn v1_tasks(controllers: &V1Controllers, warnings: &mut Warnings, out: &mut BTreeMap<String, ControllerMask>) {
+/// controllers it was found in. False when a listing failed.
+pub fn v1_tasks(
+    controllers: &V1Controllers,
+    warnings: &mut Warnings,
+    out: &mut BTreeMap<String, ControllerMask>,
+) -> bool {
     out.clear();
+    let mut complete = true;
     for (bit, dir) in controllers.each() {
-        list_dirs(&dir.join("nomad"), warnings, |name| {
+        complete &= list_dirs(&dir.join("nomad"), warnings, |name| {
             if split_task(&name).is_some() {
                 *out.entry(name).or_default() |= bit;
             }
         });
     }
+    complete
 }
 
 /// Calls `found` with the UTF-8 names of the subdirectories of `dir`. A missing `dir` is
-/// simply empty (Nomad has not started a task yet); other errors are warned about once.
-fn list_dirs(dir: &Path, warnings: &mut Warnings, mut found: impl FnMut(String)) {
+/// simply empty (Nomad has not started a task yet); other errors are warned about once and
+/// make the answer false: the tasks below are not known.
+fn list_dirs(dir: &Path, warnings: &mut Warnings, mut found: impl FnMut(String)) -> bool {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return true,
         Err(err) => {
             warnings.warn(Problem::Unreadable, "task cgroup directory", || {
                 format!("cgroup: cannot list {}: {err}; its tasks are not reported (logged once)", dir.display())
             });
-            return;
+            return false;
         }
     };
-    for entry in entries.flatten() {
+    let mut complete = true;
+    for entry in entries {
+        let Ok(entry) = entry else {
+            complete = false;
+            continue;
+        };
         // d_type from readdir: no stat per entry. cgroupfs and tmpfs always fill it in.
         if !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
@@ -86,6 +100,7 @@ fn list_dirs(dir: &Path, warnings: &mut Warnings, mut found: impl FnMut(String))
             found(name);
         }
     }
+    complete
 }
 
 #[cfg(test)]

@@ -6,11 +6,14 @@
 //! `<controller>/nomad/<alloc>.<task>`), and reports per task its memory and CPU with
 //! libcontainer's field mapping and Nomad's `Measured` lists, CPU percentages from Nomad's
 //! trackers (0.0 on a task's first sample), `TotalTicks` from the node's compute, whether it is
-//! running (its cgroup lists a process) and its `Pids` map from /proc.
+//! running, exited or unknown ([`liveness`]) and its `Pids` map from /proc. The report is
+//! complete only when the hierarchy matches and everything could be read: the host deletes
+//! an allocation only on positive evidence.
 //!
 //! Modules, one concern each:
 //! * [`detect`] — which hierarchy the root holds; v1 controller directories;
 //! * [`discover`] — task cgroup names and where they live;
+//! * [`liveness`] — running, exited or unknown, descendants included;
 //! * [`v1`], [`v2`] — one task's counters from its cgroup files;
 //! * [`procs`] — the per-process `Pids` map (5 s cache, like Nomad);
 //! * [`tracker`] — CPU percent trackers and tick normalisation over the node's compute
@@ -24,6 +27,7 @@
 
 pub mod detect;
 pub mod discover;
+pub mod liveness;
 pub mod parse;
 pub mod procs;
 pub mod read;
@@ -39,7 +43,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use allocd_plugin_api::sdk::{MetricsPlugin, PluginConfig};
-use allocd_plugin_api::{PluginError, TaskSample};
+use allocd_plugin_api::{PluginError, TaskReport};
 use serde::Deserialize;
 
 use crate::detect::Mode;
@@ -122,7 +126,7 @@ pub fn settings(config: Config) -> Result<Settings, PluginError> {
 }
 
 impl MetricsPlugin for CgroupMetrics {
-    fn sample_tasks(&self) -> Result<Vec<TaskSample>, PluginError> {
+    fn sample_tasks(&self) -> Result<TaskReport, PluginError> {
         Ok(self.lock().sample(Instant::now()))
     }
 }
@@ -175,7 +179,7 @@ mod tests {
         let plugin = CgroupMetrics::new(&config(r#"{"cpu_total_compute":0}"#)).unwrap();
         assert_eq!(plugin.settings().compute, Compute::detect());
         // A root with nothing in it samples to nothing.
-        assert!(plugin_with_root("/nonexistent/cgroup").sample_tasks().unwrap().is_empty());
+        assert!(plugin_with_root("/nonexistent/cgroup").sample_tasks().unwrap().tasks.is_empty());
     }
 
     fn plugin_with_root(root: &str) -> CgroupMetrics {
@@ -209,7 +213,7 @@ mod tests {
         let host = HostContext { log: print_log, data_dir: RString::new(), alloc_dir: RString::new() };
         let provider = module.new_metrics()(RStr::from(r#"{"root":"/nonexistent"}"#), host.clone()).unwrap().unwrap();
         assert!(provider.host_stats().unwrap().is_none(), "host stats are host-metrics' job");
-        assert!(provider.sample_tasks().unwrap().is_empty());
+        assert!(provider.sample_tasks().unwrap().tasks.is_empty());
         assert!(module.new_storage()(RStr::from("{}"), host).unwrap().is_none());
         match module.new_metrics()(RStr::from(r#"{"x":1}"#), config("").host) {
             abi_stable::std_types::RErr(err) => assert_eq!(err.kind, allocd_plugin_api::ErrorKind::INVALID_ARGUMENT),

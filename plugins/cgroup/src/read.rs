@@ -329,10 +329,11 @@ impl<'a> TaskFiles<'a> {
         None
     }
 
-    /// Reads the pid list `file` (a `cgroup.procs`) of `dir` into `out` (cleared first).
-    pub fn procs(&mut self, dir: &Path, file: &CgFile, out: &mut Vec<u32>) {
+    /// Reads the pid list `file` (a `cgroup.procs`) of `dir` into `out` (cleared first); false
+    /// when it could not be read whole (missing, unreadable or garbled).
+    pub fn procs(&mut self, dir: &Path, file: &CgFile, out: &mut Vec<u32>) -> bool {
         out.clear();
-        self.get(dir, file, |bytes| crate::parse::pids(bytes, out).then_some(()));
+        self.get(dir, file, |bytes| crate::parse::pids(bytes, out).then_some(())).is_some()
     }
 }
 

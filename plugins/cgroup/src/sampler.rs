@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use abi_stable::std_types::RSome;
-use allocd_plugin_api::TaskSample;
+use allocd_plugin_api::{TaskReport, TaskSample, TaskState};
 
 use crate::detect::{ControllerMask, Detected, Mode, V1Controllers, detect};
 use crate::discover::{self, V2_PARTITIONS, V2Task, split_task};
@@ -34,7 +34,7 @@ pub struct Settings {
 
 /// The state kept for one task between samples.
 #[derive(Debug, Default)]
-struct TaskState {
+struct Tracking {
     cpu: CpuTrackers,
     pids: PidCache,
     files: OpenFiles,
@@ -51,7 +51,7 @@ pub struct Sampler {
     reader: Reader,
     warnings: Warnings,
     budget: FdBudget,
-    tasks: HashMap<String, TaskState>,
+    tasks: HashMap<String, Tracking>,
     generation: u64,
     detected: Option<Detected>,
     v1_found: BTreeMap<String, ControllerMask>,
@@ -101,10 +101,13 @@ impl Sampler {
         self.budget.used()
     }
 
-    /// Samples every task visible now; `now` drives the CPU trackers and the pid cache.
-    pub fn sample(&mut self, now: Instant) -> Vec<TaskSample> {
+    /// Samples every task visible now; `now` drives the CPU trackers and the pid cache. The
+    /// report is complete only when the hierarchy matches the mode, every listing succeeded
+    /// and every task's state could be read.
+    pub fn sample(&mut self, now: Instant) -> TaskReport {
         self.generation += 1;
         let mut out = Vec::new();
+        let mut complete = false;
         if let Some(mode) = self.resolve_mode() {
             let Self { settings, reader, warnings, budget, tasks, generation, v1_found, v2_found, pids, dir, .. } =
                 self;
@@ -112,10 +115,10 @@ impl Sampler {
             match mode {
                 Mode::V1 => {
                     let controllers = V1Controllers::find(&settings.root);
-                    discover::v1_tasks(&controllers, warnings, v1_found);
+                    complete = discover::v1_tasks(&controllers, warnings, v1_found);
                     for (name, &mask) in v1_found.iter() {
                         let timestamp = wall_ns();
-                        let state = task_state(tasks, name);
+                        let state = tracking(tasks, name);
                         if state.mask != mask {
                             budget.release(&mut state.files);
                             state.mask = mask;
@@ -130,11 +133,11 @@ impl Sampler {
                     }
                 }
                 Mode::V2 => {
-                    discover::v2_tasks(&settings.root, warnings, v2_found);
+                    complete = discover::v2_tasks(&settings.root, warnings, v2_found);
                     for found in v2_found.iter() {
                         scope_dir(dir, &settings.root, found);
                         let timestamp = wall_ns();
-                        let state = task_state(tasks, &found.name);
+                        let state = tracking(tasks, &found.name);
                         let mut files = TaskFiles::new(reader, warnings, &mut state.files, budget);
                         let Some(counters) = v2::read(&mut files, dir, pids) else { continue };
                         state.seen = generation;
@@ -161,16 +164,28 @@ impl Sampler {
             }
             keep
         });
-        out
+        complete &= out.iter().all(|sample| sample.state != TaskState::UNKNOWN);
+        TaskReport { tasks: out.into(), complete }
     }
 
     /// The mode for this sample; logs layout changes, and warns once while there is none.
     fn resolve_mode(&mut self) -> Option<Mode> {
-        if let Some(mode) = self.settings.mode {
-            return Some(mode);
-        }
         let root = &self.settings.root;
         let detected = detect(root);
+        if let Some(mode) = self.settings.mode {
+            // A configured mode the host does not have would list nothing: no answer at all.
+            if detected.map(Detected::mode) != Some(mode) {
+                self.warnings.warn(Problem::Hierarchy, "mode", || {
+                    format!(
+                        "cgroup: mode {mode:?} is configured but {} holds {}; no tasks reported (logged once)",
+                        root.display(),
+                        detected.map_or("no cgroup hierarchy", describe)
+                    )
+                });
+                return None;
+            }
+            return Some(mode);
+        }
         if detected != self.detected {
             if let Some(found) = detected {
                 self.warnings.clear(Problem::Hierarchy, "root");
@@ -220,10 +235,10 @@ fn wall_ns() -> i64 {
 }
 
 /// The state of task `name`, created on first sight.
-fn task_state<'a>(tasks: &'a mut HashMap<String, TaskState>, name: &str) -> &'a mut TaskState {
+fn tracking<'a>(tasks: &'a mut HashMap<String, Tracking>, name: &str) -> &'a mut Tracking {
     // Allocate the key only for a new task (`entry` would take an owned key every time).
     if !tasks.contains_key(name) {
-        tasks.insert(name.to_owned(), TaskState::default());
+        tasks.insert(name.to_owned(), Tracking::default());
     }
     tasks.get_mut(name).expect("inserted above")
 }
@@ -233,7 +248,7 @@ fn task_state<'a>(tasks: &'a mut HashMap<String, TaskState>, name: &str) -> &'a 
 fn finish(
     settings: &Settings,
     reader: &mut Reader,
-    state: &mut TaskState,
+    state: &mut Tracking,
     name: &str,
     mode: Mode,
     counters: &Counters,
@@ -249,7 +264,8 @@ fn finish(
     Some(TaskSample {
         alloc_id: alloc_id.into(),
         task: task.into(),
-        running: !pids.is_empty(),
+        state: counters.state,
+        finished_at: 0,
         timestamp,
         usage,
         pids: RSome(pid_usage),
@@ -347,12 +363,12 @@ mod tests {
         assert_eq!(sampler.mode(), Some(Mode::V2));
         let t0 = Instant::now();
         let before = wall_ns();
-        let first = sampler.sample(t0);
+        let first = sampler.sample(t0).tasks;
         assert_eq!(first.len(), 2);
         assert_eq!(first[0].alloc_id.as_str(), B, "sorted by cgroup name");
 
         let s = find(&first, A, "web.v2");
-        assert!(s.running);
+        assert_eq!(s.state, TaskState::RUNNING);
         assert!(s.timestamp >= before && s.timestamp <= wall_ns());
         let m = &s.usage.memory;
         assert_eq!((m.rss, m.cache, m.swap, m.mapped_file, m.usage, m.max_usage), (4096, 8192, 21000, 0, 20000, 30000));
@@ -369,7 +385,7 @@ mod tests {
         assert_eq!(p100.cpu.measured, measured(&["System Mode", "User Mode", "Percent"]));
 
         let idle = find(&first, B, "db");
-        assert!(!idle.running, "an empty cgroup.procs is not running");
+        assert_eq!(idle.state, TaskState::EXITED, "an empty cgroup.procs has exited");
         assert_eq!(pid_list(idle), Vec::<u32>::new(), "no pids is an empty list, never null");
         assert_eq!(idle.usage.memory.swap, 0);
 
@@ -378,7 +394,7 @@ mod tests {
             &web.join("cpu.stat"),
             "usage_usec 2500000\nuser_usec 1800000\nsystem_usec 700000\nnr_periods 11\nnr_throttled 4\nthrottled_usec 300\n",
         );
-        let second = sampler.sample(t0 + Duration::from_secs(1));
+        let second = sampler.sample(t0 + Duration::from_secs(1)).tasks;
         let c = &find(&second, A, "web.v2").usage.cpu;
         assert!((c.percent - 50.0).abs() < 1e-9, "{}", c.percent);
         assert!((c.user_mode - 30.0).abs() < 1e-9, "{}", c.user_mode);
@@ -391,18 +407,18 @@ mod tests {
         assert_eq!(sampler.tracked(), 2);
         // Kept: web's 6 files, db's 4 (no memory.swap.current or memory.peak, remembered absent).
         assert_eq!(sampler.open_files(), if limit == 0 { 0 } else { 10 });
-        let third = sampler.sample(t0 + Duration::from_secs(2));
+        let third = sampler.sample(t0 + Duration::from_secs(2)).tasks;
         assert_eq!(third.len(), 1);
         assert_eq!(sampler.tracked(), 1);
         assert_eq!(sampler.open_files(), if limit == 0 { 0 } else { 6 }, "the gone task's files are closed");
 
         // ... and if it comes back, its trackers start afresh (first sample is 0.0).
         fs::remove_dir_all(&web).unwrap();
-        assert!(sampler.sample(t0 + Duration::from_secs(3)).is_empty());
+        assert!(sampler.sample(t0 + Duration::from_secs(3)).tasks.is_empty());
         assert_eq!(sampler.tracked(), 0);
         assert_eq!(sampler.open_files(), 0);
         v2_tree(&root);
-        let again = sampler.sample(t0 + Duration::from_secs(4));
+        let again = sampler.sample(t0 + Duration::from_secs(4)).tasks;
         assert_eq!(find(&again, A, "web.v2").usage.cpu.percent, 0.0);
     }
 
@@ -442,10 +458,10 @@ mod tests {
         let mut sampler = sampler(&root, &proc_root, None);
         assert_eq!(sampler.mode(), Some(Mode::V1));
         let t0 = Instant::now();
-        let first = sampler.sample(t0);
+        let first = sampler.sample(t0).tasks;
         assert_eq!(first.len(), 1);
         let s = find(&first, A, "web");
-        assert!(s.running);
+        assert_eq!(s.state, TaskState::RUNNING);
         let m = &s.usage.memory;
         assert_eq!((m.rss, m.cache, m.swap, m.mapped_file, m.usage, m.max_usage), (2000, 3000, 8500, 0, 8000, 9000));
         assert_eq!((m.kernel_usage, m.kernel_max_usage), (100, 200));
@@ -460,16 +476,16 @@ mod tests {
         // +2 s total, +100 user ticks (1 s), +50 system ticks (0.5 s) in 2 s of wall time.
         write(&cpuacct.join("cpuacct.usage"), "7000000000\n");
         write(&cpuacct.join("cpuacct.stat"), "user 400\nsystem 200\n");
-        let second = sampler.sample(t0 + Duration::from_secs(2));
+        let second = sampler.sample(t0 + Duration::from_secs(2)).tasks;
         let c = &find(&second, A, "web").usage.cpu;
         assert_eq!((c.percent, c.user_mode, c.system_mode), (100.0, 50.0, 25.0));
         assert_eq!(c.total_ticks, 1000.0);
 
         // Processes gone from the stats cgroup: not running, empty Pids (after the pid cache).
         write(&root.join("freezer/nomad").join(format!("{A}.web")).join("cgroup.procs"), "");
-        let third = sampler.sample(t0 + Duration::from_secs(9));
+        let third = sampler.sample(t0 + Duration::from_secs(9)).tasks;
         let s = find(&third, A, "web");
-        assert!(!s.running);
+        assert_eq!(s.state, TaskState::EXITED);
         assert_eq!(pid_list(s), Vec::<u32>::new());
     }
 
@@ -479,18 +495,18 @@ mod tests {
         let (root, proc_root) = (dir.path().join("cg"), dir.path().join("proc"));
         v2_tree(&root);
         // Forced v1 on a v2 tree: no v1 controllers, so no tasks.
-        assert!(sampler(&root, &proc_root, Some(Mode::V1)).sample(Instant::now()).is_empty());
+        assert!(sampler(&root, &proc_root, Some(Mode::V1)).sample(Instant::now()).tasks.is_empty());
         // Forced v2 finds them.
-        assert_eq!(sampler(&root, &proc_root, Some(Mode::V2)).sample(Instant::now()).len(), 2);
+        assert_eq!(sampler(&root, &proc_root, Some(Mode::V2)).sample(Instant::now()).tasks.len(), 2);
 
         let empty = dir.path().join("empty");
         let mut s = sampler(&empty, &proc_root, None);
         assert_eq!(s.mode(), None);
-        assert!(s.sample(Instant::now()).is_empty());
+        assert!(s.sample(Instant::now()).tasks.is_empty());
         assert!(s.warnings.reported(Problem::Hierarchy, "root"));
         // The hierarchy appears later (mounted after the agent started): picked up.
         v1_tree(&empty);
-        assert_eq!(s.sample(Instant::now()).len(), 1);
+        assert_eq!(s.sample(Instant::now()).tasks.len(), 1);
         assert!(!s.warnings.reported(Problem::Hierarchy, "root"));
     }
 
@@ -508,11 +524,11 @@ mod tests {
         fs::create_dir(root.join(format!("nomad.slice/reserve.slice/{B}.db.scope/cpu.stat"))).unwrap();
         let mut s = sampler(&root, &dir.path().join("no-proc"), None);
         for i in 0..3 {
-            let out = s.sample(Instant::now() + Duration::from_secs(i));
+            let out = s.sample(Instant::now() + Duration::from_secs(i)).tasks;
             assert_eq!(out.len(), 2);
             let web = find(&out, A, "web.v2");
             assert_eq!((web.usage.memory.rss, web.usage.memory.usage, web.usage.cpu.percent), (0, 0, 0.0));
-            assert!(!web.running);
+            assert_ne!(web.state, TaskState::RUNNING);
         }
         assert!(s.warnings.reported(Problem::Garbled, "cpu.stat"));
         assert!(s.warnings.reported(Problem::Unreadable, "cpu.stat"));
@@ -541,12 +557,12 @@ mod tests {
         let mut s = sampler(root, Path::new("/proc"), None);
         let t0 = Instant::now();
         let start = Instant::now();
-        assert_eq!(s.sample(t0).len(), 500);
+        assert_eq!(s.sample(t0).tasks.len(), 500);
         let with_pids = start.elapsed();
         let start = Instant::now();
         let rounds = 5;
         for i in 1..=rounds {
-            assert_eq!(s.sample(t0 + Duration::from_secs(i)).len(), 500);
+            assert_eq!(s.sample(t0 + Duration::from_secs(i)).tasks.len(), 500);
         }
         let cached = start.elapsed() / rounds as u32;
         println!("500 fixture tasks: first sample (with /proc reads) {with_pids:?}, later samples {cached:?}");

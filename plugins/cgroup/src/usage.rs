@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use abi_stable::std_types::{RString, RVec};
-use allocd_plugin_api::{CpuStats, MemoryStats, ResourceUsage};
+use allocd_plugin_api::{CpuStats, MemoryStats, ResourceUsage, TaskState};
 
 use crate::detect::Mode;
 use crate::tracker::{Compute, CpuTrackers};
@@ -46,6 +46,8 @@ pub struct Counters {
     pub throttled_periods: u64,
     /// Nanoseconds.
     pub throttled_time_ns: u64,
+    /// Running, exited or unknown ([`crate::liveness`]).
+    pub state: TaskState,
 }
 
 /// `memory.stat` as libcontainer and Nomad read it: `rss`, else `anon` when that is 0;

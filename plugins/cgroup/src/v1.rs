@@ -20,6 +20,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::detect::{CPU, CPUACCT, ControllerMask, FREEZER, MEMORY, V1Controllers};
+use crate::liveness::task_state;
 use crate::parse::{keyed, single};
 use crate::read::{CgFile, TaskFiles};
 use crate::usage::{Counters, memory_stat};
@@ -58,11 +59,12 @@ pub fn read(
     };
 
     pids.clear();
+    let mut c = Counters::default();
     if [FREEZER, MEMORY, CPUACCT, CPU].into_iter().any(|bit| task_dir(bit, dir)) {
-        files.procs(dir, &PROCS, pids);
+        let listed = files.procs(dir, &PROCS, pids);
+        c.state = task_state(listed, pids, dir);
     }
 
-    let mut c = Counters::default();
     if task_dir(MEMORY, dir) {
         read_memory(files, dir, &mut c);
     }

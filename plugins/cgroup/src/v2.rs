@@ -14,6 +14,7 @@
 
 use std::path::Path;
 
+use crate::liveness::task_state;
 use crate::parse::{keyed, single};
 use crate::read::{CgFile, TaskFiles};
 use crate::usage::{Counters, memory_stat};
@@ -30,8 +31,8 @@ const CPU_STAT: CgFile = CgFile::required("cpu.stat", 5);
 /// Reads the scope directory `dir`. Fills `pids` (unsorted, as listed) and returns the
 /// counters, or `None` when the cgroup vanished while being read.
 pub fn read(files: &mut TaskFiles<'_>, dir: &Path, pids: &mut Vec<u32>) -> Option<Counters> {
-    files.procs(dir, &PROCS, pids);
-    let mut c = Counters::default();
+    let listed = files.procs(dir, &PROCS, pids);
+    let mut c = Counters { state: task_state(listed, pids, dir), ..Counters::default() };
     (c.rss, c.cache) = files.get(dir, &MEMORY_STAT, memory_stat).unwrap_or_default();
     c.usage = files.get(dir, &MEMORY_CURRENT, single).unwrap_or(0);
     let swap_only = files.get(dir, &SWAP_CURRENT, single).unwrap_or(0);

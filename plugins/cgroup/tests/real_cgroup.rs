@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use abi_stable::std_types::{RStr, RString};
 use allocd_plugin_api::sdk::{MetricsPlugin, PluginConfig};
-use allocd_plugin_api::{HostContext, LogLevel, TaskSample};
+use allocd_plugin_api::{HostContext, LogLevel, TaskSample, TaskState};
 use allocd_plugin_cgroup::CgroupMetrics;
 
 const ROOT: &str = "/sys/fs/cgroup";
@@ -196,11 +196,11 @@ fn busy_task_in_real_cgroups() {
         new_metrics(RStr::from(config.as_str()), host()).unwrap().unwrap()
     });
 
-    let first = v1_plugin.sample_tasks().unwrap();
-    let first_v2 = v2_plugin.as_ref().map(|p| p.sample_tasks().unwrap());
+    let first = v1_plugin.sample_tasks().unwrap().tasks;
+    let first_v2 = v2_plugin.as_ref().map(|p| p.sample_tasks().unwrap().tasks);
     std::thread::sleep(Duration::from_millis(500));
-    let second = v1_plugin.sample_tasks().unwrap();
-    let second_v2 = v2_plugin.as_ref().map(|p| p.sample_tasks().unwrap());
+    let second = v1_plugin.sample_tasks().unwrap().tasks;
+    let second_v2 = v2_plugin.as_ref().map(|p| p.sample_tasks().unwrap().tasks);
 
     // --- v1 ---
     let s1 = find(&first, &alloc);
@@ -208,7 +208,7 @@ fn busy_task_in_real_cgroups() {
     assert_eq!(s1.usage.cpu.percent, 0.0, "first sample of a tracker is 0.0");
     let s = find(&second, &alloc);
     println!("v1 sample: {s:#?}");
-    assert!(s.running);
+    assert_eq!(s.state, TaskState::RUNNING);
     assert!(s.timestamp > s1.timestamp);
     let (m, c) = (&s.usage.memory, &s.usage.cpu);
     assert!(m.usage > 0, "Usage {}", m.usage);
@@ -234,7 +234,7 @@ fn busy_task_in_real_cgroups() {
         assert_eq!(find(&first_v2, &alloc).usage.cpu.percent, 0.0);
         let s = find(&second_v2, &alloc);
         println!("v2 sample: {s:#?}");
-        assert!(s.running);
+        assert_eq!(s.state, TaskState::RUNNING);
         assert!(s.usage.cpu.percent > 0.0, "Percent {}", s.usage.cpu.percent);
         assert_eq!(measured(&s.usage.memory.measured), ["RSS", "Cache", "Swap", "Usage"]);
         assert!(s.pids.as_ref().unwrap().iter().any(|p| p.pid == pid));
@@ -247,11 +247,11 @@ fn busy_task_in_real_cgroups() {
         let _ = child.kill();
         let _ = child.wait();
     }
-    let after = v1_plugin.sample_tasks().unwrap();
+    let after = v1_plugin.sample_tasks().unwrap().tasks;
     let s = find(&after, &alloc);
-    assert!(!s.running, "{:?}", s.pids);
+    assert_eq!(s.state, TaskState::EXITED, "{:?}", s.pids);
     if let Some(p) = &v2_plugin {
-        assert!(!find(&p.sample_tasks().unwrap(), &alloc).running);
+        assert_eq!(find(&p.sample_tasks().unwrap().tasks, &alloc).state, TaskState::EXITED);
     }
 
     // Nomad restarts the task: its cgroups are removed and created again under the same name.
@@ -265,7 +265,7 @@ fn busy_task_in_real_cgroups() {
     for dir in &task_dirs {
         fs::create_dir(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
     }
-    let restarted = v1_plugin.sample_tasks().unwrap();
+    let restarted = v1_plugin.sample_tasks().unwrap().tasks;
     let s = find(&restarted, &alloc);
     assert!(!s.running);
     assert!(
@@ -310,11 +310,11 @@ fn five_hundred_real_task_cgroups() {
     let plugin = plugin("{}");
     let count =
         |samples: &[TaskSample]| samples.iter().filter(|s| allocs.iter().any(|a| a == s.alloc_id.as_str())).count();
-    assert_eq!(count(&plugin.sample_tasks().unwrap()), 500);
+    assert_eq!(count(&plugin.sample_tasks().unwrap().tasks), 500);
     let rounds = 10u32;
     let (wall, cpu) = (Instant::now(), thread_cpu());
     for _ in 0..rounds {
-        assert_eq!(count(&plugin.sample_tasks().unwrap()), 500);
+        assert_eq!(count(&plugin.sample_tasks().unwrap().tasks), 500);
     }
     let (wall, cpu) = (wall.elapsed() / rounds, (thread_cpu() - cpu) / rounds);
     println!(

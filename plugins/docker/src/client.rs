@@ -85,8 +85,8 @@ impl DockerClient {
         Self { endpoint: endpoint.into(), socket: socket.into(), timeout }
     }
 
-    /// Running containers that carry Nomad's alloc label
-    /// (`GET /containers/json?filters={"label":["com.hashicorp.nomad.alloc_id"]}`).
+    /// Every container, stopped ones included, that carries Nomad's alloc label
+    /// (`GET /containers/json?all=1&filters={"label":["com.hashicorp.nomad.alloc_id"]}`).
     pub async fn list_task_containers(&self) -> Result<Vec<ContainerSummary>, ClientError> {
         self.get_json(&list_path()).await
     }
@@ -146,10 +146,10 @@ impl DockerClient {
 /// Everything but RFC 3986's unreserved characters is escaped (Go's `url.QueryEscape` set).
 const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-/// `/containers/json` filtered to containers that have the alloc label (any value).
+/// `/containers/json` of all containers that have the alloc label (any value).
 fn list_path() -> String {
     let filters = serde_json::json!({ "label": [ALLOC_LABEL] }).to_string();
-    format!("/containers/json?filters={}", utf8_percent_encode(&filters, ESCAPED))
+    format!("/containers/json?all=1&filters={}", utf8_percent_encode(&filters, ESCAPED))
 }
 
 /// Aborts a spawned task when dropped.
@@ -170,7 +170,7 @@ mod tests {
     fn list_path_is_url_encoded() {
         assert_eq!(
             list_path(),
-            "/containers/json?filters=%7B%22label%22%3A%5B%22com.hashicorp.nomad.alloc_id%22%5D%7D"
+            "/containers/json?all=1&filters=%7B%22label%22%3A%5B%22com.hashicorp.nomad.alloc_id%22%5D%7D"
         );
     }
 

@@ -5,13 +5,16 @@
 //! `allocd-docker`. That thread repeats a cycle every `stats_interval` (measured from the start of
 //! one cycle to the start of the next; a cycle that takes longer is followed at once):
 //!
-//! 1. list the running containers that carry Nomad's alloc label ([`crate::containers`]);
-//! 2. drop cached samples of containers that are gone;
-//! 3. fetch `stats?stream=false` of every task container concurrently (each answer takes the
-//!    daemon a second or two) and store each container's latest [`TaskSample`].
+//! 1. list the containers, stopped ones included, that carry Nomad's alloc label
+//!    ([`crate::containers`]), and keep that listing;
+//! 2. drop cached samples of containers that are no longer running;
+//! 3. fetch `stats?stream=false` of every running task container concurrently (each answer
+//!    takes the daemon a second or two) and store each container's latest [`TaskSample`].
 //!
-//! The host reads the cache through [`Collector::latest`], which only clones it: a request never
-//! waits for the daemon. When the daemon cannot be reached, stalls or cannot list, the cache is
+//! The host reads the listing and the cache through [`Collector::latest`], which only clones
+//! them: a request never waits for the daemon. The report is complete only while the last
+//! listing succeeded: before the first listing and during an outage, a container missing from
+//! the report is not evidence that its task ended. When the daemon cannot be reached, stalls or cannot list, the cache is
 //! emptied (list failure) or kept (stats failure), the next cycle is delayed by Nomad's docker
 //! backoff `5s·2^n` capped at 2 min (spec §3), and one warning is logged when the state changes —
 //! not once per attempt. Dropping the collector stops and joins the thread.
@@ -22,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use allocd_plugin_api::compute::Compute;
-use allocd_plugin_api::{PluginError, TaskSample};
+use allocd_plugin_api::{PluginError, TaskReport, TaskSample, TaskState};
 use hyper::StatusCode;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -49,10 +52,15 @@ fn lock(cache: &Cache) -> MutexGuard<'_, HashMap<String, TaskSample>> {
 /// Why the daemon could not be listed in the last cycle, if it could not.
 type Outage = Arc<Mutex<Option<String>>>;
 
+/// The task containers of the last successful listing; `None` before the first one and
+/// after a failed one.
+type Listing = Arc<Mutex<Option<Vec<Target>>>>;
+
 /// Handle of the background thread; dropping it stops the thread.
 pub struct Collector {
     cache: Cache,
     outage: Outage,
+    listing: Listing,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -66,8 +74,10 @@ impl Collector {
             .map_err(|e| PluginError::internal(format!("docker: cannot build the plugin's runtime: {e}")))?;
         let cache = Cache::default();
         let outage = Outage::default();
+        let listing = Listing::default();
         let mut worker = Worker {
             outage: outage.clone(),
+            listing: listing.clone(),
             client: DockerClient::new(&settings.endpoint, settings.socket.clone(), REQUEST_TIMEOUT),
             compute: settings.compute,
             interval: settings.stats_interval,
@@ -99,19 +109,30 @@ impl Collector {
                 }
             })
             .map_err(|e| PluginError::internal(format!("docker: cannot start the collector thread: {e}")))?;
-        Ok(Self { cache, outage, stop: Some(stop), thread: Some(thread) })
+        Ok(Self { cache, outage, listing, stop: Some(stop), thread: Some(thread) })
     }
 
-    /// The latest sample of every running task container, ordered by allocation and task;
-    /// `unavailable` while the daemon cannot be listed, so the host does not mistake an
-    /// outage for every container having exited.
-    pub fn latest(&self) -> Result<Vec<TaskSample>, PluginError> {
+    /// Every task container of the last listing, ordered by allocation and task: the latest
+    /// stats of running ones (state only until their first stats answer), the state of the
+    /// others. `unavailable` while the daemon cannot be listed, and an empty partial report
+    /// before the first listing, so the host never mistakes either for containers that exited.
+    pub fn latest(&self) -> Result<TaskReport, PluginError> {
         if let Some(reason) = self.outage.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             return Err(PluginError::unavailable(format!("docker: {reason}")));
         }
-        let mut samples: Vec<TaskSample> = lock(&self.cache).values().cloned().collect();
+        let Some(listing) = self.listing.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return Ok(TaskReport::partial(Vec::new()));
+        };
+        let cache = lock(&self.cache);
+        let mut samples: Vec<TaskSample> = listing
+            .iter()
+            .map(|target| match cache.get(&target.container_id) {
+                Some(sample) if target.state == TaskState::RUNNING => sample.clone(),
+                _ => mapping::state_sample(target),
+            })
+            .collect();
         samples.sort_by(|a, b| (&a.alloc_id, &a.task).cmp(&(&b.alloc_id, &b.task)));
-        Ok(samples)
+        Ok(TaskReport::complete(samples))
     }
 }
 
@@ -127,6 +148,7 @@ impl Drop for Collector {
 /// The state the background thread owns.
 struct Worker {
     outage: Outage,
+    listing: Listing,
     client: DockerClient,
     compute: Compute,
     interval: Duration,
@@ -168,18 +190,21 @@ impl Worker {
             }
             Err(err) => {
                 *self.outage.lock().unwrap_or_else(|e| e.into_inner()) = Some(err.to_string());
+                *self.listing.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 lock(&self.cache).clear();
                 self.failing.clear();
                 return Err(err);
             }
         };
         let targets = containers::targets(&list);
-        let live: HashSet<&str> = targets.iter().map(|t| t.container_id.as_str()).collect();
+        *self.listing.lock().unwrap_or_else(|e| e.into_inner()) = Some(targets.clone());
+        let running: Vec<Target> = targets.into_iter().filter(|t| t.state == TaskState::RUNNING).collect();
+        let live: HashSet<&str> = running.iter().map(|t| t.container_id.as_str()).collect();
         lock(&self.cache).retain(|id, _| live.contains(id.as_str()));
         self.failing.retain(|id| live.contains(id.as_str()));
 
         let mut requests = JoinSet::new();
-        for target in targets {
+        for target in running {
             let client = self.client.clone();
             requests.spawn(async move {
                 let stats = client.stats(&target.container_id).await;

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 
+use allocd_plugin_api::TaskState;
 use serde::Deserialize;
 
 /// The label every Nomad task container carries.
@@ -31,21 +32,31 @@ pub struct ContainerSummary {
     pub state: String,
 }
 
-/// A running task container to sample.
+/// A task container of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub container_id: String,
     pub alloc_id: String,
     pub task: String,
+    pub state: TaskState,
 }
 
-/// The running task containers of a listing, in listing order.
+/// The task containers of a listing, in listing order.
 pub fn targets(list: &[ContainerSummary]) -> Vec<Target> {
     list.iter().filter_map(target).collect()
 }
 
+/// A task's state from Docker's container state.
+pub fn task_state(docker_state: &str) -> TaskState {
+    match docker_state {
+        "running" | "paused" | "restarting" => TaskState::RUNNING,
+        "exited" | "dead" => TaskState::EXITED,
+        _ => TaskState::UNKNOWN,
+    }
+}
+
 fn target(container: &ContainerSummary) -> Option<Target> {
-    if container.state != "running" || container.id.is_empty() {
+    if container.id.is_empty() {
         return None;
     }
     let labels = container.labels.as_ref()?;
@@ -63,7 +74,12 @@ fn target(container: &ContainerSummary) -> Option<Target> {
         log::debug!("docker: container {} has label {ALLOC_LABEL} but no task name; skipped", container.id);
         return None;
     };
-    Some(Target { container_id: container.id.clone(), alloc_id: alloc_id.clone(), task: task.to_string() })
+    Some(Target {
+        container_id: container.id.clone(),
+        alloc_id: alloc_id.clone(),
+        task: task.to_string(),
+        state: task_state(&container.state),
+    })
 }
 
 #[cfg(test)]
@@ -87,14 +103,11 @@ mod tests {
         let path = format!("{}/tests/fixtures/containers-list.json", env!("CARGO_MANIFEST_DIR"));
         let list: Vec<ContainerSummary> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         assert_eq!(list.len(), 3);
-        assert_eq!(
-            targets(&list),
-            vec![Target {
-                container_id: "bdb77c61af89ed3306560162d8c25d2ec064b1520188a4b878e67d06eef0226e".into(),
-                alloc_id: ALLOC.into(),
-                task: "web".into(),
-            }]
-        );
+        let found = targets(&list);
+        let tasks: Vec<(&str, TaskState)> = found.iter().map(|t| (t.task.as_str(), t.state)).collect();
+        assert_eq!(tasks, [("sys_task", TaskState::EXITED), ("web", TaskState::RUNNING)]);
+        assert_eq!(found[1].container_id, "bdb77c61af89ed3306560162d8c25d2ec064b1520188a4b878e67d06eef0226e");
+        assert!(found.iter().all(|t| t.alloc_id == ALLOC));
     }
 
     #[test]
@@ -113,9 +126,34 @@ mod tests {
             container("j", &format!("/-{ALLOC}"), "running", &label),
             container("k", &format!("/web-{ALLOC}"), "running", &[(ALLOC_LABEL, "")]),
         ];
-        let got: Vec<(String, String)> = targets(&list).into_iter().map(|t| (t.container_id, t.task)).collect();
-        let want = [("a", "web"), ("b", "my-task"), ("c", "group_sub"), ("i", "from-label")];
-        assert_eq!(got, want.map(|(c, t)| (c.to_string(), t.to_string())));
+        let got: Vec<(String, String, TaskState)> =
+            targets(&list).into_iter().map(|t| (t.container_id, t.task, t.state)).collect();
+        let (running, exited) = (TaskState::RUNNING, TaskState::EXITED);
+        let want = [
+            ("a", "web", running),
+            ("b", "my-task", running),
+            ("c", "group_sub", running),
+            ("e", "paused", running),
+            ("f", "exited", exited),
+            ("i", "from-label", running),
+        ];
+        assert_eq!(got, want.map(|(c, t, s)| (c.to_string(), t.to_string(), s)));
+    }
+
+    #[test]
+    fn docker_states_map_to_task_states() {
+        for (docker, state) in [
+            ("running", TaskState::RUNNING),
+            ("paused", TaskState::RUNNING),
+            ("restarting", TaskState::RUNNING),
+            ("exited", TaskState::EXITED),
+            ("dead", TaskState::EXITED),
+            ("created", TaskState::UNKNOWN),
+            ("removing", TaskState::UNKNOWN),
+            ("", TaskState::UNKNOWN),
+        ] {
+            assert_eq!(task_state(docker), state, "{docker}");
+        }
     }
 
     #[test]

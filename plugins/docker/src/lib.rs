@@ -10,7 +10,7 @@
 //! * [`collector`] — the private runtime on its own thread that keeps the latest samples.
 //!
 //! A stats answer takes the daemon one to two seconds, so collection runs in the background and
-//! [`MetricsPlugin::sample_tasks`] only copies the latest samples. Docker reports no per-process
+//! [`MetricsPlugin::sample_tasks`] only copies the latest samples and container states. Docker reports no per-process
 //! data (`Pids` is `null`) and no host sample.
 
 pub mod client;
@@ -21,7 +21,7 @@ pub mod mapping;
 
 use allocd_plugin_api::compute::Compute;
 use allocd_plugin_api::sdk::{MetricsPlugin, PluginConfig};
-use allocd_plugin_api::{PluginError, TaskSample};
+use allocd_plugin_api::{PluginError, TaskReport};
 
 use crate::collector::Collector;
 use crate::config::Settings;
@@ -47,7 +47,7 @@ impl DockerMetrics {
 }
 
 impl MetricsPlugin for DockerMetrics {
-    fn sample_tasks(&self) -> Result<Vec<TaskSample>, PluginError> {
+    fn sample_tasks(&self) -> Result<TaskReport, PluginError> {
         self.collector.latest()
     }
 }

@@ -17,7 +17,9 @@
 use std::collections::HashMap;
 
 use allocd_plugin_api::compute::Compute;
-use allocd_plugin_api::{CpuStats, MemoryStats, ResourceUsage, TaskSample};
+use allocd_plugin_api::{CpuStats, MemoryStats, ResourceUsage, TaskSample, TaskState};
+
+use crate::containers::Target;
 use serde::Deserialize;
 
 /// Memory fields Nomad reports for Docker on cgroup v1.
@@ -141,11 +143,25 @@ pub fn task_sample(alloc_id: &str, task: &str, stats: &StatsResponse, compute: &
     Some(TaskSample {
         alloc_id: alloc_id.into(),
         task: task.into(),
-        running: true,
+        state: TaskState::RUNNING,
+        finished_at: 0,
         timestamp: timestamp_ns(&stats.read)?,
         usage: resource_usage(stats, compute),
         pids: None.into(),
     })
+}
+
+/// A task container's state without usage: a stopped or not yet started container, or a
+/// running one before its first stats answer.
+pub fn state_sample(target: &Target) -> TaskSample {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    TaskSample {
+        alloc_id: target.alloc_id.as_str().into(),
+        task: target.task.as_str().into(),
+        state: target.state,
+        timestamp: now.as_nanos() as i64,
+        ..TaskSample::default()
+    }
 }
 
 #[cfg(test)]
@@ -310,7 +326,7 @@ mod tests {
         let sample = task_sample("11111111-2222-3333-4444-555555555555", "web", &stats, &COMPUTE).unwrap();
         assert_eq!(sample.alloc_id.as_str(), "11111111-2222-3333-4444-555555555555");
         assert_eq!(sample.task.as_str(), "web");
-        assert!(sample.running);
+        assert_eq!(sample.state, TaskState::RUNNING);
         assert_eq!(sample.timestamp, 1_795_737_560_808_647_487);
         assert_eq!(sample.pids, None.into());
         assert_eq!(sample.usage, resource_usage(&stats, &COMPUTE));

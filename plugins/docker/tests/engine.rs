@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use allocd_plugin_api::abi_stable::std_types::RStr;
 use allocd_plugin_api::sdk::{MetricsPlugin, PluginConfig};
-use allocd_plugin_api::{HostContext, LogLevel, TaskSample};
+use allocd_plugin_api::{HostContext, LogLevel, TaskReport, TaskSample, TaskState};
 use allocd_plugin_docker::DockerMetrics;
 
 const IMAGE: &str = "allocd-test-busybox:latest";
@@ -147,8 +147,9 @@ fn samples_a_task_container_and_skips_its_pause_container() {
 
     let plugin = plugin(r#"{"stats_interval":"500ms"}"#);
     let started = Instant::now();
-    let mine = |samples: Vec<TaskSample>| -> Vec<TaskSample> {
-        samples.into_iter().filter(|s| s.alloc_id.as_str() == alloc).collect()
+    let mine = |report: TaskReport| -> Vec<TaskSample> {
+        assert!(report.complete, "a listing succeeded: the report is complete");
+        report.tasks.into_iter().filter(|s| s.alloc_id.as_str() == alloc).collect()
     };
     let sample = loop {
         let samples = mine(plugin.sample_tasks().expect("sample_tasks"));
@@ -165,7 +166,7 @@ fn samples_a_task_container_and_skips_its_pause_container() {
     println!("sampled after {:?}: {sample:#?}", started.elapsed());
 
     assert_eq!(sample.alloc_id.as_str(), alloc);
-    assert!(sample.running);
+    assert_eq!(sample.state, TaskState::RUNNING);
     assert_eq!(sample.pids, None.into(), "Docker reports no per-process data");
     assert!(
         (sample.timestamp - now_ns()).abs() < 60_000_000_000,
@@ -188,7 +189,15 @@ fn samples_a_task_container_and_skips_its_pause_container() {
     let running = run("docker", &["ps", "--filter", &format!("name={pause}"), "--format", "{{.Names}}"]).unwrap();
     assert_eq!(running, pause);
 
-    // A stopped container leaves the samples within a few cycles.
+    // A stopped container is reported exited: the positive evidence GC needs.
+    run("docker", &["stop", "-t", "0", &task]).expect("task container stops");
+    let stopped = Instant::now();
+    while mine(plugin.sample_tasks().unwrap()).first().map(|s| s.state) != Some(TaskState::EXITED) {
+        assert!(stopped.elapsed() < Duration::from_secs(10), "a stopped container is not reported exited");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // A removed container leaves the samples within a few cycles.
     run("docker", &["rm", "-f", &task]).expect("task container removed");
     let removed = Instant::now();
     while !mine(plugin.sample_tasks().unwrap()).is_empty() {

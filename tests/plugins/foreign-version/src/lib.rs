@@ -18,7 +18,7 @@ use abi_stable::{
 pub const NAME: &str = "allocd_plugin";
 
 /// The plugin-api version this library pretends to be built against.
-pub const FOREIGN_PLUGIN_API_VERSION: &str = "0.2.0";
+pub const FOREIGN_PLUGIN_API_VERSION: &str = "0.9.0";
 
 /// A stand-in for another release's root module.
 #[repr(C)]

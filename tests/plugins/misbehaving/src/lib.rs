@@ -14,7 +14,7 @@
 //! The metric side is inert outside `panic-metrics` so each test exercises one failure only.
 
 use allocd_plugin_api::sdk::{FilePlugin, MetricsPlugin, PluginConfig, StoragePlugin};
-use allocd_plugin_api::{AllocInfo, FileIdentity, FileInfo, HostStats, PluginError, TaskSample};
+use allocd_plugin_api::{AllocInfo, FileIdentity, FileInfo, HostStats, PluginError, TaskReport};
 use serde::Deserialize;
 
 /// The failure a plugin instance acts out.
@@ -145,9 +145,9 @@ impl MetricsPlugin for Metrics {
         self.enter("host_stats");
         Ok(None)
     }
-    fn sample_tasks(&self) -> Result<Vec<TaskSample>, PluginError> {
+    fn sample_tasks(&self) -> Result<TaskReport, PluginError> {
         self.enter("sample_tasks");
-        Ok(Vec::new())
+        Ok(TaskReport::complete(Vec::new()))
     }
 }
 
