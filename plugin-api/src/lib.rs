@@ -17,6 +17,7 @@ pub mod abi;
 pub mod compute;
 pub mod files;
 pub mod paths;
+pub mod remove;
 pub mod sdk;
 pub mod sniff;
 

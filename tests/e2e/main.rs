@@ -9,8 +9,10 @@ mod stats;
 mod fs;
 // fs/stream and fs/logs: framing, following, rotation, lifecycle.
 mod follow;
-// Allocation stats and GC.
+// Allocation stats.
 mod alloc;
+// Garbage collection on positive evidence only.
+mod gc;
 // ACLs, TLS, hostile input.
 mod security;
 // The overlay backend beside local-disk.

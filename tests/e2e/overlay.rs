@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::harness::{ALLOC_ID, Agent, Fixture};
+use crate::harness::{ALLOC_ID, Agent, Fixture, TaskCgroups, eventually};
 
 const OVERLAY_ID: &str = "7ab1a5c8-2c5e-4b52-8a7e-0d3d1a7f9e13";
 
@@ -26,9 +26,14 @@ fn overlay_agent() -> (Fixture, Agent) {
     std::fs::write(app.join("web/local/shadowed.txt"), "app version").unwrap();
     std::fs::write(app.join("web/local/.wh.removed.txt"), "").unwrap();
     std::fs::write(upper.join(OVERLAY_ID).join("alloc/logs/web.stdout.0"), "upper log\n").unwrap();
+    let cgroups = TaskCgroups::new(&fixture);
+    cgroups.running(OVERLAY_ID, "web");
     let config = fixture.config(&format!(
-        "plugin \"overlay\" {{\n  config {{\n    lower_dirs = [{:?}, {:?}]\n    upper_dir = {:?}\n  }}\n}}\n",
-        app, base, upper
+        "plugin \"overlay\" {{\n  config {{\n    lower_dirs = [{:?}, {:?}]\n    upper_dir = {:?}\n  }}\n}}\n{}",
+        app,
+        base,
+        upper,
+        cgroups.config("")
     ));
     let agent = Agent::start(&["-config", config.to_str().unwrap()]);
     (fixture, agent)
@@ -72,9 +77,12 @@ fn overlay_allocations_are_served_through_the_merged_view() {
     }
     writer.join().unwrap();
 
-    // GC removes only the allocation's upper layer.
+    // GC (once the task has exited) removes only the allocation's upper layer.
     drop(response);
-    assert_eq!(agent.get(&format!("/v1/client/allocation/{id}/gc")).status, 200);
+    TaskCgroups::new(&fixture).exited(id, "web");
+    eventually(Duration::from_secs(10), "the allocation to be collected", || {
+        (agent.get(&format!("/v1/client/allocation/{id}/gc")).status == 200).then_some(())
+    });
     assert!(!fixture.dir.path().join("upper").join(id).exists());
     assert!(fixture.dir.path().join("layers/base/web/local/base.txt").exists(), "shared layers are never deleted");
 }

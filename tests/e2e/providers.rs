@@ -5,19 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Agent, Fixture};
-
-/// Polls `probe` until it returns `Some`, or panics after `limit`.
-fn eventually<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+use crate::harness::{Agent, Fixture, eventually, skip_unless_ci};
 
 fn new_alloc(fixture: &Fixture, task: &str) -> String {
     let id = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap().trim().to_string();
@@ -49,8 +37,8 @@ fn docker_container_stats_and_gc_through_http() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/docker-test-image.sh");
     let built = Command::new("bash").arg(&script).output().unwrap();
     if !built.status.success() {
-        println!("SKIPPED: no usable Docker Engine here: {}", String::from_utf8_lossy(&built.stderr).trim());
-        return;
+        let reason = format!("no usable Docker Engine here: {}", String::from_utf8_lossy(&built.stderr).trim());
+        return skip_unless_ci("docker_container_stats_and_gc_through_http", &reason);
     }
     let fixture = Fixture::new();
     let id = new_alloc(&fixture, "web");
@@ -70,7 +58,9 @@ fn docker_container_stats_and_gc_through_http() {
     ])
     .expect("the task container starts");
     let container = Container(name);
-    let config = fixture.config("plugin \"docker\" {\n  config { stats_interval = \"500ms\" }\n}\n");
+    let config = fixture.config(
+        "plugin \"docker\" {\n  config { stats_interval = \"500ms\" }\n}\nclient {\n  gc_exit_grace = \"1s\"\n}\n",
+    );
     let agent = Agent::start(&["-config", config.to_str().unwrap(), "-log-level", "warn"]);
     let url = format!("/v1/client/allocation/{id}/stats");
     let stats = eventually(Duration::from_secs(30), "a docker sample with CPU use", || {
@@ -94,7 +84,8 @@ fn docker_container_stats_and_gc_through_http() {
         (gc.status, gc.text().as_str()),
         (500, "No such allocation on client, or allocation not eligible for GC")
     );
-    drop(container);
+    // A stopped container is the positive evidence: collected once stopped (after the grace).
+    docker(&["stop", "-t", "0", &container.0]).expect("the task container stops");
     eventually(Duration::from_secs(30), "the allocation to become terminal and collected", || {
         (agent.get(&format!("/v1/client/allocation/{id}/gc")).status == 200).then_some(())
     });
@@ -158,16 +149,21 @@ impl Drop for TaskCgroup {
 fn cgroup_task_stats_and_gc_through_http() {
     let fixture = Fixture::new();
     let id = new_alloc(&fixture, "busy");
-    let mut cgroup = match TaskCgroup::create(&id, "busy") {
+    let cgroup = match TaskCgroup::create(&id, "busy") {
         Ok(cgroup) => cgroup,
-        Err(reason) if !nix_is_root() => return println!("SKIPPED: cannot create cgroups here: {reason}"),
+        Err(reason) if !nix_is_root() => {
+            return skip_unless_ci(
+                "cgroup_task_stats_and_gc_through_http",
+                &format!("cannot create cgroups: {reason}"),
+            );
+        }
         Err(reason) => panic!("root could not create task cgroups: {reason}"),
     };
     let pid = cgroup.child.id().to_string();
     // A failing provider beside it (no Docker daemon there) must not keep this task "running".
     let absent = fixture.dir.path().join("no-docker.sock");
     let config = fixture.config(&format!(
-        "telemetry {{ collection_interval = \"250ms\" }}\nplugin \"cgroup\" {{}}\nplugin \"docker\" {{ config {{ endpoint = \"unix://{}\" }} }}\n",
+        "telemetry {{ collection_interval = \"250ms\" }}\nclient {{ gc_exit_grace = \"2s\" }}\nplugin \"cgroup\" {{}}\nplugin \"docker\" {{ config {{ endpoint = \"unix://{}\" }} }}\n",
         absent.display()
     ));
     let agent = Agent::start(&["-config", config.to_str().unwrap()]);
@@ -186,12 +182,49 @@ fn cgroup_task_stats_and_gc_through_http() {
 
     let gc = agent.get(&format!("/v1/client/allocation/{id}/gc"));
     assert_eq!(gc.status, 500, "a running allocation is not collected");
-    cgroup.stop();
+    // Killed, and its cgroup removed as Nomad does: collected, but only after the grace.
+    let stopped = Instant::now();
+    drop(cgroup);
     eventually(Duration::from_secs(20), "the task to stop and the allocation to be collected", || {
         (agent.get(&format!("/v1/client/allocation/{id}/gc")).status == 200).then_some(())
     });
+    assert!(stopped.elapsed() >= Duration::from_secs(2), "collected within the exit grace");
     let after = agent.get(&url);
     assert_eq!(after.status, 404);
+}
+
+/// A real cgroup task that exits while the agent is stopped is recognised at the next start
+/// from the evidence kept in `data_dir`; a task still running after a restart is not collected.
+#[test]
+fn cgroup_task_that_exits_while_the_agent_is_down() {
+    let fixture = Fixture::new();
+    let (ended, lasting) = (new_alloc(&fixture, "busy"), new_alloc(&fixture, "busy"));
+    let cgroups = [TaskCgroup::create(&ended, "busy"), TaskCgroup::create(&lasting, "busy")];
+    let [Ok(ended_task), Ok(_lasting_task)] = cgroups else {
+        if !nix_is_root() {
+            return skip_unless_ci("cgroup_task_that_exits_while_the_agent_is_down", "cannot create cgroups");
+        }
+        panic!("root could not create task cgroups");
+    };
+    let config = fixture.config(
+        "telemetry { collection_interval = \"200ms\" }\nclient { gc_exit_grace = \"0s\" }\nplugin \"cgroup\" {}\n",
+    );
+    let start = || Agent::start(&["-config", config.to_str().unwrap()]);
+    let agent = start();
+    let evidence = fixture.dir.path().join("data/client/task-evidence.json");
+    eventually(Duration::from_secs(10), "both tasks in the evidence file", || {
+        let text = std::fs::read_to_string(&evidence).ok()?;
+        (text.contains(&ended) && text.contains(&lasting)).then_some(())
+    });
+    agent.terminate();
+    drop(ended_task); // the task ends and its cgroup goes while no agent runs
+    let agent = start();
+    eventually(Duration::from_secs(10), "the ended allocation to be collected", || {
+        (agent.get(&format!("/v1/client/allocation/{ended}/gc")).status == 200).then_some(())
+    });
+    let refused = agent.get(&format!("/v1/client/allocation/{lasting}/gc"));
+    assert_eq!(refused.status, 500, "a task still running after the restart is live");
+    assert!(fixture.alloc_dir().join(&lasting).exists());
 }
 
 fn nix_is_root() -> bool {

@@ -2,8 +2,9 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
-use crate::harness::{ALLOC_ID, Agent, Fixture, agent_with_fixture, get};
+use crate::harness::{ALLOC_ID, Agent, Fixture, TaskCgroups, agent_with_fixture, eventually, get};
 
 const TOKENS: &[(&str, &str, &str)] = &[
     // name, secret, policies (space separated); "management" is special
@@ -49,10 +50,14 @@ fn acl_agent() -> (Fixture, Agent) {
         tokens.push_str(&format!("token {name:?} {{ secret_id = {secret:?} type = {kind:?} policies = [{list}] }}\n"));
     }
     std::fs::write(acl_dir.join("tokens.hcl"), tokens).unwrap();
+    // The fixture's task runs (in a cgroup tree the tests control): GC needs evidence.
+    let cgroups = TaskCgroups::new(&fixture);
+    cgroups.running(ALLOC_ID, "web");
     let config = fixture.config(&format!(
-        "acl {{\n  enabled = true\n  policy_dir = {:?}\n  token_file = {:?}\n}}\n",
+        "acl {{\n  enabled = true\n  policy_dir = {:?}\n  token_file = {:?}\n}}\n{}",
         acl_dir.join("policies"),
-        acl_dir.join("tokens.hcl")
+        acl_dir.join("tokens.hcl"),
+        cgroups.config("")
     ));
     let agent = Agent::start(&["-config", config.to_str().unwrap()]);
     (fixture, agent)
@@ -113,18 +118,35 @@ fn acl_matrices_follow_nomads_capabilities() {
     let bearer = format!("Bearer {}", secret("fs"));
     assert_eq!(agent.get_with(&format!("/v1/client/fs/ls/{id}"), &[("Authorization", &bearer)]).status, 200);
 
-    // GC: denial for everyone without submit-job/gc-allocation, then a real collection.
+    // GC: denial for everyone without submit-job/gc-allocation — checked before anything
+    // about the allocation is revealed — then a real collection.
     let second = "6fb1a5c8-2c5e-4b52-8a7e-0d3d1a7f9e12";
-    std::fs::create_dir_all(fixture.alloc_dir().join(second).join("alloc")).unwrap();
+    std::fs::create_dir_all(fixture.alloc_dir().join(second).join("web")).unwrap();
+    let cgroups = TaskCgroups::new(&fixture);
+    cgroups.running(second, "web");
+    let unknown = "11111111-2222-4333-8444-555555555555";
     for name in ["fs", "logs", "read", "other", "node-write", "denied"] {
-        let response = agent.get_with(&format!("/v1/client/allocation/{id}/gc"), &[("X-Nomad-Token", secret(name))]);
-        assert_eq!((response.status, response.text().as_str()), (403, "Permission denied"), "{name}");
+        // "other" may collect in its own namespace: it learns only that the ID is unknown.
+        let allocs: &[&str] = if name == "other" { &[id] } else { &[id, unknown] };
+        for alloc in allocs {
+            let response =
+                agent.get_with(&format!("/v1/client/allocation/{alloc}/gc"), &[("X-Nomad-Token", secret(name))]);
+            assert_eq!((response.status, response.text().as_str()), (403, "Permission denied"), "{name} {alloc}");
+        }
     }
     let gc = |name: &str, alloc: &str| {
         agent.get_with(&format!("/v1/client/allocation/{alloc}/gc"), &[("X-Nomad-Token", secret(name))]).status
     };
-    assert_eq!(gc("gc", id), 200);
-    assert_eq!(gc("write", second), 200);
+    let stats = format!("/v1/client/allocation/{second}/stats");
+    eventually(Duration::from_secs(10), "the second task to be seen", || {
+        agent.get_with(&stats, &[("X-Nomad-Token", secret("mgmt"))]).json()["Tasks"].get("web").map(|_| ())
+    });
+    cgroups.exited(id, "web");
+    cgroups.exited(second, "web");
+    eventually(Duration::from_secs(10), "a collection", || (gc("gc", id) == 200).then_some(()));
+    eventually(Duration::from_secs(10), "a collection", || (gc("write", second) == 200).then_some(()));
+    assert_eq!(gc("denied", id), 403, "a collected allocation is not revealed either");
+    assert_eq!(gc("gc", id), 500);
     assert_eq!(agent.get("/v1/client/gc").status, 403);
     assert_eq!(agent.get_with("/v1/client/gc", &[("X-Nomad-Token", secret("node-read"))]).status, 403);
     assert_eq!(agent.get_with("/v1/client/gc", &[("X-Nomad-Token", secret("node-write"))]).status, 200);

@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Agent, Fixture, allocd_bin, build_dir};
+use crate::harness::{Agent, Fixture, allocd_bin, build_dir, eventually};
 
 /// Runs `allocd agent -config <text>` expecting a startup failure; returns stderr.
 fn startup_error(fixture: &Fixture, config_text: &str) -> String {
@@ -29,12 +29,15 @@ fn dev_mode_serves_a_sample_allocation_whose_log_grows() {
     let banner: Vec<String> = std::iter::from_fn(|| agent.stdout.recv_timeout(Duration::from_secs(5)).ok())
         .take_while(|line| !line.contains("Try:"))
         .collect();
-    let alloc_id = banner
-        .iter()
-        .find_map(|line| line.trim().strip_prefix("sample allocation: "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no alloc id in the banner: {banner:?}"))
-        .to_string();
+    let id_after = |label: &str| {
+        banner
+            .iter()
+            .find_map(|line| line.trim().strip_prefix(label))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no {label} in the banner: {banner:?}"))
+            .to_string()
+    };
+    let (alloc_id, finished) = (id_after("live allocation:"), id_after("finished allocation:"));
     let url = format!("/v1/client/fs/stat/{alloc_id}?path=alloc/logs/demo.stdout.0");
     let size = || agent.get(&url).json()["Size"].as_i64().unwrap();
     let first = size();
@@ -47,6 +50,14 @@ fn dev_mode_serves_a_sample_allocation_whose_log_grows() {
     let names: Vec<&str> = listing.as_array().unwrap().iter().map(|e| e["Name"].as_str().unwrap()).collect();
     assert_eq!(names, ["alloc", "demo"]);
     assert_eq!(agent.get("/v1/client/stats").status, 200);
+
+    // The tour's GC: the live sample is refused, the finished one collected once its task ends.
+    let live_gc = agent.get(&format!("/v1/client/allocation/{alloc_id}/gc"));
+    assert_eq!(live_gc.status, 500, "{}", live_gc.text());
+    eventually(Duration::from_secs(10), "the finished sample to be collected", || {
+        (agent.get(&format!("/v1/client/allocation/{finished}/gc")).status == 200).then_some(())
+    });
+    assert_eq!(agent.get(&format!("/v1/client/fs/ls/{alloc_id}?path=/")).status, 200, "the live one stays");
     assert!(agent.terminate().success(), "SIGTERM ends the agent cleanly");
 }
 

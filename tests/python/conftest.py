@@ -38,6 +38,35 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+class TaskCgroups:
+    """A cgroup v2 tree read by the real cgroup plugin, so tests decide what the GC evidence
+    says: a running task lists a live pid (this process), an exited one lists none."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        (root / "nomad.slice/share.slice").mkdir(parents=True)
+        (root / "cgroup.controllers").write_text("cpu memory pids\n")
+
+    def _write(self, alloc_id: str, task: str, procs: str) -> None:
+        scope = self.root / f"nomad.slice/share.slice/{alloc_id}.{task}.scope"
+        scope.mkdir(parents=True, exist_ok=True)
+        (scope / "memory.stat").write_text("anon 4096\nfile 0\n")
+        (scope / "memory.current").write_text("4096\n")
+        (scope / "cpu.stat").write_text("usage_usec 1\nuser_usec 1\nsystem_usec 0\n")
+        (scope / "cgroup.procs").write_text(procs)
+
+    def running(self, alloc_id: str, task: str) -> None:
+        self._write(alloc_id, task, f"{os.getpid()}\n")
+
+    def exited(self, alloc_id: str, task: str) -> None:
+        self._write(alloc_id, task, "")
+
+
+@pytest.fixture(scope="session")
+def cgroups(tmp_path_factory):
+    return TaskCgroups(tmp_path_factory.mktemp("cgroup"))
+
+
 @pytest.fixture(scope="session")
 def alloc_dir(tmp_path_factory):
     """The agent's allocation directory, holding the fixture allocation."""
@@ -47,7 +76,7 @@ def alloc_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def allocd(tmp_path_factory, alloc_dir):
+def allocd(tmp_path_factory, alloc_dir, cgroups):
     """Starts allocd over a fresh allocation; yields its base URL ("http://127.0.0.1:PORT")."""
     binary = Path(os.environ.get("ALLOCD_BIN", REPO / "target/debug/allocd"))
     if not binary.is_file():
@@ -62,6 +91,11 @@ def allocd(tmp_path_factory, alloc_dir):
         'plugin "local-disk" {\n'
         f'  config {{ alloc_dir = "{alloc_dir}" }}\n'
         '}\n'
+        'plugin "cgroup" {\n'
+        f'  config {{ root = "{cgroups.root}" \n mode = "v2" }}\n'
+        '}\n'
+        'telemetry { collection_interval = "100ms" }\n'
+        'client { gc_exit_grace = "0s" }\n'
     )
     stderr_path = tmp / "allocd.stderr"
     with open(stderr_path, "wb") as stderr:

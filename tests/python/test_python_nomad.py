@@ -129,21 +129,49 @@ def test_read_allocation_stats(client):
         client.client.allocation.read_allocation_stats(UNKNOWN_ID)
 
 
-def test_garbage_collect(client, alloc_dir):
-    victim = "9fb1a5c8-2c5e-4b52-8a7e-0d3d1a7f9e19"
+def _finished_allocation(client, alloc_dir, cgroups, victim):
+    """An allocation whose task the agent saw running and then exit."""
     (alloc_dir / victim / "alloc/logs").mkdir(parents=True)
-    client.client.gc_allocation.garbage_collect(victim)
+    (alloc_dir / victim / "web").mkdir()
+    cgroups.running(victim, "web")
+    _eventually(lambda: "web" in client.client.allocation.read_allocation_stats(victim)["Tasks"])
+    with pytest.raises(BaseNomadException):
+        client.client.gc_allocation.garbage_collect(victim)  # running: not eligible
+    cgroups.exited(victim, "web")
+
+
+def _eventually(probe, seconds=10):
+    deadline = time.monotonic() + seconds
+    while not probe():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_garbage_collect(client, alloc_dir, cgroups):
+    victim = "9fb1a5c8-2c5e-4b52-8a7e-0d3d1a7f9e19"
+    _finished_allocation(client, alloc_dir, cgroups, victim)
+
+    def collected():
+        try:
+            client.client.gc_allocation.garbage_collect(victim)
+            return True
+        except BaseNomadException:
+            return False
+
+    _eventually(collected)
     assert not (alloc_dir / victim).exists()
     with pytest.raises(BaseNomadException):
         client.client.gc_allocation.garbage_collect(victim)
 
 
-def test_gc_all_allocations(client, alloc_dir):
-    # Collects every terminal allocation, the shared fixture included: keep this test last.
+def test_gc_all_allocations(client, alloc_dir, cgroups):
     victim = "8fb1a5c8-2c5e-4b52-8a7e-0d3d1a7f9e18"
-    (alloc_dir / victim / "alloc/logs").mkdir(parents=True)
-    client.client.gc_all_allocations.garbage_collect()
-    deadline = time.monotonic() + 10
-    while (alloc_dir / victim).exists():
-        assert time.monotonic() < deadline, "gc_all_allocations did not collect the terminal allocation"
-        time.sleep(0.05)
+    _finished_allocation(client, alloc_dir, cgroups, victim)
+
+    def collected():
+        client.client.gc_all_allocations.garbage_collect()
+        time.sleep(0.1)
+        return not (alloc_dir / victim).exists()
+
+    _eventually(collected)
+    assert (alloc_dir / ALLOC_ID).exists(), "an allocation with no evidence is never collected"

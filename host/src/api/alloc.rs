@@ -44,7 +44,11 @@ async fn gc(state: &AppState, alloc_id: &str, req: &Request) -> Result<ApiRespon
     let alloc = allocs::find(state, alloc_id, req, acl::GC_ALLOCATION).await?;
     let tasks: Vec<String> = alloc.info.tasks.iter().map(|t| t.to_string()).collect();
     let namespace = alloc.info.namespace.as_str();
-    state.collector.delete_terminal(alloc.backend_index, alloc.id, namespace, &tasks).await.map_err(ApiError::internal)?;
+    state
+        .collector
+        .delete_terminal(alloc.backend_index, alloc.id, namespace, &tasks)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(ApiResponse::empty())
 }
 

@@ -78,8 +78,8 @@ impl Evidence {
         let mut records = BTreeMap::new();
         match std::fs::read(&file) {
             Ok(bytes) => {
-                let saved: Vec<Saved> = serde_json::from_slice(&bytes)
-                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+                let saved: Vec<Saved> =
+                    serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
                 for s in saved {
                     records.insert((s.alloc_id, s.task, s.provider), Record { state: TaskState::UNKNOWN, ..s.record });
                 }

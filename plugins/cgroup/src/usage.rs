@@ -122,6 +122,7 @@ mod tests {
             cpu_system_ns: 400,
             throttled_periods: 8,
             throttled_time_ns: 9,
+            state: TaskState::RUNNING,
         };
         let compute = Compute { total_compute: 4000.0, num_cores: 2 };
         let mut trackers = CpuTrackers::default();

@@ -267,7 +267,7 @@ fn busy_task_in_real_cgroups() {
     }
     let restarted = v1_plugin.sample_tasks().unwrap().tasks;
     let s = find(&restarted, &alloc);
-    assert!(!s.running);
+    assert_eq!(s.state, TaskState::EXITED);
     assert!(
         s.usage.memory.usage < find(&second, &alloc).usage.memory.usage,
         "fresh cgroup, fresh figures: {:?}",

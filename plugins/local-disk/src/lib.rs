@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use allocd_plugin_api::files::{self, LocalFile};
 use allocd_plugin_api::paths::{AllocRoot, is_alloc_id};
+use allocd_plugin_api::remove::Trash;
 use allocd_plugin_api::sdk::{PluginConfig, StoragePlugin};
 use allocd_plugin_api::{AllocInfo, FileIdentity, FileInfo, PluginError};
 use serde::Deserialize;
@@ -22,6 +23,8 @@ struct Config {
 /// The backend: one directory holding allocation directories.
 pub struct LocalDisk {
     alloc_dir: PathBuf,
+    /// `<alloc_dir>/.allocd-trash`: collected allocations on their way out.
+    trash: Trash,
 }
 
 impl LocalDisk {
@@ -32,7 +35,9 @@ impl LocalDisk {
             return Err(PluginError::invalid(format!("alloc_dir {} is not a directory", alloc_dir.display())));
         }
         log::info!("serving allocations from {}", alloc_dir.display());
-        Ok(Self { alloc_dir })
+        let trash = Trash::start(&alloc_dir)
+            .map_err(|e| PluginError::io("create", &alloc_dir.join(allocd_plugin_api::remove::TRASH_DIR), &e))?;
+        Ok(Self { alloc_dir, trash })
     }
 
     /// The allocation's root; `not found` when this backend does not hold it.
@@ -112,9 +117,11 @@ impl StoragePlugin for LocalDisk {
         Ok(paths)
     }
 
+    /// Out of sight at once (a rename into the trash); deleted in the background without
+    /// following symlinks or crossing mounts ([`allocd_plugin_api::remove`]).
     fn gc(&self, alloc_id: &str) -> Result<(), PluginError> {
         let dir = self.alloc_path(alloc_id)?;
-        std::fs::remove_dir_all(&dir).map_err(|e| PluginError::io("remove", &dir, &e))
+        self.trash.discard(&dir, alloc_id).map_err(|e| PluginError::io("remove", &dir, &e))
     }
 }
 

@@ -77,6 +77,7 @@ pub mod layers;
 
 use allocd_plugin_api::files::{self, LocalFile};
 use allocd_plugin_api::paths::is_alloc_id;
+use allocd_plugin_api::remove::Trash;
 use allocd_plugin_api::sdk::{PluginConfig, StoragePlugin};
 use allocd_plugin_api::{AllocInfo, FileIdentity, FileInfo, PluginError};
 
@@ -87,6 +88,8 @@ use crate::layers::{Target, list_merged};
 #[derive(Debug)]
 pub struct Overlay {
     settings: Settings,
+    /// `<upper_dir>/.allocd-trash`: collected upper layers on their way out.
+    trash: Trash,
 }
 
 impl Overlay {
@@ -98,7 +101,10 @@ impl Overlay {
             settings.upper_dir().display(),
             settings.shared_layers().len()
         );
-        Ok(Self { settings })
+        let upper = settings.upper_dir();
+        let trash = Trash::start(upper)
+            .map_err(|e| PluginError::io("create", &upper.join(allocd_plugin_api::remove::TRASH_DIR), &e))?;
+        Ok(Self { settings, trash })
     }
 }
 
@@ -182,8 +188,9 @@ impl StoragePlugin for Overlay {
             .settings
             .alloc_dir(alloc_id)
             .ok_or_else(|| PluginError::not_found(format!("Unknown allocation {alloc_id:?}")))?;
-        // remove_dir_all does not follow symlinks: a symlinked upper layer loses only the link.
-        std::fs::remove_dir_all(&dir).map_err(|e| PluginError::io("remove", &dir, &e))?;
+        // Out of sight at once; deleted in the background without following symlinks (a
+        // symlinked upper layer loses only the link) or crossing mounts.
+        self.trash.discard(&dir, alloc_id).map_err(|e| PluginError::io("remove", &dir, &e))?;
         let lower_file = self.settings.lower_file(alloc_id);
         match std::fs::remove_file(&lower_file) {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
