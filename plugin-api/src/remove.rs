@@ -133,7 +133,7 @@ pub fn remove_tree(path: &Path) -> std::io::Result<usize> {
     let root = match rustix::fs::openat(CWD, path, flags, Mode::empty()) {
         Ok(fd) => fd,
         // A symlink (or a file) in place of the directory: remove the link itself.
-        Err(Errno::LOOP | Errno::NOTDIR) => return Ok(std::fs::remove_file(path).map(|()| 0)?),
+        Err(Errno::LOOP | Errno::NOTDIR) => return std::fs::remove_file(path).map(|()| 0),
         Err(err) => return Err(err.into()),
     };
     let mount = mount_of(&root)?;
