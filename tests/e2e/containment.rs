@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use allocd_plugin_api::PLUGIN_API_VERSION;
 
-use crate::harness::{ALLOC_ID, Agent, Fixture, Response, agent_with_fixture, allocd_bin, build_dir};
+use crate::harness::{ALLOC_ID, Agent, Fixture, Response, agent_with_fixture, allocd_bin, build_dir, skip_unless_ci};
 
 /// The library of plugin `name` in the build output directory.
 fn library(name: &str) -> PathBuf {
@@ -201,18 +201,18 @@ fn a_plugin_that_rejects_its_config_stops_startup() {
 fn the_out_of_tree_example_plugin_reports_task_usage() {
     let library = library("driver-metrics");
     if !library.exists() {
-        println!(
-            "SKIPPED: {} is missing; build it with \
+        let reason = format!(
+            "{} is missing; build it with \
              `cargo build --manifest-path examples/driver-metrics/Cargo.toml --target-dir target`",
             library.display()
         );
-        return;
+        return skip_unless_ci("the_out_of_tree_example_plugin_reports_task_usage", &reason);
     }
     let fixture = Fixture::new();
     let status_file = fixture.dir.path().join("driver-status.json");
     let write_status = |rss: u64| {
         let status = serde_json::json!({ "allocs": { ALLOC_ID: { "web": {
-            "running": true,
+            "state": "running",
             "rss_bytes": rss,
             "cpu_percent": 12.5,
             "pids": [{ "pid": 4242, "rss_bytes": rss, "cpu_percent": 12.5 }]
