@@ -1,95 +1,124 @@
-//! Local-filesystem building blocks for storage backends: `FileInfo` from metadata, Nomad's
-//! stat content type, directory listings and an open file that reads with `pread`.
+//! Local-filesystem building blocks for storage backends: ls, stat, identify and open of a
+//! user path inside an [`AllocRoot`], answered from the descriptor the sandbox resolved (never
+//! by reopening a path string), with Nomad's fields, content types and Go's error texts.
 //!
-//! local-disk uses all of it; overlay reuses it per layer, so both report files identically.
+//! local-disk uses all of it; overlay uses it per layer (and [`read_entries`] for merged
+//! listings), so both report files identically and both are race-free.
 
-use std::fs::{File, Metadata};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::abi::{FileIdentity, FileInfo, PluginError};
-use crate::sdk::FilePlugin;
-use crate::sniff::detect_content_type;
+use rustix::fs::{AtFlags, Dir, FileType, Stat, statat};
+use rustix::io::Errno;
 
-/// `FileInfo` for `name` from (l)stat metadata; `content_type` left empty.
-pub fn file_info(name: &str, meta: &Metadata) -> FileInfo {
+use crate::abi::{FileIdentity, FileInfo, PluginError};
+use crate::paths::{AllocRoot, Found, kind, os_error_text};
+use crate::sdk::FilePlugin;
+use crate::sniff::{SNIFF_LEN, detect_content_type};
+
+/// `FileInfo` for `name` from (l)stat data; `content_type` left empty.
+pub fn file_info(name: &str, stat: &Stat) -> FileInfo {
     FileInfo {
         name: name.into(),
-        is_dir: meta.is_dir(),
-        size: meta.size() as i64,
-        mode: meta.mode(),
-        mod_time_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        is_dir: kind(stat) == FileType::Directory,
+        size: stat.st_size,
+        mode: stat.st_mode,
+        mod_time_ns: stat.st_mtime * 1_000_000_000 + stat.st_mtime_nsec as i64,
         content_type: Default::default(),
     }
 }
 
-/// Nomad's stat content type: sniff up to 512 bytes of a readable non-empty regular file,
-/// `application/octet-stream` otherwise, and `application/json` for any path ending `.json`.
-pub fn stat_content_type(path: &Path, meta: &Metadata) -> String {
-    let mut content_type = "application/octet-stream";
-    if meta.is_file() {
-        let mut buf = [0u8; 512];
-        if let Ok(file) = File::open(path)
-            && let Ok(n @ 1..) = file.read_at(&mut buf, 0)
-        {
-            content_type = detect_content_type(&buf[..n]);
+/// The entries of an open directory with their lstat, `.` and `..` left out, unsorted. An
+/// entry removed while listing is skipped. Errors name `path`.
+pub fn read_entries(dir: BorrowedFd<'_>, path: &Path) -> Result<Vec<(String, Stat)>, PluginError> {
+    let mut entries = Vec::new();
+    for entry in Dir::read_from(dir).map_err(|e| PluginError::io("open", path, &e.into()))? {
+        let entry = entry.map_err(|e| PluginError::io("readdirent", path, &e.into()))?;
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        let name = OsStr::from_bytes(name.to_bytes());
+        match statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => entries.push((name.to_string_lossy().into_owned(), stat)),
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(PluginError::io("lstat", &path.join(name), &e.into())),
         }
     }
-    if path.to_string_lossy().ends_with(".json") {
-        content_type = "application/json";
-    }
-    content_type.to_string()
+    Ok(entries)
 }
 
-/// Lists a directory sorted by name, entries from lstat. Go's errors: a non-directory gives
-/// `readdirent <path>: not a directory`, a missing one `open <path>: ...`.
-pub fn list_dir(path: &Path) -> Result<Vec<FileInfo>, PluginError> {
-    let meta = std::fs::metadata(path).map_err(|e| PluginError::io("open", path, &e))?;
-    if !meta.is_dir() {
-        let err = std::io::Error::from_raw_os_error(libc::ENOTDIR);
-        return Err(PluginError::io("readdirent", path, &err));
+/// Lists the directory `user_path` leads to, sorted by name. Go's errors: a non-directory
+/// gives `readdirent <path>: not a directory`, a missing one `open <path>: ...`.
+pub fn list(root: &AllocRoot, user_path: &str) -> Result<Vec<FileInfo>, PluginError> {
+    let resolved = root.resolve(user_path)?;
+    let found = resolved.existing("open")?;
+    if !found.is_dir() {
+        return Err(PluginError::io("readdirent", &resolved.joined, &Errno::NOTDIR.into()));
     }
-    let mut entries = Vec::new();
-    for entry in std::fs::read_dir(path).map_err(|e| PluginError::io("open", path, &e))? {
-        let entry = entry.map_err(|e| PluginError::io("readdirent", path, &e))?;
-        let meta = entry.metadata().map_err(|e| PluginError::io("lstat", &entry.path(), &e))?;
-        entries.push(file_info(&entry.file_name().to_string_lossy(), &meta));
-    }
+    let dir = found.open_read().map_err(|e| PluginError::io("open", &resolved.joined, &e))?;
+    let mut entries: Vec<FileInfo> =
+        read_entries(dir.as_fd(), &resolved.joined)?.iter().map(|(name, stat)| file_info(name, stat)).collect();
     entries.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
     Ok(entries)
 }
 
-/// stat (following symlinks) of `path`, named `name`, with its content type.
-pub fn stat_path(path: &Path, name: &str) -> Result<FileInfo, PluginError> {
-    let meta = std::fs::metadata(path).map_err(|e| PluginError::io("stat", path, &e))?;
-    let mut info = file_info(name, &meta);
-    info.content_type = stat_content_type(path, &meta).into();
+/// stat (following symlinks) of `user_path`, named by its last component (`root_name` for the
+/// root), with Nomad's content type.
+pub fn stat(root: &AllocRoot, user_path: &str, root_name: &str) -> Result<FileInfo, PluginError> {
+    let resolved = root.resolve(user_path)?;
+    let found = resolved.existing("stat")?;
+    let name = resolved.components.last().map_or(root_name, String::as_str);
+    let mut info = file_info(name, &found.stat);
+    info.content_type = stat_content_type(&resolved.joined, found).into();
     Ok(info)
 }
 
-/// Identity of whatever is at `path` now.
-pub fn identify_path(path: &Path) -> Result<FileIdentity, PluginError> {
-    let meta = std::fs::metadata(path).map_err(|e| PluginError::io("stat", path, &e))?;
-    Ok(identity(&meta))
+/// Nomad's stat content type: sniff up to 512 bytes of a readable non-empty regular file,
+/// `application/octet-stream` otherwise, and `application/json` for any path ending `.json`.
+fn stat_content_type(joined: &Path, found: &Found) -> &'static str {
+    if joined.as_os_str().as_bytes().ends_with(b".json") {
+        return "application/json";
+    }
+    let mut buf = [0u8; SNIFF_LEN];
+    if found.is_file()
+        && let Ok(n @ 1..) = found.open_read().and_then(|file| file.read_at(&mut buf, 0))
+    {
+        return detect_content_type(&buf[..n]);
+    }
+    "application/octet-stream"
 }
 
-fn identity(meta: &Metadata) -> FileIdentity {
-    FileIdentity { device: meta.dev(), inode: meta.ino(), size: meta.size() }
+/// Identity of whatever `user_path` leads to now.
+pub fn identify(root: &AllocRoot, user_path: &str) -> Result<FileIdentity, PluginError> {
+    let resolved = root.resolve(user_path)?;
+    Ok(identity(&resolved.existing("stat")?.stat))
 }
 
-/// An open local file.
+fn identity(stat: &Stat) -> FileIdentity {
+    FileIdentity { device: stat.st_dev, inode: stat.st_ino, size: stat.st_size as u64 }
+}
+
+/// A file opened for reading through the sandbox.
 pub struct LocalFile {
     file: File,
 }
 
 impl LocalFile {
-    /// Opens a regular file for reading; FIFOs and devices are refused so a reader never hangs.
-    pub fn open(path: &Path) -> Result<Self, PluginError> {
-        let meta = std::fs::metadata(path).map_err(|e| PluginError::io("open", path, &e))?;
-        if !meta.is_file() && !meta.is_dir() {
-            return Err(PluginError::invalid(format!("{}: not a regular file", path.display())));
+    /// Opens `user_path` for reading: secrets refused (as given and where found), and FIFOs,
+    /// sockets and devices refused without ever being opened for reading.
+    pub fn open(root: &AllocRoot, user_path: &str) -> Result<Self, PluginError> {
+        let resolved = root.resolve(user_path)?;
+        resolved.check_readable(user_path)?;
+        let found = resolved.existing("open")?;
+        if !found.is_file() && !found.is_dir() {
+            return Err(PluginError::invalid(format!("{}: not a regular file", resolved.joined.display())));
         }
-        let file = File::open(path).map_err(|e| PluginError::io("open", path, &e))?;
+        let file = found.open_read().map_err(|e| PluginError::io("open", &resolved.joined, &e))?;
         Ok(Self { file })
     }
 }
@@ -99,15 +128,13 @@ impl FilePlugin for LocalFile {
         match self.file.read_at(buf, offset) {
             // An offset past the largest file size is past the end of this file.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(0),
-            result => result.map_err(|e| PluginError::internal(format!("read: {}", crate::paths::os_error_text(&e)))),
+            result => result.map_err(|e| PluginError::internal(format!("read: {}", os_error_text(&e)))),
         }
     }
 
     fn identity(&self) -> Result<FileIdentity, PluginError> {
-        let meta = self
-            .file
-            .metadata()
-            .map_err(|e| PluginError::internal(format!("fstat: {}", crate::paths::os_error_text(&e))))?;
-        Ok(identity(&meta))
+        let stat = rustix::fs::fstat(&self.file)
+            .map_err(|e| PluginError::internal(format!("fstat: {}", os_error_text(&e.into()))))?;
+        Ok(identity(&stat))
     }
 }

@@ -1,18 +1,51 @@
-//! Path safety shared by every storage backend (and re-checked by the host).
+//! Path safety shared by every storage backend: a user path is resolved beneath an open
+//! directory handle of the allocation root, never as a string, so a task that swaps files for
+//! symlinks, directories for links or files for FIFOs cannot race allocd out of its allocation.
 //!
 //! Nomad's rules (`client/allocdir`, `helper/escapingfs`): a user path is joined onto the
 //! allocation root; a leading `/` means nothing. A path escapes when, cleaned, it climbs above
 //! the root (or its first component begins with `..`, Nomad's string-prefix quirk), or when
-//! resolving its symlinks lands outside the root. Content reads below `<task>/secrets` and
-//! `<task>/private` are refused. Unlike Nomad, the secrets check also applies to the
-//! symlink-resolved path, so a link cannot smuggle a secret out.
+//! its symlinks lead outside the root; links that stay inside (relative, or absolute naming the
+//! root's real path) work. Content reads below `<task>/secrets` and `<task>/private` are
+//! refused, by the path as given and by where it was actually found.
+//!
+//! Resolution, in [`AllocRoot::resolve`]: `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`
+//! from the root's descriptor, where the kernel has it and it answers; otherwise (no openat2,
+//! refused by seccomp, a link that leaves and comes back, any error) a walk of our own, one
+//! `O_PATH | O_NOFOLLOW` component at a time from directory descriptors, reading symlinks and
+//! following them by hand (at most 40, as the kernel). Either way the result is an `O_PATH`
+//! descriptor, whose `fstat` decides what it is: nothing is ever opened for reading before
+//! that, so a FIFO or a device never blocks or wakes a driver. [`Found::open_read`] then opens
+//! the same file for reading and checks it is still the same inode.
 
-use std::path::{Path, PathBuf};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustix::fs::{CWD, FileType, Mode, OFlags, ResolveFlags, Stat, fstat, openat, openat2, readlinkat};
+use rustix::io::Errno;
 
 use crate::abi::PluginError;
 
 /// Nomad's error text for an escaping path.
 pub const ESCAPE_MESSAGE: &str = "Path escapes the alloc directory";
+
+/// The most symlinks one resolution follows, as the kernel's `MAXSYMLINKS`.
+pub const MAX_SYMLINKS: usize = 40;
+
+/// Looking up, never reading: no open side effects, symlinks themselves are opened.
+const LOOKUP: OFlags = OFlags::PATH.union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
+/// Opening content: never blocks (FIFOs), never takes a controlling terminal.
+const READ: OFlags = OFlags::RDONLY.union(OFlags::NONBLOCK).union(OFlags::NOCTTY).union(OFlags::CLOEXEC);
+const BENEATH: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_MAGICLINKS);
+
+/// Set once openat2 is found missing (ENOSYS) or forbidden (EPERM, seccomp), so later
+/// resolutions go straight to the walk.
+static OPENAT2_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
 
 /// The components of `user_path` after lexical cleaning, or `None` when it escapes.
 pub fn clean_components(user_path: &str) -> Option<Vec<&str>> {
@@ -51,83 +84,273 @@ pub fn os_error_text(err: &std::io::Error) -> String {
     }
 }
 
-/// An allocation root on a local filesystem.
+/// Refuses content reads below `<task>/secrets` and `<task>/private` (case-insensitively, and
+/// any name starting so, as Nomad) for the path `components`.
+pub fn check_readable(user_path: &str, components: &[String]) -> Result<(), PluginError> {
+    let Some(dir) = components.get(1).map(|c| c.to_ascii_lowercase()) else { return Ok(()) };
+    if dir.starts_with("secrets") {
+        return Err(PluginError::denied(format!("Reading secret file prohibited: {user_path}")));
+    }
+    if dir.starts_with("private") {
+        return Err(PluginError::denied(format!("Reading private file prohibited: {user_path}")));
+    }
+    Ok(())
+}
+
+/// How [`AllocRoot::resolve_with`] resolves: production uses [`Resolver::Openat2`]; tests
+/// force [`Resolver::Walk`] to check both give the same answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolver {
+    /// openat2 beneath the root, falling back to the walk whenever openat2 does not answer.
+    Openat2,
+    /// Only the component-by-component walk.
+    Walk,
+}
+
+/// An allocation root on a local filesystem, held open.
 #[derive(Clone, Debug)]
 pub struct AllocRoot {
+    /// The root's real path: for messages, watch paths and absolute symlinks.
     root: PathBuf,
+    /// The normal components of `root`, the way back in for a link that climbs out.
+    parts: Vec<OsString>,
+    /// Opened read-only as a directory, so backends can also list it and read its xattrs.
+    dir: Arc<OwnedFd>,
 }
 
 /// A user path resolved inside an [`AllocRoot`].
-#[derive(Clone, Debug)]
-pub struct ResolvedPath {
-    /// The joined, cleaned path (symlinks not followed).
+#[derive(Debug)]
+pub struct Resolved {
+    /// The joined, cleaned path (symlinks not followed), named in error messages.
     pub joined: PathBuf,
     /// The cleaned components relative to the root.
     pub components: Vec<String>,
+    /// What it leads to; `None` when that does not exist.
+    pub found: Option<Found>,
+}
+
+/// The file or directory a user path leads to, held by an `O_PATH` descriptor.
+#[derive(Debug)]
+pub struct Found {
+    fd: OwnedFd,
+    /// `fstat` of the descriptor.
+    pub stat: Stat,
+    /// Where it actually is, as components below the root (symlinks resolved).
+    pub location: Vec<String>,
+    reopen: Reopen,
+}
+
+/// How to open a [`Found`] for reading.
+#[derive(Debug)]
+enum Reopen {
+    /// A directory: `.` relative to its own descriptor.
+    Itself,
+    /// `name` in the directory `parent`, without following a symlink.
+    Child { parent: OwnedFd, name: OsString },
+    /// `path` beneath the root again, with openat2.
+    Beneath { root: Arc<OwnedFd>, path: String },
+}
+
+/// Why a walk stopped.
+enum Refusal {
+    Escape,
+    Lookup(Errno),
 }
 
 impl AllocRoot {
-    /// `root` is canonicalized so symlinked data directories (e.g. under `/tmp`) work.
+    /// Opens `root`, canonicalized so symlinked data directories (e.g. under `/tmp`) work.
     pub fn new(root: &Path) -> std::io::Result<Self> {
-        Ok(Self { root: root.canonicalize()? })
+        let root = root.canonicalize()?;
+        let dir = openat(CWD, &root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        let parts = root.components().filter(|c| matches!(c, Component::Normal(_))).map(|c| c.as_os_str().into());
+        Ok(Self { parts: parts.collect(), root, dir: Arc::new(dir) })
     }
 
     pub fn path(&self) -> &Path {
         &self.root
     }
 
-    /// Joins and checks `user_path`: lexical escape, then symlink escape.
-    pub fn resolve(&self, user_path: &str) -> Result<ResolvedPath, PluginError> {
-        let components = clean_components(user_path).ok_or_else(|| PluginError::invalid(ESCAPE_MESSAGE))?;
-        let joined = components.iter().fold(self.root.clone(), |path, part| path.join(part));
-        // A missing path is judged by its deepest existing ancestor, so a dangling name
-        // below a symlink that leaves the root still escapes.
-        let mut probe = joined.as_path();
-        let outcome = loop {
-            match probe.canonicalize() {
-                // Stop at the root: a root deleted meanwhile (a GC) is not an escape.
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => match probe.parent() {
-                    Some(parent) if probe != self.root => probe = parent,
-                    _ => break Ok(self.root.clone()),
-                },
-                other => break other,
-            }
-        };
-        match outcome {
-            Ok(real) if !real.starts_with(&self.root) => return Err(PluginError::invalid(ESCAPE_MESSAGE)),
-            Ok(_) => {}
-            Err(err) => {
-                return Err(PluginError::invalid(format!(
-                    "Failed to check if path escapes alloc directory: lstat {}: {}",
-                    joined.display(),
-                    os_error_text(&err)
-                )));
-            }
-        }
-        let components = components.into_iter().map(str::to_owned).collect();
-        Ok(ResolvedPath { joined, components })
+    /// The root's own descriptor (a directory opened read-only).
+    pub fn dir(&self) -> BorrowedFd<'_> {
+        self.dir.as_fd()
     }
 
-    /// Refuses content reads below `<task>/secrets` and `<task>/private`, checking both the
-    /// path as given and where its symlinks lead.
-    pub fn check_readable(&self, user_path: &str, resolved: &ResolvedPath) -> Result<(), PluginError> {
-        let real = resolved.joined.canonicalize().ok();
-        let real_components: Option<Vec<String>> = real.as_ref().and_then(|real| {
-            let rel = real.strip_prefix(&self.root).ok()?;
-            Some(rel.iter().map(|c| c.to_string_lossy().into_owned()).collect())
-        });
-        for components in std::iter::once(&resolved.components).chain(real_components.as_ref()) {
-            if let Some(dir) = components.get(1).map(|c| c.to_ascii_lowercase()) {
-                if dir.starts_with("secrets") {
-                    return Err(PluginError::denied(format!("Reading secret file prohibited: {user_path}")));
+    /// Resolves `user_path` beneath the root: lexical escape, then symlink escape, without
+    /// ever leaving the root's descriptor.
+    pub fn resolve(&self, user_path: &str) -> Result<Resolved, PluginError> {
+        self.resolve_with(Resolver::Openat2, user_path)
+    }
+
+    /// [`Self::resolve`] with a chosen [`Resolver`].
+    pub fn resolve_with(&self, resolver: Resolver, user_path: &str) -> Result<Resolved, PluginError> {
+        let cleaned = clean_components(user_path).ok_or_else(|| PluginError::invalid(ESCAPE_MESSAGE))?;
+        let joined = cleaned.iter().fold(self.root.clone(), |path, part| path.join(part));
+        let from_kernel = match resolver {
+            Resolver::Openat2 => self.try_openat2(&cleaned.join("/")),
+            Resolver::Walk => None,
+        };
+        let found = match from_kernel {
+            Some(found) => Some(found),
+            None => self.walk(&cleaned).map_err(|refusal| match refusal {
+                Refusal::Escape => PluginError::invalid(ESCAPE_MESSAGE),
+                Refusal::Lookup(errno) => PluginError::invalid(format!(
+                    "Failed to check if path escapes alloc directory: lstat {}: {}",
+                    joined.display(),
+                    os_error_text(&errno.into())
+                )),
+            })?,
+        };
+        let components = cleaned.into_iter().map(str::to_owned).collect();
+        Ok(Resolved { joined, components, found })
+    }
+
+    /// openat2 beneath the root; `None` whenever it cannot give the whole answer, including
+    /// where the file actually is (read from `/proc/self/fd`).
+    fn try_openat2(&self, relative: &str) -> Option<Found> {
+        if OPENAT2_UNAVAILABLE.load(Ordering::Relaxed) {
+            return None;
+        }
+        let path = if relative.is_empty() { "." } else { relative };
+        let fd = match openat2(&*self.dir, path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), BENEATH) {
+            Ok(fd) => fd,
+            Err(Errno::NOSYS | Errno::PERM) => {
+                OPENAT2_UNAVAILABLE.store(true, Ordering::Relaxed);
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let stat = fstat(&fd).ok()?;
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+        let location = real.strip_prefix(&self.root).ok()?.iter().map(lossy).collect();
+        let reopen = match kind(&stat) {
+            FileType::Directory => Reopen::Itself,
+            _ => Reopen::Beneath { root: Arc::clone(&self.dir), path: path.to_owned() },
+        };
+        Some(Found { fd, stat, location, reopen })
+    }
+
+    /// The walk: each component opened `O_PATH | O_NOFOLLOW` relative to the directory above
+    /// it, symlinks read and their targets walked the same way. A `..` pops a directory we hold
+    /// (never `openat("..")`); one above the root, or an absolute target, leaves the root, and
+    /// only a way back down the root's own real path comes in again. `Ok(None)`: not there.
+    fn walk(&self, components: &[&str]) -> Result<Option<Found>, Refusal> {
+        let mut pending: Vec<OsString> = components.iter().rev().map(OsString::from).collect();
+        let mut dirs: Vec<(OsString, OwnedFd)> = Vec::new();
+        let mut above = 0;
+        let mut links = 0;
+        while let Some(name) = pending.pop() {
+            if name.is_empty() || name == "." {
+                continue;
+            }
+            if name == ".." {
+                if above > 0 || dirs.pop().is_none() {
+                    above = (above + 1).min(self.parts.len());
                 }
-                if dir.starts_with("private") {
-                    return Err(PluginError::denied(format!("Reading private file prohibited: {user_path}")));
+                continue;
+            }
+            if above > 0 {
+                if self.parts[self.parts.len() - above] != name {
+                    return Err(Refusal::Escape);
+                }
+                above -= 1;
+                continue;
+            }
+            let parent = dirs.last().map_or(self.dir.as_fd(), |(_, fd)| fd.as_fd());
+            let fd = match openat(parent, name.as_os_str(), LOOKUP, Mode::empty()) {
+                Err(Errno::NOENT) => return Ok(None),
+                opened => opened.map_err(Refusal::Lookup)?,
+            };
+            let stat = fstat(&fd).map_err(Refusal::Lookup)?;
+            match kind(&stat) {
+                FileType::Symlink => {
+                    links += 1;
+                    if links > MAX_SYMLINKS {
+                        return Err(Refusal::Lookup(Errno::LOOP));
+                    }
+                    let target = readlinkat(&fd, c"", Vec::new()).map_err(Refusal::Lookup)?;
+                    if target.as_bytes().starts_with(b"/") {
+                        dirs.clear();
+                        above = self.parts.len();
+                    }
+                    let parts = target.as_bytes().split(|&b| b == b'/').rev();
+                    pending.extend(parts.map(|part| OsString::from_vec(part.to_vec())));
+                }
+                FileType::Directory => dirs.push((name, fd)),
+                _ if !pending.is_empty() => return Err(Refusal::Lookup(Errno::NOTDIR)),
+                _ => {
+                    let parent = rustix::io::dup(parent).map_err(Refusal::Lookup)?;
+                    let mut location = names(&dirs);
+                    location.push(lossy(&name));
+                    return Ok(Some(Found { fd, stat, location, reopen: Reopen::Child { parent, name } }));
                 }
             }
         }
-        Ok(())
+        if above > 0 {
+            return Err(Refusal::Escape);
+        }
+        let location = names(&dirs);
+        let fd = match dirs.pop() {
+            Some((_, fd)) => fd,
+            None => openat(&*self.dir, c".", LOOKUP, Mode::empty()).map_err(Refusal::Lookup)?,
+        };
+        let stat = fstat(&fd).map_err(Refusal::Lookup)?;
+        Ok(Some(Found { fd, stat, location, reopen: Reopen::Itself }))
     }
+}
+
+impl Resolved {
+    /// What the path leads to, or Go's `<op> <joined>: no such file or directory`.
+    pub fn existing(&self, op: &str) -> Result<&Found, PluginError> {
+        let missing = || PluginError::io(op, &self.joined, &std::io::Error::from_raw_os_error(libc::ENOENT));
+        self.found.as_ref().ok_or_else(missing)
+    }
+
+    /// [`check_readable`] for the path as given and for where it was found.
+    pub fn check_readable(&self, user_path: &str) -> Result<(), PluginError> {
+        check_readable(user_path, &self.components)?;
+        match &self.found {
+            Some(found) => check_readable(user_path, &found.location),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Found {
+    pub fn is_dir(&self) -> bool {
+        kind(&self.stat) == FileType::Directory
+    }
+
+    pub fn is_file(&self) -> bool {
+        kind(&self.stat) == FileType::RegularFile
+    }
+
+    /// Opens the found file (or directory) for reading: non-blocking, no controlling terminal,
+    /// and only if it is still the same inode. Callers refuse FIFOs, sockets and devices first.
+    pub fn open_read(&self) -> std::io::Result<File> {
+        let fd = match &self.reopen {
+            Reopen::Itself => openat(&self.fd, c".", READ | OFlags::DIRECTORY, Mode::empty()),
+            Reopen::Child { parent, name } => openat(parent, name.as_os_str(), READ | OFlags::NOFOLLOW, Mode::empty()),
+            Reopen::Beneath { root, path } => openat2(&**root, path, READ, Mode::empty(), BENEATH),
+        }?;
+        let now = fstat(&fd)?;
+        if (now.st_dev, now.st_ino) != (self.stat.st_dev, self.stat.st_ino) {
+            return Err(std::io::Error::other("replaced while being opened"));
+        }
+        Ok(File::from(fd))
+    }
+}
+
+/// The file type in a `stat`'s mode.
+pub fn kind(stat: &Stat) -> FileType {
+    FileType::from_raw_mode(stat.st_mode)
+}
+
+fn lossy(name: impl AsRef<OsStr>) -> String {
+    name.as_ref().to_string_lossy().into_owned()
+}
+
+fn names(dirs: &[(OsString, OwnedFd)]) -> Vec<String> {
+    dirs.iter().map(|(name, _)| lossy(name)).collect()
 }
 
 /// True when `id` has the shape of a Nomad allocation ID (36-character UUID). Backends use it
@@ -141,84 +364,4 @@ pub fn is_alloc_id(id: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lexical_escapes_follow_nomad() {
-        for escaping in ["..", "../", "../foo", "a/../../b", "..foo", "./../x"] {
-            assert!(escapes_lexically(escaping), "{escaping} should escape");
-        }
-        for inside in ["", "/", "/foo", "./", "alloc/logs", "a/../b", "/alloc/../alloc/logs", "a..b"] {
-            assert!(!escapes_lexically(inside), "{inside} should not escape");
-        }
-    }
-
-    #[test]
-    fn symlink_escape_is_detected() {
-        let dir = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("inner")).unwrap();
-        std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).unwrap();
-        std::os::unix::fs::symlink("inner", dir.path().join("in")).unwrap();
-        let root = AllocRoot::new(dir.path()).unwrap();
-        assert_eq!(root.resolve("out").unwrap_err().message.as_str(), ESCAPE_MESSAGE);
-        assert_eq!(root.resolve("out/x").unwrap_err().message.as_str(), ESCAPE_MESSAGE);
-        assert!(root.resolve("in").is_ok());
-        assert!(root.resolve("no-exist").is_ok());
-    }
-
-    #[test]
-    fn a_root_deleted_meanwhile_is_not_an_escape() {
-        let dir = tempfile::tempdir().unwrap();
-        let alloc = dir.path().join("alloc-id");
-        std::fs::create_dir_all(alloc.join("alloc/logs")).unwrap();
-        let root = AllocRoot::new(&alloc).unwrap();
-        std::fs::remove_dir_all(&alloc).unwrap();
-        assert!(root.resolve("alloc/logs/web.stdout.0").is_ok());
-    }
-
-    #[test]
-    fn loops_and_file_components_are_check_failures() {
-        let dir = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink("loop", dir.path().join("loop")).unwrap();
-        std::fs::write(dir.path().join("file"), b"x").unwrap();
-        let root = AllocRoot::new(dir.path()).unwrap();
-        let err = root.resolve("loop").unwrap_err();
-        assert!(err.message.starts_with("Failed to check if path escapes alloc directory"), "{err}");
-        let err = root.resolve("file/x").unwrap_err();
-        assert!(err.message.contains("not a directory"), "{err}");
-    }
-
-    #[test]
-    fn secrets_and_private_are_refused_even_through_links() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("web/secrets")).unwrap();
-        std::fs::write(dir.path().join("web/secrets/test_file"), b"s").unwrap();
-        std::os::unix::fs::symlink("../web/secrets/test_file", dir.path().join("web/leak")).unwrap();
-        let root = AllocRoot::new(dir.path()).unwrap();
-        let check = |p: &str| root.check_readable(p, &root.resolve(p).unwrap());
-        assert_eq!(
-            check("web/secrets/test_file").unwrap_err().message.as_str(),
-            "Reading secret file prohibited: web/secrets/test_file"
-        );
-        assert!(check("/web/SECRETS/test_file").is_err());
-        assert!(check("web/leak").is_err());
-        assert!(check("web/private/x").unwrap_err().message.contains("private file prohibited"));
-        assert!(check("web/local/x").is_ok());
-    }
-
-    #[test]
-    fn alloc_ids_are_full_uuids() {
-        assert!(is_alloc_id("3a7b9c2e-1f4d-4e8a-9b6c-0d2e4f6a8b1c"));
-        assert!(!is_alloc_id("3a7b9c2e"));
-        assert!(!is_alloc_id("3a7b9c2e-1f4d-4e8a-9b6c-0d2e4f6a8b1g"));
-        assert!(!is_alloc_id("3a7b9c2e-1f4d-4e8a-9b6c0-d2e4f6a8b1c"));
-    }
-
-    #[test]
-    fn os_errors_read_like_go() {
-        let err = std::io::Error::from_raw_os_error(libc::ENOENT);
-        assert_eq!(os_error_text(&err), "no such file or directory");
-    }
-}
+mod tests;

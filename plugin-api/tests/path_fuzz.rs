@@ -1,71 +1,120 @@
 //! Fuzzing the sandbox: a kept corpus of hostile paths (`tests/corpus/paths.txt`) plus
-//! proptest-generated ones. Whatever the input, a resolved path stays inside the root (also
-//! after following symlinks), and secrets are never readable.
+//! proptest-generated ones, resolved against a real tree with symlinks in and out (absolute,
+//! relative, to directories, chained, looping). Whatever the input: openat2 and the fallback
+//! walk give the same answer, nothing outside the root is ever found or read, and secrets are
+//! never readable.
 
+use std::collections::HashSet;
+use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::Path;
 
-use allocd_plugin_api::paths::{AllocRoot, clean_components};
+use allocd_plugin_api::files::LocalFile;
+use allocd_plugin_api::paths::{AllocRoot, Resolver, clean_components};
+use allocd_plugin_api::sdk::FilePlugin;
 use proptest::prelude::*;
 
-/// A root with the traps the corpus names: links out, loops, a secret, a link to it.
-fn trap_root() -> (tempfile::TempDir, tempfile::TempDir) {
-    let root = tempfile::tempdir().unwrap();
+const OUTSIDE: &[u8] = b"outside the allocation";
+
+/// The root with its traps, the outside dir they point at, and every (dev, ino) inside.
+struct Trap {
+    _root: tempfile::TempDir,
+    _outside: tempfile::TempDir,
+    root: AllocRoot,
+    inside: HashSet<(u64, u64)>,
+}
+
+fn trap() -> Trap {
+    let dir = tempfile::tempdir().unwrap();
     let outside = tempfile::tempdir().unwrap();
-    let p = root.path();
-    std::fs::create_dir_all(p.join("alloc/logs")).unwrap();
-    std::fs::create_dir_all(p.join("web/secrets")).unwrap();
-    std::fs::create_dir_all(p.join("web/private")).unwrap();
+    let p = dir.path();
+    let real = p.canonicalize().unwrap();
+    for sub in ["alloc/logs", "web/secrets", "web/private"] {
+        std::fs::create_dir_all(p.join(sub)).unwrap();
+    }
     std::fs::write(p.join("alloc/logs/web.stdout.0"), b"log").unwrap();
     std::fs::write(p.join("web/secrets/token"), b"secret").unwrap();
     std::fs::write(p.join("web/private/key"), b"key").unwrap();
-    std::fs::write(outside.path().join("x"), b"outside").unwrap();
-    std::os::unix::fs::symlink(outside.path(), p.join("escape")).unwrap();
-    std::os::unix::fs::symlink("loop", p.join("loop")).unwrap();
-    std::os::unix::fs::symlink("alloc", p.join("link-in")).unwrap();
-    std::os::unix::fs::symlink("web/secrets/token", p.join("leak")).unwrap();
-    (root, outside)
+    std::fs::write(outside.path().join("x"), OUTSIDE).unwrap();
+    let to_slash = "../".repeat(real.components().count());
+    let links: [(&str, &Path); 12] = [
+        ("escape", outside.path()),
+        ("abs-out", &outside.path().join("x")),
+        ("alloc/rel-out", &Path::new(&to_slash).join(outside.path().join("x").strip_prefix("/").unwrap())),
+        ("dir-out", outside.path()),
+        ("abs-in", &real.join("alloc/logs")),
+        ("back-in", &Path::new("..").join(real.file_name().unwrap()).join("alloc")),
+        ("parent", Path::new("..")),
+        ("loop", Path::new("loop")),
+        ("link-in", Path::new("alloc")),
+        ("leak", Path::new("web/secrets/token")),
+        ("chain", Path::new("link-in/logs/leak-up")),
+        ("alloc/logs/leak-up", Path::new("../../leak")),
+    ];
+    for (name, target) in links {
+        symlink(target, p.join(name)).unwrap();
+    }
+    let mut inside = HashSet::new();
+    collect_inodes(&real, &mut inside);
+    Trap { root: AllocRoot::new(p).unwrap(), inside, _root: dir, _outside: outside }
+}
+
+/// (dev, ino) of `dir` and everything below it, links not followed.
+fn collect_inodes(dir: &Path, inodes: &mut HashSet<(u64, u64)>) {
+    let meta = std::fs::symlink_metadata(dir).unwrap();
+    inodes.insert((meta.dev(), meta.ino()));
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            collect_inodes(&entry.unwrap().path(), inodes);
+        }
+    }
 }
 
 /// The sandbox invariants for one input.
-fn check(root: &AllocRoot, input: &str) {
+fn check(trap: &Trap, input: &str) {
     if let Some(parts) = clean_components(input) {
         assert!(!parts.contains(&".."), "{input:?} cleaned to {parts:?}");
     }
-    let Ok(resolved) = root.resolve(input) else { return };
-    assert!(resolved.joined.starts_with(root.path()), "{input:?} joined outside: {:?}", resolved.joined);
-    if let Ok(real) = resolved.joined.canonicalize() {
-        assert!(real.starts_with(root.path()), "{input:?} resolves outside: {real:?}");
-        let secret =
-            real.starts_with(root.path().join("web/secrets")) || real.starts_with(root.path().join("web/private"));
-        if secret && real.is_file() {
-            assert!(root.check_readable(input, &resolved).is_err(), "{input:?} reads a secret");
-        }
+    let answer = |resolver| match trap.root.resolve_with(resolver, input) {
+        Ok(resolved) => Ok(resolved.found.map(|found| ((found.stat.st_dev, found.stat.st_ino), found.location))),
+        Err(err) => Err(err.message.to_string()),
+    };
+    let (kernel, walked) = (answer(Resolver::Openat2), answer(Resolver::Walk));
+    assert_eq!(kernel, walked, "openat2 and the walk disagree on {input:?}");
+    if let Ok(Some((inode, location))) = &kernel {
+        assert!(trap.inside.contains(inode), "{input:?} found something outside: {location:?}");
+    }
+    if let Ok(file) = LocalFile::open(&trap.root, input) {
+        let mut buf = [0u8; 64];
+        let n = file.read_at(0, &mut buf).unwrap_or(0);
+        assert_ne!(&buf[..n], OUTSIDE, "{input:?} read outside bytes");
+        let Ok(Some((_, location))) = &kernel else { panic!("{input:?} opened but not found") };
+        let secret = location.get(1).is_some_and(|dir| ["secrets", "private"].contains(&dir.as_str()));
+        assert!(!secret, "{input:?} reads a secret at {location:?}");
     }
 }
 
 #[test]
 fn the_kept_corpus_stays_inside() {
-    let (dir, _outside) = trap_root();
-    let root = AllocRoot::new(dir.path()).unwrap();
+    let trap = trap();
     let corpus = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/paths.txt")).unwrap();
     for line in corpus.lines() {
-        check(&root, line);
-        check(&root, &format!("/{line}"));
+        check(&trap, line);
+        check(&trap, &format!("/{line}"));
     }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn generated_paths_stay_inside(parts in prop::collection::vec(
         prop_oneof!["\\.\\.", "\\.", "", "alloc", "logs", "web", "secrets", "private", "escape", "loop", "link-in",
-            "leak", "token", "x", "\\.\\.[a-z]", "[a-z%\u{0}\u{ff}]{1,3}"],
+            "leak", "token", "x", "abs-out", "rel-out", "dir-out", "abs-in", "back-in", "parent", "chain",
+            "leak-up", "web\\.stdout\\.0", "\\.\\.[a-z]", "[a-z%\u{0}\u{ff}]{1,3}"],
         0..8,
     ), leading_slash in any::<bool>()) {
-        let (dir, _outside) = trap_root();
-        let root = AllocRoot::new(dir.path()).unwrap();
+        let trap = trap();
         let input = format!("{}{}", if leading_slash { "/" } else { "" }, parts.join("/"));
-        check(&root, &input);
+        check(&trap, &input);
     }
 }

@@ -17,6 +17,8 @@ mod gc;
 mod security;
 // The overlay backend beside local-disk.
 mod overlay;
+// A hostile task racing the path sandbox with symlink, directory and FIFO swaps.
+mod race;
 // Real metric providers: cgroups and the Docker Engine.
 mod providers;
 // Failure containment: panicking, hanging, foreign and rejecting plugins; the example plugin.

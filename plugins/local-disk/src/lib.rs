@@ -2,10 +2,11 @@
 //! (`<alloc_dir>/<alloc_id>/{alloc/{data,logs,tmp},<task>/{local,secrets,tmp,private}}`), so
 //! allocd can serve the same allocations as a Nomad client running beside it.
 //!
-//! Config: `alloc_dir` (default: the agent's alloc dir). Every path goes through
-//! [`allocd_plugin_api::paths::AllocRoot`], the sandbox all storage backends share.
+//! Config: `alloc_dir` (default: the agent's alloc dir). Every user path is resolved beneath
+//! the allocation's open directory by [`allocd_plugin_api::paths::AllocRoot`], the sandbox all
+//! storage backends share, and answered from the descriptor it yields ([`files`]).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use allocd_plugin_api::files::{self, LocalFile};
 use allocd_plugin_api::paths::{AllocRoot, is_alloc_id};
@@ -54,10 +55,6 @@ impl LocalDisk {
     }
 }
 
-fn name_of(root: &AllocRoot, path: &Path) -> String {
-    path.file_name().unwrap_or(root.path().as_os_str()).to_string_lossy().into_owned()
-}
-
 impl StoragePlugin for LocalDisk {
     type File = LocalFile;
 
@@ -85,26 +82,19 @@ impl StoragePlugin for LocalDisk {
     }
 
     fn list(&self, alloc_id: &str, path: &str) -> Result<Vec<FileInfo>, PluginError> {
-        let root = self.root(alloc_id)?;
-        files::list_dir(&root.resolve(path)?.joined)
+        files::list(&self.root(alloc_id)?, path)
     }
 
     fn stat(&self, alloc_id: &str, path: &str) -> Result<FileInfo, PluginError> {
-        let root = self.root(alloc_id)?;
-        let resolved = root.resolve(path)?;
-        files::stat_path(&resolved.joined, &name_of(&root, &resolved.joined))
+        files::stat(&self.root(alloc_id)?, path, alloc_id)
     }
 
     fn open(&self, alloc_id: &str, path: &str) -> Result<LocalFile, PluginError> {
-        let root = self.root(alloc_id)?;
-        let resolved = root.resolve(path)?;
-        root.check_readable(path, &resolved)?;
-        LocalFile::open(&resolved.joined)
+        LocalFile::open(&self.root(alloc_id)?, path)
     }
 
     fn identify(&self, alloc_id: &str, path: &str) -> Result<FileIdentity, PluginError> {
-        let root = self.root(alloc_id)?;
-        files::identify_path(&root.resolve(path)?.joined)
+        files::identify(&self.root(alloc_id)?, path)
     }
 
     fn watch_paths(&self, alloc_id: &str, path: &str) -> Result<Vec<String>, PluginError> {

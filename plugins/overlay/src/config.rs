@@ -124,10 +124,10 @@ impl Settings {
 
     /// Opens one lower layer, enforcing the rules in the module doc.
     fn layer(&self, dir: &Path) -> Result<AllocRoot, String> {
-        let root = AllocRoot::new(dir).map_err(|e| format!("lower dir {}: {}", dir.display(), os_error_text(&e)))?;
-        if !root.path().is_dir() {
-            return Err(format!("lower dir {} is not a directory", dir.display()));
-        }
+        let root = AllocRoot::new(dir).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOTDIR) => format!("lower dir {} is not a directory", dir.display()),
+            _ => format!("lower dir {}: {}", dir.display(), os_error_text(&e)),
+        })?;
         if root.path().starts_with(&self.upper_real) {
             return Err(format!(
                 "lower dir {} is inside upper_dir {}, where GC deletes",

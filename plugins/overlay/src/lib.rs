@@ -76,7 +76,7 @@ pub mod config;
 pub mod layers;
 
 use allocd_plugin_api::files::{self, LocalFile};
-use allocd_plugin_api::paths::is_alloc_id;
+use allocd_plugin_api::paths::{check_readable, is_alloc_id};
 use allocd_plugin_api::remove::Trash;
 use allocd_plugin_api::sdk::{PluginConfig, StoragePlugin};
 use allocd_plugin_api::{AllocInfo, FileIdentity, FileInfo, PluginError};
@@ -146,28 +146,29 @@ impl StoragePlugin for Overlay {
         let lookup = stack.lookup(path)?;
         match &lookup.target {
             Target::Dir(dirs) => list_merged(dirs),
-            Target::Entry { resolved, .. } => files::list_dir(&resolved.joined),
-            Target::Missing => Err(lookup.not_found("open")),
+            _ => files::list(stack.serving(&lookup, "open")?, path),
         }
     }
 
     fn stat(&self, alloc_id: &str, path: &str) -> Result<FileInfo, PluginError> {
         let stack = self.settings.stack(alloc_id)?;
         let lookup = stack.lookup(path)?;
-        files::stat_path(lookup.existing("stat")?, &lookup.name(alloc_id))
+        files::stat(stack.serving(&lookup, "stat")?, path, alloc_id)
     }
 
     fn open(&self, alloc_id: &str, path: &str) -> Result<LocalFile, PluginError> {
         let stack = self.settings.stack(alloc_id)?;
         let lookup = stack.lookup(path)?;
-        stack.check_readable(path, &lookup)?;
-        LocalFile::open(lookup.existing("open")?)
+        // Refused by the path as given even where it is missing; LocalFile::open also checks
+        // where the serving layer's symlinks lead.
+        check_readable(path, &lookup.components)?;
+        LocalFile::open(stack.serving(&lookup, "open")?, path)
     }
 
     fn identify(&self, alloc_id: &str, path: &str) -> Result<FileIdentity, PluginError> {
         let stack = self.settings.stack(alloc_id)?;
         let lookup = stack.lookup(path)?;
-        files::identify_path(lookup.existing("stat")?)
+        files::identify(stack.serving(&lookup, "stat")?, path)
     }
 
     fn watch_paths(&self, alloc_id: &str, path: &str) -> Result<Vec<String>, PluginError> {
