@@ -39,7 +39,8 @@ pub const MAX_SYMLINKS: usize = 40;
 
 /// Looking up, never reading: no open side effects, symlinks themselves are opened.
 const LOOKUP: OFlags = OFlags::PATH.union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
-/// Opening content: never blocks (FIFOs), never takes a controlling terminal.
+/// Opening content: never blocks (FIFOs), never takes a controlling terminal. Only files and
+/// directories found by a lookup are ever opened so.
 const READ: OFlags = OFlags::RDONLY.union(OFlags::NONBLOCK).union(OFlags::NOCTTY).union(OFlags::CLOEXEC);
 const BENEATH: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_MAGICLINKS);
 
@@ -147,8 +148,9 @@ enum Reopen {
     Itself,
     /// `name` in the directory `parent`, without following a symlink.
     Child { parent: OwnedFd, name: OsString },
-    /// `path` beneath the root again, with openat2.
-    Beneath { root: Arc<OwnedFd>, path: String },
+    /// The descriptor's own `/proc/self/fd` entry: the very inode, whatever the path is now
+    /// (used where openat2 found it, which already relied on `/proc`).
+    Proc,
 }
 
 /// Why a walk stopped.
@@ -220,11 +222,11 @@ impl AllocRoot {
             Err(_) => return None,
         };
         let stat = fstat(&fd).ok()?;
-        let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+        let real = std::fs::read_link(proc_fd_path(&fd)).ok()?;
         let location = real.strip_prefix(&self.root).ok()?.iter().map(lossy).collect();
         let reopen = match kind(&stat) {
             FileType::Directory => Reopen::Itself,
-            _ => Reopen::Beneath { root: Arc::clone(&self.dir), path: path.to_owned() },
+            _ => Reopen::Proc,
         };
         Some(Found { fd, stat, location, reopen })
     }
@@ -330,7 +332,7 @@ impl Found {
         let fd = match &self.reopen {
             Reopen::Itself => openat(&self.fd, c".", READ | OFlags::DIRECTORY, Mode::empty()),
             Reopen::Child { parent, name } => openat(parent, name.as_os_str(), READ | OFlags::NOFOLLOW, Mode::empty()),
-            Reopen::Beneath { root, path } => openat2(&**root, path, READ, Mode::empty(), BENEATH),
+            Reopen::Proc => openat(CWD, proc_fd_path(&self.fd), READ, Mode::empty()),
         }?;
         let now = fstat(&fd)?;
         if (now.st_dev, now.st_ino) != (self.stat.st_dev, self.stat.st_ino) {
@@ -338,6 +340,11 @@ impl Found {
         }
         Ok(File::from(fd))
     }
+}
+
+/// `/proc/self/fd/<fd>`: where the kernel says `fd` is, and a way to reopen it.
+fn proc_fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
 /// The file type in a `stat`'s mode.

@@ -1,7 +1,7 @@
 //! The sandbox on real trees: escapes, links that stay inside, secrets through links, special
 //! files refused without blocking, and the walk answering as openat2 does.
 
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{FileExt, symlink};
 use std::path::Path;
 use std::process::Command;
 use std::sync::mpsc;
@@ -200,4 +200,70 @@ fn alloc_ids_are_full_uuids() {
 fn os_errors_read_like_go() {
     let err = std::io::Error::from_raw_os_error(libc::ENOENT);
     assert_eq!(os_error_text(&err), "no such file or directory");
+}
+
+/// Swaps `f` (file ↔ absolute link out), `d` (directory ↔ link to an outside directory) and
+/// `p` (file ↔ FIFO) in `dir` until `stop`.
+fn swap_until(dir: &Path, outside: &Path, stop: &AtomicBool) {
+    let staged = dir.join(".staged");
+    std::fs::create_dir(&staged).unwrap();
+    std::fs::write(staged.join("file"), b"inside").unwrap();
+    std::fs::create_dir(staged.join("d")).unwrap();
+    std::fs::write(staged.join("d/x"), b"inside").unwrap();
+    symlink(outside.join("x"), staged.join("link-out")).unwrap();
+    symlink(outside, staged.join("dir-out")).unwrap();
+    assert!(Command::new("mkfifo").arg(staged.join("fifo")).status().unwrap().success());
+    let swap = |name: &str, source: &str| {
+        std::fs::hard_link(staged.join(source), staged.join("next")).unwrap();
+        std::fs::rename(staged.join("next"), dir.join(name)).unwrap();
+    };
+    while !stop.load(Ordering::Relaxed) {
+        swap("f", "link-out");
+        swap("p", "fifo");
+        std::fs::rename(staged.join("d"), dir.join("d")).unwrap();
+        swap("f", "file");
+        swap("p", "file");
+        std::fs::rename(dir.join("d"), staged.join("d")).unwrap();
+        std::fs::rename(staged.join("dir-out"), dir.join("d")).unwrap();
+        std::fs::rename(dir.join("d"), staged.join("dir-out")).unwrap();
+    }
+}
+
+/// What reading `path` gives through `resolver`, as LocalFile::open would read it.
+fn read_through(root: &AllocRoot, resolver: Resolver, path: &str) -> Option<Vec<u8>> {
+    let found = root.resolve_with(resolver, path).ok()?.found?;
+    if !found.is_file() {
+        return None;
+    }
+    let mut buf = vec![0u8; 64];
+    let n = found.open_read().ok()?.read_at(&mut buf, 0).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+#[test]
+fn both_resolvers_stay_inside_while_a_task_swaps_links_and_fifos() {
+    let (dir, outside, root) = tree();
+    let data = dir.path().join("alloc/data");
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (data, outside, stop) = (data.clone(), outside.path().to_owned(), std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || swap_until(&data, &outside, &stop))
+    };
+    let reads = within_seconds(move || {
+        let mut reads = 0;
+        for round in 0..3000 {
+            let resolver = BOTH[round % 2];
+            for path in ["alloc/data/f", "alloc/data/d/x", "alloc/data/p"] {
+                if let Some(bytes) = read_through(&root, resolver, path) {
+                    assert_ne!(bytes, b"outside", "{path} by {resolver:?} read outside bytes");
+                    reads += 1;
+                }
+            }
+        }
+        reads
+    });
+    stop.store(true, Ordering::Relaxed);
+    swapper.join().unwrap();
+    assert!(reads > 0, "nothing was ever read inside");
 }
