@@ -188,8 +188,21 @@ fn a_follow_on_a_collected_allocation_ends() {
     seen(&agent, ALLOC_ID, "web");
     let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
     let url = agent.url(&format!("/v1/client/fs/stream/{ALLOC_ID}?path=alloc/logs/web.stdout.0"));
-    let follower = std::thread::spawn(move || client.get(url).send().and_then(|r| r.text()));
-    std::thread::sleep(Duration::from_millis(300));
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let follower = std::thread::spawn(move || {
+        let mut response = client.get(url).send()?;
+        let mut body = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = std::io::Read::read(&mut response, &mut buf).unwrap_or(0);
+            if n == 0 {
+                return Ok::<_, reqwest::Error>(String::from_utf8_lossy(&body).into_owned());
+            }
+            body.extend_from_slice(&buf[..n]);
+            let _ = started_tx.send(());
+        }
+    });
+    started.recv_timeout(Duration::from_secs(10)).expect("the follow starts with the file's bytes");
     cgroups.exited(ALLOC_ID, "web");
     collected_eventually(&agent, ALLOC_ID);
     let body = follower.join().unwrap().expect("the stream ends cleanly");

@@ -232,3 +232,100 @@ fn nix_is_root() -> bool {
         .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
         .unwrap_or(false)
 }
+
+/// A unix socket in front of the Docker Engine that the test can make stop answering: while
+/// paused it accepts connections and never replies, as a hung daemon does.
+struct DockerProxy {
+    socket: PathBuf,
+    answering: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl DockerProxy {
+    fn start(dir: &Path) -> Self {
+        use std::sync::atomic::Ordering;
+        let socket = dir.join("docker-proxy.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let answering = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = answering.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let flag = flag.clone();
+                std::thread::spawn(move || {
+                    if !flag.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_secs(30)); // hold it, say nothing
+                        return;
+                    }
+                    let Ok(daemon) = std::os::unix::net::UnixStream::connect("/var/run/docker.sock") else { return };
+                    let (mut up_read, mut up_write) = (daemon.try_clone().unwrap(), daemon);
+                    let (mut down_read, mut down_write) = (client.try_clone().unwrap(), client);
+                    let upstream = std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut down_read, &mut up_write);
+                        let _ = up_write.shutdown(std::net::Shutdown::Write);
+                    });
+                    let _ = std::io::copy(&mut up_read, &mut down_write);
+                    let _ = down_write.shutdown(std::net::Shutdown::Both);
+                    let _ = upstream.join();
+                });
+            }
+        });
+        Self { socket, answering }
+    }
+
+    fn answer(&self, yes: bool) {
+        self.answering.store(yes, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A stopped container collects its allocation only once the provider can see it stopped:
+/// never during a daemon outage, never before the provider's first listing after a restart.
+#[test]
+fn docker_outages_and_restarts_prove_nothing() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/docker-test-image.sh");
+    let built = Command::new("bash").arg(&script).output().unwrap();
+    if !built.status.success() {
+        let reason = format!("no usable Docker Engine here: {}", String::from_utf8_lossy(&built.stderr).trim());
+        return skip_unless_ci("docker_outages_and_restarts_prove_nothing", &reason);
+    }
+    let fixture = Fixture::new();
+    let id = new_alloc(&fixture, "web");
+    let name = format!("web-{id}");
+    let label = format!("com.hashicorp.nomad.alloc_id={id}");
+    docker(&["run", "-d", "--name", &name, "--label", &label, "allocd-test-busybox:latest", "sleep", "3600"])
+        .expect("the task container starts");
+    let container = Container(name);
+    let proxy = DockerProxy::start(fixture.dir.path());
+    let config = fixture.config(&format!(
+        "plugin \"docker\" {{\n  config {{\n    endpoint = \"unix://{}\"\n    stats_interval = \"300ms\"\n  }}\n}}\n\
+         telemetry {{ collection_interval = \"200ms\" }}\nclient {{ gc_exit_grace = \"0s\" }}\n",
+        proxy.socket.display()
+    ));
+    let start = || Agent::start(&["-config", config.to_str().unwrap(), "-log-level", "warn"]);
+    let gc = |agent: &Agent| agent.get(&format!("/v1/client/allocation/{id}/gc")).status;
+    let agent = start();
+    eventually(Duration::from_secs(30), "the running container to be seen", || {
+        agent.get(&format!("/v1/client/allocation/{id}/stats")).json()["Tasks"].get("web").map(|_| ())
+    });
+    assert_eq!(gc(&agent), 500, "running");
+
+    // The daemon stops answering; the container stops meanwhile: nothing proves it.
+    proxy.answer(false);
+    std::thread::sleep(Duration::from_secs(6)); // the plugin's 5 s request deadline passes
+    docker(&["stop", "-t", "0", &container.0]).expect("the container stops");
+    for _ in 0..10 {
+        assert_eq!(gc(&agent), 500, "collected during a daemon outage");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    agent.terminate();
+
+    // A restart while the daemon is still silent: no listing yet, no evidence.
+    let agent = start();
+    for _ in 0..10 {
+        assert_eq!(gc(&agent), 500, "collected before the provider's first listing");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    proxy.answer(true);
+    eventually(Duration::from_secs(60), "a full listing to show the stopped container", || {
+        (gc(&agent) == 200).then_some(())
+    });
+    assert!(!fixture.alloc_dir().join(&id).exists());
+}
