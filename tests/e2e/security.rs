@@ -30,6 +30,13 @@ const POLICIES: &[(&str, &str)] = &[
     ("node-write", "node {\n  policy = \"write\"\n}\n"),
     ("gc", "namespace \"default\" {\n  capabilities = [\"gc-allocation\"]\n}\n"),
     ("deny", "namespace \"default\" {\n  policy = \"deny\"\n}\n"),
+    // A policy copied from a Nomad cluster, with rules for what allocd does not serve.
+    (
+        "nomad-ops",
+        "namespace \"*\" {\n  policy = \"read\"\n  variables {\n    path \"*\" { capabilities = [\"read\"] }\n  }\n}\n\
+         node { policy = \"read\" }\nagent { policy = \"read\" }\noperator { policy = \"read\" }\n\
+         quota { policy = \"read\" }\nplugin { policy = \"list\" }\nhost_volume \"*\" { policy = \"read\" }\n",
+    ),
 ];
 
 fn acl_agent() -> (Fixture, Agent) {

@@ -121,3 +121,36 @@ fn plugin_inspect_describes_the_bundle() {
     assert!(text.contains("name:            local-disk") && text.contains("kinds:           storage"), "{text}");
     assert!(text.contains("loadable:        yes"), "{text}");
 }
+
+/// Runs `allocd <args>`; returns the exit code, stdout and stderr.
+fn run_allocd(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(allocd_bin()).args(args).output().unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
+}
+
+#[test]
+fn bad_durations_and_limits_are_one_line_naming_the_key() {
+    let fixture = Fixture::new();
+    let cases = [
+        ("telemetry { collection_interval = \"0s\" }", "telemetry.collection_interval"),
+        ("client { gc_interval = \"0s\" }", "client.gc_interval"),
+        ("client { gc_interval = \"-5m\" }", "client.gc_interval"),
+        ("client { gc_interval = \"99999999999999999999h\" }", "client.gc_interval"),
+        ("plugin \"local-disk\" { timeout = \"0s\" }", "plugin \"local-disk\" timeout"),
+        ("plugin \"local-disk\" { max_concurrency = 0 }", "plugin \"local-disk\" max_concurrency"),
+        ("limits { max_header_bytes = 1024 }", "limits.max_header_bytes"),
+        ("limits { max_streams = 0 }", "limits.max_streams"),
+        ("limits { max_streams = -1 }", "limits.max_streams"),
+        ("limits { http_max_conns_per_client = 1.5 }", "limits.http_max_conns_per_client"),
+    ];
+    for (setting, key) in cases {
+        let config = fixture.config_text(&format!("{}{setting}\n", base_config(&fixture)));
+        let (code, _, stderr) = run_allocd(&["agent", "-config", config.to_str().unwrap(), "-http-port", "0"]);
+        assert!(code != 0 && code != 101, "{setting}: exit code {code}\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{setting}: {stderr}");
+        let lines: Vec<&str> = stderr.trim_end().lines().collect();
+        assert_eq!(lines.len(), 1, "{setting}: {stderr}");
+        assert!(lines[0].starts_with("allocd: config ") && lines[0].contains(key), "{setting}: {stderr}");
+    }
+}
