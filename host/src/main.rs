@@ -1,5 +1,7 @@
 //! The `allocd` binary: parse the command line, set up logging, run, map errors to exit codes.
 
+use std::io::IsTerminal;
+
 use allocd::cli::{self, Command};
 
 fn main() {
@@ -20,7 +22,11 @@ fn run(command: Command) -> anyhow::Result<i32> {
             let level = flags.log_level.clone().unwrap_or_else(|| "info".to_string());
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .init();
             // Before anything opens files or sockets.
             allocd::agent::raise_open_file_limit();
             let config = allocd::agent::resolve_config(&flags)?;

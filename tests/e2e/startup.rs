@@ -154,3 +154,52 @@ fn bad_durations_and_limits_are_one_line_naming_the_key() {
         assert!(lines[0].starts_with("allocd: config ") && lines[0].contains(key), "{setting}: {stderr}");
     }
 }
+
+#[test]
+fn agent_help_log_levels_and_plain_logs() {
+    let (code, stdout, _) = run_allocd(&["agent", "-help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("Usage: allocd"), "{stdout}");
+
+    let (code, _, stderr) = run_allocd(&["agent", "-dev", "-log-level", "loud"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("allocd: -log-level \"loud\": unknown level"), "{stderr}");
+
+    // stderr is a pipe here, not a terminal: no colour codes.
+    let fixture = Fixture::new();
+    let config = fixture.config("");
+    let agent = Agent::start(&["-config", config.to_str().unwrap(), "-log-level", "DEBUG"]);
+    let log = agent.terminate_and_collect_stderr();
+    assert!(log.contains("DEBUG") || log.contains("INFO"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a log that is not a terminal:\n{log}");
+}
+
+/// The text after `cannot be loaded:` in `allocd plugin inspect FILE`.
+fn inspect_reason(library: &std::path::Path) -> String {
+    let (code, stdout, _) = run_allocd(&["plugin", "inspect", library.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}");
+    let (_, reason) = stdout.split_once("cannot be loaded:").unwrap_or_else(|| panic!("{stdout}"));
+    reason.trim().to_string()
+}
+
+#[test]
+fn plugin_inspect_gives_the_loaders_reason() {
+    let fixture = Fixture::new();
+    let garbage = fixture.dir.path().join("libgarbage.so");
+    std::fs::write(&garbage, b"not an ELF file").unwrap();
+    let reason = inspect_reason(&garbage);
+    assert!(reason.contains("libgarbage.so") && reason.contains("file too short"), "{reason}");
+
+    // A plugin whose dependency is missing: the bundled local-disk with its libgcc_s
+    // dependency renamed (same length, so the ELF stays valid).
+    let library = std::fs::read(build_dir().join("liballocd_plugin_local_disk.so")).unwrap();
+    let (needed, missing) = (b"libgcc_s.so.1\0".as_slice(), b"libnope.so.11\0".as_slice());
+    let at = library.windows(needed.len()).position(|w| w == needed).expect("the plugin links libgcc_s");
+    let mut patched = library.clone();
+    patched[at..at + needed.len()].copy_from_slice(missing);
+    let broken = fixture.dir.path().join("liballocd_plugin_broken.so");
+    std::fs::write(&broken, patched).unwrap();
+    let reason = inspect_reason(&broken);
+    assert!(reason.contains("libnope.so.11: cannot open shared object file"), "{reason}");
+}
