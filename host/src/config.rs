@@ -22,7 +22,8 @@
 //! }
 //! limits {
 //!   http_max_conns_per_client = 100        # open connections per client address (0 = no limit)
-//!   max_streams = 1024                     # concurrent stream/logs responses
+//!   http_max_conns_total = 10000           # open connections in all (1 to 1,000,000)
+//!   max_streams = 1024                     # concurrent cat/readat/stream/logs responses
 //!   max_header_bytes = 16384               # request head size (8,192 to 1 MiB)
 //! }
 //! plugin "local-disk" {
@@ -91,7 +92,9 @@ pub struct TlsConfig {
 pub struct Limits {
     /// Open connections per client address; 0 = unlimited (Nomad's default is 100).
     pub http_max_conns_per_client: usize,
-    /// Concurrent stream and logs responses.
+    /// Open connections in all, whatever their address.
+    pub http_max_conns_total: usize,
+    /// Concurrent cat, readat, stream and logs responses.
     pub max_streams: usize,
     /// Largest request head (request line + headers) in bytes.
     pub max_header_bytes: usize,
@@ -99,13 +102,19 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { http_max_conns_per_client: 100, max_streams: 1024, max_header_bytes: 16 * 1024 }
+        Self {
+            http_max_conns_per_client: 100,
+            http_max_conns_total: 10_000,
+            max_streams: 1024,
+            max_header_bytes: 16 * 1024,
+        }
     }
 }
 
 impl Limits {
     /// Each limit within the range the agent can run with.
     fn validate(&self) -> anyhow::Result<()> {
+        check_range("limits.http_max_conns_total", self.http_max_conns_total, 1, 1_000_000)?;
         check_range("limits.max_streams", self.max_streams, 1, 1_000_000)?;
         // hyper needs 8 KiB of read buffer; Go's default for the whole head is 1 MiB.
         check_range("limits.max_header_bytes", self.max_header_bytes, 8192, 1 << 20)
@@ -421,6 +430,10 @@ mod tests {
                 "limits.max_header_bytes = 4096 is out of range: it must be from 8192 to 1048576",
             ),
             ("limits { max_streams = 0 }", "limits.max_streams = 0 is out of range: it must be from 1 to 1000000"),
+            (
+                "limits { http_max_conns_total = 0 }",
+                "limits.http_max_conns_total = 0 is out of range: it must be from 1 to 1000000",
+            ),
             (
                 "plugin \"x\" { max_concurrency = 0 }",
                 "plugin \"x\" max_concurrency = 0 is out of range: it must be from 1 to 1024",

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::harness::{ALLOC_ID, Agent, agent_with_fixture};
+use crate::harness::{ALLOC_ID, Agent, agent_with_fixture, memory_kib};
 
 /// An open streaming response read on a thread.
 struct Stream {
@@ -339,11 +339,7 @@ fn a_stalled_reader_does_not_grow_memory() {
     let (fixture, agent) = agent_with_fixture("");
     let big: Vec<u8> = (0..64 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     fixture.write("alloc/data/big.bin", &big);
-    let rss = || {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", agent.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().to_string();
-        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
-    };
+    let rss = || memory_kib(agent.child.id(), "VmRSS") * 1024;
     let before = rss();
     let mut stalled = std::net::TcpStream::connect(agent.base.trim_start_matches("http://")).unwrap();
     let request = format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", stream_url("alloc/data/big.bin", ""));

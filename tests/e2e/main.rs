@@ -13,6 +13,8 @@ mod follow;
 mod alloc;
 // ACLs, TLS, hostile input.
 mod security;
+// Hostile clients: handshake timeouts, connection caps, stalled readers.
+mod clients;
 // The overlay backend beside local-disk.
 mod overlay;
 // Real metric providers: cgroups and the Docker Engine.

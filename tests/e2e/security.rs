@@ -149,7 +149,7 @@ fn tokens_never_reach_the_logs() {
 }
 
 /// Makes a CA, a server certificate for 127.0.0.1 and a client certificate with openssl.
-fn make_certs(dir: &Path) {
+pub fn make_certs(dir: &Path) {
     let run = |args: &[&str]| {
         let status = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
         assert!(status.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&status.stderr));

@@ -142,6 +142,7 @@ fn bad_durations_and_limits_are_one_line_naming_the_key() {
         ("limits { max_header_bytes = 1024 }", "limits.max_header_bytes"),
         ("limits { max_streams = 0 }", "limits.max_streams"),
         ("limits { max_streams = -1 }", "limits.max_streams"),
+        ("limits { http_max_conns_total = 0 }", "limits.http_max_conns_total"),
         ("limits { http_max_conns_per_client = 1.5 }", "limits.http_max_conns_per_client"),
     ];
     for (setting, key) in cases {
