@@ -198,12 +198,19 @@ pub fn finish(response: ApiResponse, meta: &RequestMeta) -> warp::reply::Respons
     reply
 }
 
-/// Compresses a streamed body in a task of its own.
+/// Compresses a streamed body in a task of its own. The task ends as soon as the client
+/// leaves, not only at the producer's next chunk, so that the producer (an idle follower)
+/// sees the client go at once.
 fn compress_stream(mut rx: BodyReceiver, encoding: Encoding) -> BodyReceiver {
     let (tx, compressed) = body::channel();
     tokio::spawn(async move {
         let mut compressor = Compressor::new(encoding);
-        while let Some(chunk) = rx.recv().await {
+        loop {
+            let chunk = tokio::select! {
+                chunk = rx.recv() => chunk,
+                () = tx.closed() => return,
+            };
+            let Some(chunk) = chunk else { break };
             if tx.send(Bytes::from(compressor.push(&chunk))).await.is_err() {
                 return;
             }
