@@ -92,8 +92,9 @@ impl Health {
         }
     }
 
-    /// Records a call's outcome: `Some(cause)` when it timed out or panicked.
-    fn record(&self, plugin: &str, failure: Option<&str>) {
+    /// Records a call's outcome: `Some(cause)` when it timed out or panicked. Only a failed
+    /// probe lengthens the backoff: calls that were in flight when the outage began do not.
+    fn record(&self, plugin: &str, failure: Option<&str>, probe: bool) {
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match (state.as_mut(), failure) {
             (None, None) => {}
@@ -101,12 +102,13 @@ impl Health {
                 *state = None;
                 tracing::info!(plugin, "plugin answers again; calling it as usual");
             }
-            (Some(outage), Some(cause)) => {
+            (Some(outage), Some(cause)) if probe => {
                 outage.backoff = (outage.backoff * 2).min(MAX_BACKOFF);
                 outage.probe_at = Instant::now() + outage.backoff;
                 outage.probing = false;
                 outage.cause = cause.to_owned();
             }
+            (Some(_), Some(_)) => {}
             (None, Some(cause)) => {
                 tracing::warn!(plugin, "plugin failed ({cause}); its calls fail at once until it answers a probe");
                 let probe_at = Instant::now() + FIRST_BACKOFF;
@@ -149,18 +151,19 @@ impl Caller {
         F: FnOnce(&P) -> RResult<T, PluginError> + Send + 'static,
     {
         match self.health.admit() {
-            Admission::Call => self.checked_call(target, call).await,
+            Admission::Call => self.checked_call(target, call, false).await,
             Admission::Probe(cause) => {
                 let (caller, target) = (self.clone(), Arc::clone(target));
-                tokio::spawn(async move { caller.checked_call(&target, call).await });
+                tokio::spawn(async move { caller.checked_call(&target, call, true).await });
                 Err(self.failure(PluginError::unavailable(format!("unhealthy (being probed): {cause}"))))
             }
             Admission::Skip(cause) => Err(self.failure(PluginError::unavailable(format!("unhealthy: {cause}")))),
         }
     }
 
-    /// Makes the call and records in the service's health whether it timed out or panicked.
-    async fn checked_call<P, T, F>(&self, target: &Arc<P>, call: F) -> Result<T, PluginFailure>
+    /// Makes the call (a `probe` or not) and records in the service's health whether it timed
+    /// out or panicked.
+    async fn checked_call<P, T, F>(&self, target: &Arc<P>, call: F, probe: bool) -> Result<T, PluginFailure>
     where
         P: Send + Sync + 'static + ?Sized,
         T: Send + 'static,
@@ -182,13 +185,13 @@ impl Caller {
         let error = match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok(result)) => {
                 let panic = result.as_ref().err().filter(|error| error.kind == ErrorKind::PANICKED);
-                self.health.record(&self.plugin, panic.map(|error| error.message.as_str()));
+                self.health.record(&self.plugin, panic.map(|error| error.message.as_str()), probe);
                 return result.map_err(|error| self.failure(error));
             }
             Ok(Err(join_error)) => PluginError::new(ErrorKind::PANICKED, format!("plugin call failed: {join_error}")),
             Err(_) => PluginError::unavailable(format!("call timed out after {:?}", self.timeout)),
         };
-        self.health.record(&self.plugin, Some(error.message.as_str()));
+        self.health.record(&self.plugin, Some(error.message.as_str()), probe);
         Err(self.failure(error))
     }
 
@@ -231,23 +234,37 @@ mod tests {
         ROk(())
     }
 
+    /// Waits (up to 5 s, the machine may be busy) until `done` holds.
+    async fn eventually(mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The backoff of the service's outage, if it has one.
+    fn backoff(caller: &Caller) -> Option<(Duration, bool)> {
+        caller.health.0.lock().unwrap().as_ref().map(|outage| (outage.backoff, outage.probing))
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn an_unhealthy_service_fails_at_once_until_a_probe_answers() {
-        let caller = Caller::new("p", 4, Duration::from_millis(100));
+        let caller = Caller::new("p", 4, Duration::from_secs(1));
         let service = Arc::new(Service::default());
         let timed_out = call(&caller, &service, hang).await.unwrap_err();
         assert!(timed_out.message().contains("timed out"), "{timed_out}");
 
         let started = Instant::now();
         let skipped = call(&caller, &service, answer).await.unwrap_err();
-        assert!(started.elapsed() < Duration::from_millis(50), "an unhealthy service is not waited for");
-        assert_eq!(skipped.message(), "unhealthy: call timed out after 100ms");
+        assert!(started.elapsed() < Duration::from_millis(500), "an unhealthy service is not waited for");
+        assert_eq!(skipped.message(), "unhealthy: call timed out after 1s");
         assert_eq!(service.calls.load(Ordering::SeqCst), 1, "skipped calls never reach the plugin");
 
         tokio::time::sleep(FIRST_BACKOFF).await;
         let probed = call(&caller, &service, answer).await.unwrap_err();
         assert!(probed.message().starts_with("unhealthy (being probed)"), "{probed}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        eventually(|| backoff(&caller).is_none()).await;
         assert_eq!(service.calls.load(Ordering::SeqCst), 2, "the probe ran in the background");
         assert!(call(&caller, &service, answer).await.is_ok(), "an answered probe heals the service");
     }
@@ -263,5 +280,19 @@ mod tests {
             |_| RErr(PluginError::new(ErrorKind::PANICKED, "plugin panicked: boom"));
         assert!(call(&caller, &service, panicked).await.is_err());
         assert_eq!(call(&caller, &service, answer).await.unwrap_err().message(), "unhealthy: plugin panicked: boom");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn only_failed_probes_lengthen_the_backoff() {
+        let caller = Caller::new("p", 8, Duration::from_millis(100));
+        let service = Arc::new(Service::default());
+        let in_flight = futures_util::future::join_all((0..4).map(|_| call(&caller, &service, hang))).await;
+        assert!(in_flight.iter().all(Result::is_err));
+        assert_eq!(backoff(&caller), Some((FIRST_BACKOFF, false)), "four failures at once are one outage");
+
+        tokio::time::sleep(FIRST_BACKOFF).await;
+        let probed = call(&caller, &service, hang).await.unwrap_err();
+        assert!(probed.message().starts_with("unhealthy (being probed)"), "{probed}");
+        eventually(|| backoff(&caller) == Some((2 * FIRST_BACKOFF, false))).await;
     }
 }
