@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use indexmap::IndexMap;
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use warp::http::{HeaderMap, StatusCode};
 
 use crate::api::error::ApiError;
@@ -54,6 +55,33 @@ struct RawPolicy {
     #[serde(default)]
     namespace: IndexMap<String, RawNamespace>,
     node: Option<RawLevel>,
+    // Nomad's rules for what allocd does not serve: accepted, so operators' policies load as
+    // they are, and otherwise ignored.
+    agent: Option<IgnoredAny>,
+    operator: Option<IgnoredAny>,
+    quota: Option<IgnoredAny>,
+    plugin: Option<IgnoredAny>,
+    host_volume: Option<IgnoredAny>,
+}
+
+impl RawPolicy {
+    /// The blocks present that allocd ignores.
+    fn unused_blocks(&self) -> Vec<&'static str> {
+        let blocks = [
+            ("agent", self.agent.is_some()),
+            ("operator", self.operator.is_some()),
+            ("quota", self.quota.is_some()),
+            ("plugin", self.plugin.is_some()),
+            ("host_volume", self.host_volume.is_some()),
+        ];
+        let in_namespaces = self.namespace.values().any(|namespace| namespace.variables.is_some());
+        blocks
+            .into_iter()
+            .chain([("namespace variables", in_namespaces)])
+            .filter(|(_, present)| *present)
+            .map(|(name, _)| name)
+            .collect()
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -62,6 +90,8 @@ struct RawNamespace {
     policy: Option<String>,
     #[serde(default)]
     capabilities: Vec<String>,
+    /// Nomad Variables rules: allocd serves no variables.
+    variables: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -173,8 +203,17 @@ fn node_level(policy: &str) -> anyhow::Result<Option<Level>> {
     })
 }
 
-fn parse_policy(text: &str) -> anyhow::Result<Policy> {
+/// Compiles a policy; `name` is for the log line about blocks allocd ignores.
+fn parse_policy(name: &str, text: &str) -> anyhow::Result<Policy> {
     let raw: RawPolicy = hcl::from_str(&crate::hcl1::normalize(text))?;
+    let unused = raw.unused_blocks();
+    if !unused.is_empty() {
+        tracing::debug!(
+            policy = name,
+            "ignoring the policy's {} rules: allocd serves nothing they govern",
+            unused.join(", ")
+        );
+    }
     let mut policy = Policy { node: raw.node.map(|n| node_level(&n.policy)).transpose()?, ..Policy::default() };
     for (pattern, namespace) in raw.namespace {
         let mut capabilities: HashSet<String> = namespace.capabilities.into_iter().collect();
@@ -223,8 +262,8 @@ impl Acl {
                 if path.extension().is_some_and(|x| x == "hcl") {
                     let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
                     let text = read(&path)?;
-                    acl.policies
-                        .insert(name, parse_policy(&text).with_context(|| format!("policy {}", path.display()))?);
+                    let policy = parse_policy(&name, &text).with_context(|| format!("policy {}", path.display()))?;
+                    acl.policies.insert(name, policy);
                 }
             }
         }
@@ -316,7 +355,10 @@ mod tests {
     fn acl(policies: &[(&str, &str)], tokens: &[(&str, bool, &[&str])]) -> Acl {
         Acl {
             enabled: true,
-            policies: policies.iter().map(|(name, text)| (name.to_string(), parse_policy(text).unwrap())).collect(),
+            policies: policies
+                .iter()
+                .map(|(name, text)| (name.to_string(), parse_policy(name, text).unwrap()))
+                .collect(),
             tokens: tokens
                 .iter()
                 .map(|(secret, management, policies)| {
@@ -379,5 +421,33 @@ mod tests {
         headers.clear();
         headers.insert("authorization", "Basic abc".parse().unwrap());
         assert_eq!(request_token(&headers), None);
+    }
+
+    /// A policy as Nomad operators write it, with rules for things allocd does not serve.
+    const NOMAD_POLICY: &str = r#"
+namespace "default" {
+  policy = "read"
+  capabilities = ["read-fs"]
+  variables {
+    path "*" { capabilities = ["read"] }
+  }
+}
+node { policy = "read" }
+agent { policy = "read" }
+operator { policy = "read" }
+quota { policy = "read" }
+plugin { policy = "list" }
+host_volume "prod-*" { policy = "write" }
+host_volume "*" { capabilities = ["mount-readonly"] }
+"#;
+
+    #[test]
+    fn rules_allocd_does_not_serve_are_accepted() {
+        let acl = acl(&[("ops", NOMAD_POLICY)], &[("t", false, &["ops"])]);
+        assert!(acl.allows(Some("t"), READ_FS, "default"));
+        assert!(acl.allows(Some("t"), Need::NodeRead, ""));
+        assert!(!acl.allows(Some("t"), Need::NodeWrite, ""));
+        let raw: RawPolicy = hcl::from_str(&crate::hcl1::normalize(NOMAD_POLICY)).unwrap();
+        assert_eq!(raw.unused_blocks(), ["agent", "operator", "quota", "plugin", "host_volume", "namespace variables"]);
     }
 }

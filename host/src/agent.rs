@@ -71,7 +71,7 @@ fn node_id(data_dir: &Path) -> anyhow::Result<String> {
 
 /// Raises the open-file limit to its hard limit, as Go programs such as Nomad do: every
 /// follower holds a file, and the cgroup plugin keeps its files open between samples.
-fn raise_open_file_limit() {
+pub fn raise_open_file_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
         && soft < hard
@@ -81,10 +81,18 @@ fn raise_open_file_limit() {
     }
 }
 
-/// Runs the agent until a shutdown signal.
-pub async fn run(flags: AgentFlags) -> anyhow::Result<()> {
-    raise_open_file_limit();
-    let config = resolve_config(&flags)?;
+/// Blocking-pool threads the host keeps for its own work (file I/O of `-dev`) beside the
+/// plugins' calls.
+const HOST_BLOCKING_THREADS: usize = 8;
+
+/// The blocking pool's size: every plugin's `max_concurrency` plus the host's own share, so
+/// a plugin whose calls all hang holds its own threads and never one another needs.
+pub fn blocking_threads(config: &Config) -> usize {
+    config.plugins.iter().map(|plugin| plugin.max_concurrency).sum::<usize>() + HOST_BLOCKING_THREADS
+}
+
+/// Runs the agent with `config` (see [`resolve_config`]) until a shutdown signal.
+pub async fn run(flags: AgentFlags, config: Config) -> anyhow::Result<()> {
     let dev_dir = if flags.dev && config.data_dir.is_none() {
         Some(tempfile::Builder::new().prefix("allocd-dev-").tempdir().context("creating the dev data dir")?)
     } else {

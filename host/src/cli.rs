@@ -41,14 +41,31 @@ Commands:
 /// Parses `args` (without the program name).
 pub fn parse(args: &[String]) -> anyhow::Result<Command> {
     match args.first().map(String::as_str) {
+        Some("agent") if args[1..].iter().any(|arg| is_help(arg)) => Ok(Command::Help),
         Some("agent") => parse_agent(&args[1..]).map(Command::Agent),
         Some("plugin") => match (args.get(1).map(String::as_str), args.get(2)) {
             (Some("inspect"), Some(file)) if args.len() == 3 => Ok(Command::PluginInspect(PathBuf::from(file))),
             _ => bail!("usage: allocd plugin inspect FILE"),
         },
         Some("version" | "-version" | "--version") => Ok(Command::Version),
-        Some("help" | "-h" | "-help" | "--help") | None => Ok(Command::Help),
+        Some(arg) if arg == "help" || is_help(arg) => Ok(Command::Help),
+        None => Ok(Command::Help),
         Some(other) => bail!("unknown command {other:?}\n\n{USAGE}"),
+    }
+}
+
+fn is_help(arg: &str) -> bool {
+    matches!(arg, "-h" | "-help" | "--help")
+}
+
+/// The levels `-log-level` takes, as Nomad spells them (any case); `err` is Nomad's `error`.
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "err"];
+
+fn parse_log_level(value: &str) -> anyhow::Result<String> {
+    match value.to_ascii_lowercase().as_str() {
+        "err" => Ok("error".to_string()),
+        level if LOG_LEVELS.contains(&level) => Ok(level.to_string()),
+        _ => bail!("-log-level {value:?}: unknown level (use one of {})", LOG_LEVELS.join(", ")),
     }
 }
 
@@ -77,7 +94,7 @@ fn parse_agent(args: &[String]) -> anyhow::Result<AgentFlags> {
             "http-port" => flags.http_port = Some(value.parse().with_context(|| format!("-http-port {value:?}"))?),
             "data-dir" => flags.data_dir = Some(value.into()),
             "plugin-dir" => flags.plugin_dir = Some(value.into()),
-            "log-level" => flags.log_level = Some(value),
+            "log-level" => flags.log_level = Some(parse_log_level(&value)?),
             _ => bail!("unknown flag -{name}\n\n{USAGE}"),
         }
     }
@@ -112,5 +129,16 @@ mod tests {
         assert!(parse(&args("agent -dev -nope 1")).is_err());
         assert!(parse(&args("agent -dev -http-port")).is_err());
         assert!(parse(&args("frobnicate")).is_err());
+        let error = parse(&args("agent -dev -log-level loud")).unwrap_err().to_string();
+        assert_eq!(error, "-log-level \"loud\": unknown level (use one of trace, debug, info, warn, error, err)");
+    }
+
+    #[test]
+    fn help_and_log_levels() {
+        assert_eq!(parse(&args("agent -help")).unwrap(), Command::Help);
+        assert_eq!(parse(&args("agent -config x.hcl --help")).unwrap(), Command::Help);
+        assert_eq!(parse(&args("-h")).unwrap(), Command::Help);
+        let Command::Agent(flags) = parse(&args("agent -dev -log-level=ERR")).unwrap() else { panic!("not agent") };
+        assert_eq!(flags.log_level.as_deref(), Some("error"));
     }
 }

@@ -24,7 +24,9 @@
 //! }
 //! limits {
 //!   http_max_conns_per_client = 100        # open connections per client address (0 = no limit)
-//!   max_streams = 1024                     # concurrent stream/logs responses
+//!   http_max_conns_total = 10000           # open connections in all (1 to 1,000,000)
+//!   max_streams = 1024                     # concurrent cat/readat/stream/logs responses
+//!   max_header_bytes = 16384               # request head size (8,192 to 1 MiB)
 //! }
 //! plugin "local-disk" {
 //!   config { alloc_dir = "/srv/alloc" }
@@ -37,6 +39,10 @@
 //! ```
 //! With no `plugin` blocks the default bundle (`host-metrics`, `local-disk`, `cgroup`, `docker`)
 //! is loaded.
+//!
+//! Everything is checked here, before the agent starts: a value the agent could not run with
+//! (a zero, negative or overflowing duration, a limit out of its range, a key in the wrong
+//! place) is one error line naming the key.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -88,7 +94,9 @@ pub struct TlsConfig {
 pub struct Limits {
     /// Open connections per client address; 0 = unlimited (Nomad's default is 100).
     pub http_max_conns_per_client: usize,
-    /// Concurrent stream and logs responses.
+    /// Open connections in all, whatever their address.
+    pub http_max_conns_total: usize,
+    /// Concurrent cat, readat, stream and logs responses.
     pub max_streams: usize,
     /// Largest request head (request line + headers) in bytes.
     pub max_header_bytes: usize,
@@ -96,7 +104,30 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { http_max_conns_per_client: 100, max_streams: 1024, max_header_bytes: 16 * 1024 }
+        Self {
+            http_max_conns_per_client: 100,
+            http_max_conns_total: 10_000,
+            max_streams: 1024,
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// Each limit within the range the agent can run with.
+    fn validate(&self) -> anyhow::Result<()> {
+        check_range("limits.http_max_conns_total", self.http_max_conns_total, 1, 1_000_000)?;
+        check_range("limits.max_streams", self.max_streams, 1, 1_000_000)?;
+        // hyper needs 8 KiB of read buffer; Go's default for the whole head is 1 MiB.
+        check_range("limits.max_header_bytes", self.max_header_bytes, 8192, 1 << 20)
+    }
+}
+
+fn check_range(key: &str, value: usize, min: usize, max: usize) -> anyhow::Result<()> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        bail!("{key} = {value} is out of range: it must be from {min} to {max}")
     }
 }
 
@@ -198,13 +229,15 @@ impl Config {
     }
 
     pub fn from_hcl(text: &str) -> anyhow::Result<Self> {
-        let raw: RawConfig = hcl::from_str(&crate::hcl1::normalize(text)).map_err(|err| match err {
+        let parsed = hcl::de::Deserializer::from_str(&crate::hcl1::normalize(text)).map_err(|err| match err {
             hcl::Error::Parse(parse) => {
                 let at = parse.location();
                 anyhow::anyhow!("line {}, column {}: {}", at.line(), at.column(), parse.message())
             }
             other => anyhow::anyhow!("{other}"),
         })?;
+        // The error names the key (`limits.max_streams: invalid value: integer `-1`, ...`).
+        let raw: RawConfig = serde_path_to_error::deserialize(parsed).map_err(|err| anyhow::anyhow!("{err}"))?;
         let mut config = Config {
             data_dir: raw.data_dir,
             alloc_dir: raw.alloc_dir,
@@ -221,11 +254,11 @@ impl Config {
             config.http_port = port;
         }
         if let Some(interval) = raw.telemetry.and_then(|t| t.collection_interval) {
-            config.collection_interval = parse_duration(&interval).context("telemetry.collection_interval")?;
+            config.collection_interval = parse_interval(&interval).context("telemetry.collection_interval")?;
         }
         if let Some(client) = raw.client {
             if let Some(interval) = client.gc_interval {
-                config.gc.interval = parse_duration(&interval).context("client.gc_interval")?;
+                config.gc.interval = parse_interval(&interval).context("client.gc_interval")?;
             }
             if let Some(grace) = client.gc_exit_grace {
                 config.gc.exit_grace = parse_duration(&grace).context("client.gc_exit_grace")?;
@@ -242,23 +275,40 @@ impl Config {
                     let mut spec = PluginSpec::named(&name);
                     spec.path = raw.path;
                     if let Some(timeout) = raw.timeout {
-                        spec.timeout = parse_duration(&timeout).with_context(|| format!("plugin {name:?} timeout"))?;
+                        spec.timeout = parse_interval(&timeout).with_context(|| format!("plugin {name:?} timeout"))?;
                     }
                     spec.max_concurrency = raw.max_concurrency.unwrap_or(spec.max_concurrency);
+                    check_range(&format!("plugin {name:?} max_concurrency"), spec.max_concurrency, 1, 1024)?;
                     spec.config_json = raw.config.unwrap_or_else(|| serde_json::json!({})).to_string();
                     Ok(spec)
                 })
                 .collect::<anyhow::Result<_>>()?;
         }
+        config.limits.validate()?;
         Ok(config)
     }
 }
+
+/// A duration that something runs every (or waits at most): greater than zero.
+fn parse_interval(text: &str) -> anyhow::Result<Duration> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        bail!("{text:?} must be greater than zero");
+    }
+    Ok(duration)
+}
+
+/// The longest duration Go's `time.Duration` holds (about 292 years).
+const MAX_DURATION: Duration = Duration::from_nanos(i64::MAX as u64);
 
 /// Go's `time.ParseDuration` for the units configs use: `500ms`, `1s`, `1m30s`, `1.5h`.
 pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     let mut rest = text.trim();
     if rest == "0" {
         return Ok(Duration::ZERO);
+    }
+    if rest.starts_with('-') {
+        bail!("invalid duration {text:?}: it must not be negative");
     }
     let mut total = 0f64;
     while !rest.is_empty() {
@@ -279,7 +329,10 @@ pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
         total += value * scale;
         rest = &rest[number_len + unit_len..];
     }
-    Ok(Duration::from_secs_f64(total))
+    match Duration::try_from_secs_f64(total) {
+        Ok(duration) if duration <= MAX_DURATION => Ok(duration),
+        _ => bail!("invalid duration {text:?}: out of range (at most {}h)", MAX_DURATION.as_secs() / 3600),
+    }
 }
 
 #[cfg(test)]
@@ -347,5 +400,64 @@ mod tests {
         assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("5x").is_err());
+    }
+
+    /// The error line `allocd` prints for a config text.
+    fn error_line(text: &str) -> String {
+        format!("{:#}", Config::from_hcl(text).unwrap_err())
+    }
+
+    #[test]
+    fn bad_durations_are_errors_naming_the_key() {
+        let cases = [
+            (
+                "telemetry { collection_interval = \"0s\" }",
+                "telemetry.collection_interval: \"0s\" must be greater than zero",
+            ),
+            ("client { gc_interval = \"0\" }", "client.gc_interval: \"0\" must be greater than zero"),
+            (
+                "client { gc_interval = \"-1m\" }",
+                "client.gc_interval: invalid duration \"-1m\": it must not be negative",
+            ),
+            (
+                "client { gc_interval = \"99999999999999999999h\" }",
+                "client.gc_interval: invalid duration \"99999999999999999999h\": out of range (at most 2562047h)",
+            ),
+            ("plugin \"x\" { timeout = \"0ms\" }", "plugin \"x\" timeout: \"0ms\" must be greater than zero"),
+            (
+                "client { gc_exit_grace = \"-1s\" }",
+                "client.gc_exit_grace: invalid duration \"-1s\": it must not be negative",
+            ),
+            ("client { gc_enabled = \"no\" }", "client.gc_enabled: invalid type: string \"no\", expected a boolean"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(error_line(text), expected);
+        }
+    }
+
+    #[test]
+    fn limits_out_of_range_are_errors_naming_the_key() {
+        let cases = [
+            (
+                "limits { max_header_bytes = 4096 }",
+                "limits.max_header_bytes = 4096 is out of range: it must be from 8192 to 1048576",
+            ),
+            ("limits { max_streams = 0 }", "limits.max_streams = 0 is out of range: it must be from 1 to 1000000"),
+            (
+                "limits { http_max_conns_total = 0 }",
+                "limits.http_max_conns_total = 0 is out of range: it must be from 1 to 1000000",
+            ),
+            (
+                "plugin \"x\" { max_concurrency = 0 }",
+                "plugin \"x\" max_concurrency = 0 is out of range: it must be from 1 to 1024",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(error_line(text), expected);
+        }
+        let negative = error_line("limits { max_streams = -1 }");
+        assert!(negative.starts_with("limits.max_streams: invalid value: integer `-1`"), "{negative}");
+        let fraction = error_line("limits { max_streams = 1.5 }");
+        assert!(fraction.starts_with("limits.max_streams: invalid type: floating point `1.5`"), "{fraction}");
     }
 }

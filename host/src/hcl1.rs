@@ -78,15 +78,43 @@ pub fn normalize(text: &str) -> String {
     out
 }
 
-/// Index just past the string literal starting at `start`.
+/// Index just past the string literal starting at `start`: escapes are skipped, and template
+/// sequences (`${ ... }`, `%{ ... }`) may hold braces and strings of their own.
 fn string_end(chars: &[char], start: usize) -> usize {
     let mut i = start + 1;
     while i < chars.len() {
         match chars[i] {
             '\\' => i += 2,
             '"' => return i + 1,
+            // `$${` and `%%{` are literal text.
+            c @ ('$' | '%') if chars.get(i + 1) == Some(&c) => i += 2,
+            '$' | '%' if chars.get(i + 1) == Some(&'{') => i = template_end(chars, i + 2),
             _ => i += 1,
         }
+    }
+    chars.len()
+}
+
+/// Index just past the `}` that closes a template sequence whose body starts at `start`.
+fn template_end(chars: &[char], start: usize) -> usize {
+    let mut depth = 1;
+    let mut i = start;
+    while i < chars.len() {
+        match chars[i] {
+            '"' => {
+                i = string_end(chars, i);
+                continue;
+            }
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
     }
     chars.len()
 }
@@ -138,5 +166,31 @@ mod tests {
         assert_eq!(name.expr.to_string(), "\"{ not a block } y = 2\"");
         let heredoc = "x = <<EOF\n{ a = 1 b = 2 }\nEOF\n";
         assert_eq!(normalize(heredoc), heredoc);
+    }
+
+    #[test]
+    fn quoted_strings_keep_their_contents() {
+        let strings = [
+            r#""{ a = 1 b = 2 }""#,
+            r#""} x = {""#,
+            r#""a = b""#,
+            r#""line\nnext\t\"quoted { \" }""#,
+            r##""# not a comment // nor this /* or this */""##,
+            r#""${lookup({ k = "v { w }" }, "k")} %{ if true }{ y = 1 }%{ endif }""#,
+            r#""$${literal { x = 1 } and %%{ too }""#,
+            r#""back\\slash { z = 2 }""#,
+        ];
+        for string in strings {
+            for text in [format!("block {{ s = {string} t = 1 }}\n"), format!("s = {string}\nt = 1\n")] {
+                let normalized = normalize(&text);
+                assert!(normalized.contains(string), "{string} changed:\n{normalized}");
+                let body = parses(&text);
+                let attributes: Vec<_> = match body.blocks().next() {
+                    Some(block) => block.body.attributes().map(|a| a.key.to_string()).collect(),
+                    None => body.attributes().map(|a| a.key.to_string()).collect(),
+                };
+                assert_eq!(attributes, ["s", "t"], "{normalized}");
+            }
+        }
     }
 }

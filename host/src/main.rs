@@ -1,9 +1,8 @@
 //! The `allocd` binary: parse the command line, set up logging, run, map errors to exit codes.
 
-use allocd::cli::{self, Command};
+use std::io::IsTerminal;
 
-/// Threads for plugin calls, shared by all plugins (each is capped by its `max_concurrency`).
-const BLOCKING_THREADS: usize = 64;
+use allocd::cli::{self, Command};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,14 +22,21 @@ fn run(command: Command) -> anyhow::Result<i32> {
             let level = flags.log_level.clone().unwrap_or_else(|| "info".to_string());
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-            // Plugin calls are short; a small blocking pool keeps bursts (a thousand followers
-            // connecting at once) from leaving hundreds of idle threads' memory behind.
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .init();
+            // Before anything opens files or sockets.
+            allocd::agent::raise_open_file_limit();
+            let config = allocd::agent::resolve_config(&flags)?;
+            // Sized from the plugins' limits: a burst (a thousand followers connecting at once)
+            // leaves no more idle threads behind than the limits allow.
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
-                .max_blocking_threads(BLOCKING_THREADS)
+                .max_blocking_threads(allocd::agent::blocking_threads(&config))
                 .build()?;
-            let result = runtime.block_on(allocd::agent::run(flags));
+            let result = runtime.block_on(allocd::agent::run(flags, config));
             // A plugin call that never returns must not keep the process alive.
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
             result?;

@@ -3,12 +3,15 @@
 //! warp 0.4 has no TLS and no way to plug an acceptor in, so allocd runs its own accept
 //! loop and hands each connection to hyper with warp's filter as the service. That is also
 //! where the protections against hostile clients live: a cap on open connections per client
-//! address (Nomad's `http_max_conns_per_client`, answered 429), a cap on the request head
-//! size (hyper answers 431), a header read timeout, and mutual TLS when asked for.
+//! address (Nomad's `http_max_conns_per_client`, answered 429) and in all
+//! (`http_max_conns_total`, closed at once), a TLS handshake timeout, Go's 400 answer to plain
+//! HTTP on the TLS port, a cap on the request head size (hyper answers 431), a header read
+//! timeout, and mutual TLS when asked for.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,18 +19,27 @@ use anyhow::{Context, bail};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{RootCertStore, ServerConfig, crypto};
+use tokio_rustls::server::TlsStream;
 
 use crate::config::{Limits, TlsConfig};
 
-/// How long a client may take to send its request head.
+/// How long a client may take to send its request head (after the TLS handshake).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to start and finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+/// What Go's net/http (so Nomad) writes to a client that speaks plain HTTP to the TLS port.
+const PLAIN_HTTP_ON_TLS_PORT: &[u8] =
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
 
 /// Builds the TLS acceptor for `tls { http = true ... }`; `None` when TLS is off.
 pub fn tls_acceptor(config: &TlsConfig) -> anyhow::Result<Option<TlsAcceptor>> {
@@ -100,6 +112,32 @@ impl Drop for Counted {
 const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\n\
 Content-Length: 80\r\nConnection: close\r\n\r\nYour IP is issuing too many concurrent connections, please rate limit your calls";
 
+/// The cap on open connections in all; a connection over it is closed at once, and the first
+/// of each run of refusals is logged.
+struct TotalCap {
+    permits: Arc<Semaphore>,
+    refusing: AtomicBool,
+}
+
+impl TotalCap {
+    fn new(limit: usize) -> Self {
+        Self { permits: Arc::new(Semaphore::new(limit)), refusing: AtomicBool::new(false) }
+    }
+
+    fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        let permit = Arc::clone(&self.permits).try_acquire_owned().ok();
+        let refusing = permit.is_none();
+        if self.refusing.swap(refusing, Ordering::Relaxed) != refusing {
+            if refusing {
+                tracing::warn!("limits.http_max_conns_total reached: closing new connections");
+            } else {
+                tracing::info!("accepting connections again");
+            }
+        }
+        permit
+    }
+}
+
 /// Serves `filter` on `listener` until `shutdown` resolves, then waits for open
 /// connections (the caller bounds that wait).
 pub async fn serve<F>(
@@ -113,6 +151,7 @@ pub async fn serve<F>(
 {
     let graceful = GracefulShutdown::new();
     let counts = Arc::new(ConnectionCounts::default());
+    let total = TotalCap::new(limits.http_max_conns_total);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -126,6 +165,7 @@ pub async fn serve<F>(
             },
             () = &mut shutdown => break,
         };
+        let Some(admitted) = total.admit() else { continue };
         let Some(counted) = counts.admit(peer.ip(), limits.http_max_conns_per_client) else {
             tokio::spawn(refuse(stream));
             continue;
@@ -133,18 +173,19 @@ pub async fn serve<F>(
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(warp::service(filter.clone()));
         let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(limits.max_header_bytes.max(8192));
+        http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(limits.max_header_bytes);
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _counted = counted;
+            let _held = (admitted, counted);
             let result = match tls {
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(stream) => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
-                    Err(err) => return tracing::debug!(%peer, "TLS handshake failed: {err}"),
-                },
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept_tls(&acceptor, stream)).await {
+                        Ok(Some(stream)) => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
+                        Ok(None) => return,
+                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
                 None => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
             };
             if let Err(err) = result {
@@ -154,6 +195,26 @@ pub async fn serve<F>(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// The TLS handshake, after a look at the first byte: a client speaking plain HTTP gets Go's
+/// 400 answer instead of TLS bytes it cannot read.
+async fn accept_tls(acceptor: &TlsAcceptor, mut stream: TcpStream) -> Option<TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(1) if first[0] == TLS_HANDSHAKE_RECORD => {}
+        Ok(1) if first[0].is_ascii_alphabetic() => {
+            let _ = stream.write_all(PLAIN_HTTP_ON_TLS_PORT).await;
+            let _ = stream.shutdown().await;
+            // Read what the client sent (within the handshake timeout), so that closing with
+            // unread bytes does not reset the connection before the client reads the answer.
+            let _ = tokio::io::copy(&mut (&mut stream).take(64 * 1024), &mut tokio::io::sink()).await;
+            return None;
+        }
+        _ => return None,
+    }
+    let peer = stream.peer_addr().ok();
+    acceptor.accept(stream).await.inspect_err(|err| tracing::debug!(?peer, "TLS handshake failed: {err}")).ok()
 }
 
 async fn refuse(mut stream: TcpStream) {

@@ -65,23 +65,29 @@ fn terminate_within(agent: &mut Agent, limit: Duration) -> Option<std::process::
     None
 }
 
+/// An allocation ID that no backend holds.
+const UNKNOWN_ID: &str = "0b3d7c51-93d4-4c1e-9d0e-3a4c2f1e8b77";
+
 #[test]
 fn a_panicking_storage_plugin_fails_requests_not_the_agent() {
     let (_fixture, mut agent) = agent_with_fixture(&misbehaving("panic", ""));
-    // Every alloc lookup asks every backend, so the panicking one fails the request, clearly.
+    // local-disk holds ALLOC_ID and answers for it; the panicking backend costs nothing there.
     for path in [
         format!("/v1/client/fs/ls/{ALLOC_ID}?path=alloc/logs"),
         format!("/v1/client/fs/stat/{ALLOC_ID}?path=alloc/logs/web.stdout.0"),
         format!("/v1/client/fs/cat/{ALLOC_ID}?path=alloc/logs/web.stdout.0"),
         format!("/v1/client/allocation/{ALLOC_ID}/stats"),
     ] {
-        for _ in 0..3 {
-            let response = agent.get(&path);
-            let text = response.text();
-            assert_eq!(response.status, 500, "{path}: {text}");
-            assert!(text.contains("plugin \"misbehaving\"") && text.contains("panicked"), "{path}: {text}");
-            assert!(text.contains("alloc_info"), "the panic message is passed on: {text}");
-        }
+        let response = agent.get(&path);
+        assert_eq!(response.status, 200, "{path}: {}", response.text());
+    }
+    // An ID no healthy backend holds might be the panicking backend's: 500, clearly.
+    for _ in 0..3 {
+        let response = agent.get(&format!("/v1/client/fs/ls/{UNKNOWN_ID}?path=/"));
+        let text = response.text();
+        assert_eq!(response.status, 500, "{text}");
+        assert!(text.contains("plugin \"misbehaving\"") && text.contains("panicked"), "{text}");
+        assert!(text.contains("alloc_info"), "the panic message is passed on: {text}");
     }
     assert_alive(&mut agent);
     // What does not reach the plugin is untouched.
@@ -89,6 +95,52 @@ fn a_panicking_storage_plugin_fails_requests_not_the_agent() {
     let bad_id = agent.get("/v1/client/fs/ls/not-a-uuid");
     assert_eq!(bad_id.status, 400, "{}", bad_id.text());
     assert_alive(&mut agent);
+}
+
+/// A panicking and a hanging backend beside local-disk: after the hung backend's first timeout,
+/// local-disk's allocations answer 200 promptly (a hang detector: the bound is generous), and
+/// IDs that no healthy backend holds answer 500 promptly.
+#[test]
+fn healthy_backends_answer_promptly_beside_panicking_and_hanging_ones() {
+    let fixture = Fixture::new();
+    let hung = format!(
+        "plugin \"hung\" {{\n  path = {:?}\n  timeout = \"2s\"\n  config {{ mode = \"hang\" }}\n}}\n",
+        library("misbehaving")
+    );
+    let config = fixture.config(&format!("{}{hung}", misbehaving("panic", "")));
+    let agent = Agent::start(&["-config", config.to_str().unwrap()]);
+    let ls = format!("/v1/client/fs/ls/{ALLOC_ID}?path=alloc/logs");
+    let first = get_within(&agent, &ls, Duration::from_secs(10)).expect("the first lookup waits for one timeout");
+    assert_eq!(first.status, 200, "{}", first.text());
+
+    let mut slowest = Duration::ZERO;
+    // Long enough to cover several probes of the hung backend (backoff 1 s, then 2 s).
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        for path in [
+            ls.clone(),
+            format!("/v1/client/fs/cat/{ALLOC_ID}?path=alloc/logs/web.stdout.0"),
+            format!("/v1/client/fs/stream/{ALLOC_ID}?path=alloc/logs/web.stdout.0&follow=false"),
+            format!("/v1/client/fs/logs/{ALLOC_ID}?task=web&type=stdout&plain=true"),
+        ] {
+            let started = Instant::now();
+            let response = get_within(&agent, &path, Duration::from_secs(10)).unwrap();
+            slowest = slowest.max(started.elapsed());
+            assert_eq!(response.status, 200, "{path}: {}", response.text());
+        }
+        let started = Instant::now();
+        let unknown = get_within(&agent, &format!("/v1/client/fs/ls/{UNKNOWN_ID}?path=/"), Duration::from_secs(10));
+        let unknown = unknown.unwrap();
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(unknown.status, 500, "{}", unknown.text());
+        assert!(unknown.text().contains("plugin \"misbehaving\""), "{}", unknown.text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("slowest lookup after the first timeout: {slowest:?}");
+    assert!(slowest < Duration::from_secs(1), "a lookup waited {slowest:?} for an unhealthy backend");
+    let log = agent.terminate_and_collect_stderr();
+    let reports = log.lines().filter(|line| line.contains("hung") && line.contains("fail at once")).count();
+    assert_eq!(reports, 1, "the hung backend is reported once:\n{log}");
 }
 
 #[test]
@@ -122,15 +174,20 @@ fn a_panicking_metric_provider_leaves_stats_to_the_others() {
 #[test]
 fn a_hanging_plugin_call_times_out_naming_the_plugin() {
     let (_fixture, mut agent) = agent_with_fixture(&misbehaving("hang", "  timeout = \"1s\""));
-    for _ in 0..2 {
+    let path = format!("/v1/client/fs/ls/{UNKNOWN_ID}?path=/");
+    // The first call waits for the timeout; later ones fail at once while the plugin is unhealthy.
+    for (attempt, slowest) in [(1, Duration::from_secs(5)), (2, Duration::from_secs(1))] {
         let started = Instant::now();
-        let response = get_within(&agent, &format!("/v1/client/fs/ls/{ALLOC_ID}?path=/"), Duration::from_secs(10))
-            .expect("the agent answers a request whose plugin hangs");
+        let response =
+            get_within(&agent, &path, Duration::from_secs(10)).expect("the agent answers a request whose plugin hangs");
         let text = response.text();
         assert_eq!(response.status, 500, "{text}");
         assert!(text.contains("plugin \"misbehaving\"") && text.contains("timed out"), "{text}");
         let took = started.elapsed();
-        assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "answered after {took:?}");
+        assert!(took < slowest, "attempt {attempt} answered after {took:?}");
+        if attempt == 1 {
+            assert!(took >= Duration::from_millis(900), "answered after {took:?}");
+        }
     }
     let started = Instant::now();
     assert_eq!(agent.get("/v1/client/stats").status, 200);
@@ -138,24 +195,27 @@ fn a_hanging_plugin_call_times_out_naming_the_plugin() {
     assert_alive(&mut agent);
 }
 
-/// `max_concurrency` bounds the calls a hung plugin can pin; once they are all pinned, further
-/// calls must still fail within the timeout rather than queue forever.
+/// `max_concurrency` bounds the calls a hung plugin can pin; once they are all pinned, probes
+/// wait for a permit in the background and requests still fail within the timeout.
 #[test]
 fn a_hung_plugin_with_no_free_permits_still_times_out() {
     let (_fixture, agent) = agent_with_fixture(&misbehaving("hang", "  timeout = \"1s\"\n  max_concurrency = 1"));
-    let path = format!("/v1/client/fs/ls/{ALLOC_ID}?path=/");
-    for attempt in 1..=2 {
+    let path = format!("/v1/client/fs/ls/{UNKNOWN_ID}?path=/");
+    for attempt in 1..=3 {
         let response = get_within(&agent, &path, Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("attempt {attempt}: no answer: {e}"));
         assert_eq!(response.status, 500, "attempt {attempt}: {}", response.text());
         assert!(response.text().contains("timed out"), "attempt {attempt}: {}", response.text());
+        // Past the first backoff, so a later attempt starts a probe.
+        std::thread::sleep(Duration::from_millis(1200));
     }
+    agent.assert_healthy();
 }
 
 #[test]
 fn an_agent_with_a_hung_plugin_call_still_shuts_down() {
     let (_fixture, mut agent) = agent_with_fixture(&misbehaving("hang", "  timeout = \"1s\""));
-    let response = get_within(&agent, &format!("/v1/client/fs/ls/{ALLOC_ID}?path=/"), Duration::from_secs(10));
+    let response = get_within(&agent, &format!("/v1/client/fs/ls/{UNKNOWN_ID}?path=/"), Duration::from_secs(10));
     assert_eq!(response.map(|r| r.status), Ok(500));
     let status = terminate_within(&mut agent, Duration::from_secs(10)).expect("SIGTERM ends the agent");
     assert!(status.success(), "{status:?}");

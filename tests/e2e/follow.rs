@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::harness::{ALLOC_ID, Agent, agent_with_fixture};
+use crate::harness::{ALLOC_ID, Agent, agent_with_fixture, memory_kib};
 
 /// An open streaming response read on a thread.
 struct Stream {
@@ -339,11 +339,7 @@ fn a_stalled_reader_does_not_grow_memory() {
     let (fixture, agent) = agent_with_fixture("");
     let big: Vec<u8> = (0..64 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     fixture.write("alloc/data/big.bin", &big);
-    let rss = || {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", agent.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().to_string();
-        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
-    };
+    let rss = || memory_kib(agent.child.id(), "VmRSS") * 1024;
     let before = rss();
     let mut stalled = std::net::TcpStream::connect(agent.base.trim_start_matches("http://")).unwrap();
     let request = format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", stream_url("alloc/data/big.bin", ""));
@@ -352,4 +348,29 @@ fn a_stalled_reader_does_not_grow_memory() {
     let during = rss();
     assert!(during < before + 32 * 1024 * 1024, "RSS grew from {before} to {during} with a stalled reader of 64 MiB");
     agent.assert_healthy();
+}
+
+/// A compressed follower whose client left gives its stream slot back at once, although the
+/// file never changes (nothing is written for the stream to notice the client by).
+#[test]
+fn a_gone_compressed_follower_is_released_without_a_write() {
+    let (_fixture, agent) = agent_with_fixture("limits {\n  max_streams = 1\n}\n");
+    let cat = format!("/v1/client/fs/cat/{ALLOC_ID}?path={LOG}");
+    for (plain, encoding) in [("true", "gzip"), ("false", "gzip"), ("true", "deflate"), ("true", "identity")] {
+        let mut follower = std::net::TcpStream::connect(agent.base.trim_start_matches("http://")).unwrap();
+        let path = logs_url(&format!("&follow=true&plain={plain}"));
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept-Encoding: {encoding}\r\n\r\n");
+        follower.write_all(request.as_bytes()).unwrap();
+        let mut head = [0u8; 12];
+        follower.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200", "plain={plain} {encoding}");
+        assert_eq!(agent.get(&cat).status, 429, "the follower holds the only stream slot (cat counts too)");
+
+        drop(follower);
+        let left = Instant::now();
+        while agent.get(&cat).status != 200 {
+            assert!(left.elapsed() < Duration::from_secs(2), "plain={plain} {encoding}: the slot is still held");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }

@@ -80,7 +80,13 @@ impl Agent {
 
     /// Starts the agent; `Err(stderr)` when it exits before listening.
     pub fn try_start(args: &[&str]) -> Result<Agent, String> {
-        let mut child = Command::new(allocd_bin())
+        Self::try_start_command(Command::new(allocd_bin()), args)
+    }
+
+    /// Starts `allocd agent <args> -http-port 0` through `command` (the binary itself, or a
+    /// shell that sets something up and execs it).
+    pub fn try_start_command(mut command: Command, args: &[&str]) -> Result<Agent, String> {
+        let mut child = command
             .arg("agent")
             .args(args)
             .args(["-http-port", "0"])
@@ -276,4 +282,20 @@ pub fn eventually<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Opt
 pub fn skip_unless_ci(test: &str, reason: &str) {
     assert!(std::env::var_os("CI").is_none(), "{test}: {reason} (CI is set: the component must be there)");
     println!("SKIPPED {test}: {reason}");
+}
+
+/// The agent's resident memory in KiB (`VmRSS`, or `VmHWM` for the peak) from /proc.
+pub fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|line| line.starts_with(&format!("{field}:"))).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Raises this test process's open-file limit to its hard limit, for tests that open
+/// thousands of connections; fails when the hard limit is below `needed`.
+pub fn raise_own_open_file_limit(needed: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    assert!(hard >= needed, "this test needs {needed} open files; the hard limit is {hard}");
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
 }

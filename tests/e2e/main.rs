@@ -15,6 +15,8 @@ mod alloc;
 mod gc;
 // ACLs, TLS, hostile input.
 mod security;
+// Hostile clients: handshake timeouts, connection caps, stalled readers.
+mod clients;
 // The overlay backend beside local-disk.
 mod overlay;
 // A hostile task racing the path sandbox with symlink, directory and FIFO swaps.

@@ -31,6 +31,13 @@ const POLICIES: &[(&str, &str)] = &[
     ("node-write", "node {\n  policy = \"write\"\n}\n"),
     ("gc", "namespace \"default\" {\n  capabilities = [\"gc-allocation\"]\n}\n"),
     ("deny", "namespace \"default\" {\n  policy = \"deny\"\n}\n"),
+    // A policy copied from a Nomad cluster, with rules for what allocd does not serve.
+    (
+        "nomad-ops",
+        "namespace \"*\" {\n  policy = \"read\"\n  variables {\n    path \"*\" { capabilities = [\"read\"] }\n  }\n}\n\
+         node { policy = \"read\" }\nagent { policy = \"read\" }\noperator { policy = \"read\" }\n\
+         quota { policy = \"read\" }\nplugin { policy = \"list\" }\nhost_volume \"*\" { policy = \"read\" }\n",
+    ),
 ];
 
 fn acl_agent() -> (Fixture, Agent) {
@@ -164,7 +171,7 @@ fn tokens_never_reach_the_logs() {
 }
 
 /// Makes a CA, a server certificate for 127.0.0.1 and a client certificate with openssl.
-fn make_certs(dir: &Path) {
+pub fn make_certs(dir: &Path) {
     let run = |args: &[&str]| {
         let status = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
         assert!(status.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&status.stderr));

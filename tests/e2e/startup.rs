@@ -132,3 +132,86 @@ fn plugin_inspect_describes_the_bundle() {
     assert!(text.contains("name:            local-disk") && text.contains("kinds:           storage"), "{text}");
     assert!(text.contains("loadable:        yes"), "{text}");
 }
+
+/// Runs `allocd <args>`; returns the exit code, stdout and stderr.
+fn run_allocd(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(allocd_bin()).args(args).output().unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
+}
+
+#[test]
+fn bad_durations_and_limits_are_one_line_naming_the_key() {
+    let fixture = Fixture::new();
+    let cases = [
+        ("telemetry { collection_interval = \"0s\" }", "telemetry.collection_interval"),
+        ("client { gc_interval = \"0s\" }", "client.gc_interval"),
+        ("client { gc_interval = \"-5m\" }", "client.gc_interval"),
+        ("client { gc_interval = \"99999999999999999999h\" }", "client.gc_interval"),
+        ("plugin \"local-disk\" { timeout = \"0s\" }", "plugin \"local-disk\" timeout"),
+        ("plugin \"local-disk\" { max_concurrency = 0 }", "plugin \"local-disk\" max_concurrency"),
+        ("limits { max_header_bytes = 1024 }", "limits.max_header_bytes"),
+        ("limits { max_streams = 0 }", "limits.max_streams"),
+        ("limits { max_streams = -1 }", "limits.max_streams"),
+        ("limits { http_max_conns_total = 0 }", "limits.http_max_conns_total"),
+        ("limits { http_max_conns_per_client = 1.5 }", "limits.http_max_conns_per_client"),
+    ];
+    for (setting, key) in cases {
+        let config = fixture.config_text(&format!("{}{setting}\n", base_config(&fixture)));
+        let (code, _, stderr) = run_allocd(&["agent", "-config", config.to_str().unwrap(), "-http-port", "0"]);
+        assert!(code != 0 && code != 101, "{setting}: exit code {code}\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{setting}: {stderr}");
+        let lines: Vec<&str> = stderr.trim_end().lines().collect();
+        assert_eq!(lines.len(), 1, "{setting}: {stderr}");
+        assert!(lines[0].starts_with("allocd: config ") && lines[0].contains(key), "{setting}: {stderr}");
+    }
+}
+
+#[test]
+fn agent_help_log_levels_and_plain_logs() {
+    let (code, stdout, _) = run_allocd(&["agent", "-help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("Usage: allocd"), "{stdout}");
+
+    let (code, _, stderr) = run_allocd(&["agent", "-dev", "-log-level", "loud"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("allocd: -log-level \"loud\": unknown level"), "{stderr}");
+
+    // stderr is a pipe here, not a terminal: no colour codes.
+    let fixture = Fixture::new();
+    let config = fixture.config("");
+    let agent = Agent::start(&["-config", config.to_str().unwrap(), "-log-level", "DEBUG"]);
+    let log = agent.terminate_and_collect_stderr();
+    assert!(log.contains("DEBUG") || log.contains("INFO"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a log that is not a terminal:\n{log}");
+}
+
+/// The text after `cannot be loaded:` in `allocd plugin inspect FILE`.
+fn inspect_reason(library: &std::path::Path) -> String {
+    let (code, stdout, _) = run_allocd(&["plugin", "inspect", library.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}");
+    let (_, reason) = stdout.split_once("cannot be loaded:").unwrap_or_else(|| panic!("{stdout}"));
+    reason.trim().to_string()
+}
+
+#[test]
+fn plugin_inspect_gives_the_loaders_reason() {
+    let fixture = Fixture::new();
+    let garbage = fixture.dir.path().join("libgarbage.so");
+    std::fs::write(&garbage, b"not an ELF file").unwrap();
+    let reason = inspect_reason(&garbage);
+    assert!(reason.contains("libgarbage.so") && reason.contains("file too short"), "{reason}");
+
+    // A plugin whose dependency is missing: the bundled local-disk with its libgcc_s
+    // dependency renamed (same length, so the ELF stays valid).
+    let library = std::fs::read(build_dir().join("liballocd_plugin_local_disk.so")).unwrap();
+    let (needed, missing) = (b"libgcc_s.so.1\0".as_slice(), b"libnope.so.11\0".as_slice());
+    let at = library.windows(needed.len()).position(|w| w == needed).expect("the plugin links libgcc_s");
+    let mut patched = library.clone();
+    patched[at..at + needed.len()].copy_from_slice(missing);
+    let broken = fixture.dir.path().join("liballocd_plugin_broken.so");
+    std::fs::write(&broken, patched).unwrap();
+    let reason = inspect_reason(&broken);
+    assert!(reason.contains("libnope.so.11: cannot open shared object file"), "{reason}");
+}

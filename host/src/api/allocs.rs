@@ -2,7 +2,9 @@
 //!
 //! IDs are matched exactly. A non-UUID gets Nomad's index error (400, see DESIGN.md), an
 //! unknown UUID `Unknown allocation "<id>"` (404), and an ID held by two backends is an
-//! error rather than a silent pick.
+//! error rather than a silent pick. The backend that holds an allocation answers for it even
+//! when another backend fails; an ID that no backend holds is a 500 naming the failing
+//! backend (it might hold it), not a 404.
 
 use allocd_plugin_api::AllocInfo;
 use allocd_plugin_api::paths::is_alloc_id;
@@ -43,17 +45,21 @@ async fn lookup<'a>(state: &'a AppState, alloc_id: &'a str) -> Result<Alloc<'a>,
     if !is_alloc_id(alloc_id) {
         return Err(ApiError::not_found(format!("Unknown allocation {alloc_id:?}")));
     }
-    let mut holders = Vec::new();
-    // Backends are asked concurrently, so a slow one delays the lookup by its own time only.
+    // Backends are asked concurrently; an unhealthy one answers at once (see plugins::call),
+    // so a hung backend delays no lookup once its first call has timed out.
     let answers = join_all(state.registry.storage.iter().map(|backend| backend.alloc_info(alloc_id))).await;
+    let mut holders = Vec::new();
+    let mut failures = Vec::new();
     for (backend_index, (backend, answer)) in state.registry.storage.iter().zip(answers).enumerate() {
         match answer {
             Ok(Some(info)) => holders.push(Alloc { id: alloc_id, backend, backend_index, info }),
             Ok(None) => {}
-            Err(failure) => return Err(ApiError::from_failure(&failure)),
+            Err(failure) => failures.push(failure),
         }
     }
     match holders.len() {
+        // A backend that failed may hold the allocation: no answer is better than a wrong 404.
+        0 if !failures.is_empty() => Err(ApiError::from_failure(&failures[0])),
         0 if state.collector.collected_namespace(alloc_id).is_some() => {
             Err(ApiError::not_found(format!("state for allocation {alloc_id} not found on client")))
         }

@@ -3,7 +3,8 @@
 //! Parameter validation comes first, in Nomad's order and with its texts; then the alloc
 //! lookup; then the backend. cat and readat stat the path first (a failure is 400, a
 //! directory is 400) and answer with the intended status codes rather than Nomad's
-//! accidental 200s. Their bodies carry Nomad's untrusted-content headers.
+//! accidental 200s. Their bodies carry Nomad's untrusted-content headers, and each holds a
+//! `max_streams` slot until it ends or its client leaves.
 
 use allocd_plugin_api::sniff::detect_content_type;
 use warp::http::StatusCode;
@@ -89,6 +90,7 @@ async fn read_plain(
     }
     let offset = u64::try_from(offset)
         .map_err(|_| ApiError::internal(format!("can't seek to offset {offset}: seek {path}: invalid argument")))?;
+    let permit = state.stream_permit()?;
     let file = alloc.backend.open(alloc.id, path).await.map_err(|f| ApiError::from_failure(&f))?;
     let remaining = u64::try_from(limit).ok().filter(|&limit| limit > 0);
     let first = file.read_at(offset, raw::next_len(remaining)).await.map_err(|f| ApiError::from_failure(&f))?;
@@ -108,7 +110,7 @@ async fn read_plain(
     for (name, value) in UNTRUSTED_CONTENT_HEADERS {
         response.headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
     }
-    response.body = Body::Stream(raw::spawn_body(file, first, offset, remaining));
+    response.body = Body::Stream(raw::spawn_body(file, first, offset, remaining, permit));
     Ok(response)
 }
 

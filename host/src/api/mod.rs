@@ -51,8 +51,17 @@ pub struct AppState {
     pub collector: Arc<crate::gc::Collector>,
     /// The inotify watcher shared by every follower.
     pub watch_hub: Arc<crate::stream::watch::WatchHub>,
-    /// Permits for concurrent stream and logs responses.
+    /// Permits for concurrent cat, readat, stream and logs responses.
     pub streams: Arc<tokio::sync::Semaphore>,
+}
+
+impl AppState {
+    /// A slot among `limits.max_streams` concurrent streamed responses, or 429.
+    pub fn stream_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        Arc::clone(&self.streams).try_acquire_owned().map_err(|_| {
+            ApiError::new(warp::http::StatusCode::TOO_MANY_REQUESTS, "too many concurrent streams, try again later")
+        })
+    }
 }
 
 /// The warp filter serving the whole API.

@@ -9,22 +9,21 @@ use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::{DeflateEncoder, GzEncoder};
 use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use warp::Reply;
 use warp::http::header::{self, HeaderMap, HeaderValue};
 use warp::http::{Method, StatusCode};
 
 use super::error::ApiError;
 use super::wire;
+use crate::stream::body::{self, BodyReceiver};
 
 /// A response body.
 pub enum Body {
     Empty,
     Full(Bytes),
-    /// Chunks produced by a task; the channel's bound is the back-pressure.
-    Stream(mpsc::Receiver<Bytes>),
+    /// Chunks produced by a task; the channel's byte budget is the back-pressure.
+    Stream(BodyReceiver),
 }
 
 /// A response before Nomad's wrapping is applied.
@@ -179,19 +178,7 @@ pub fn finish(response: ApiResponse, meta: &RequestMeta) -> warp::reply::Respons
             out.extend(compressor.finish());
             warp::reply::Response::new(out.into())
         }
-        (Body::Stream(mut rx), Some(encoding)) => {
-            let (tx, compressed) = mpsc::channel(2);
-            tokio::spawn(async move {
-                let mut compressor = Compressor::new(encoding);
-                while let Some(chunk) = rx.recv().await {
-                    if tx.send(Bytes::from(compressor.push(&chunk))).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = tx.send(Bytes::from(compressor.finish())).await;
-            });
-            stream_reply(compressed)
-        }
+        (Body::Stream(rx), Some(encoding)) => stream_reply(compress_stream(rx, encoding)),
     };
     let mut reply = body;
     *reply.status_mut() = status;
@@ -211,7 +198,29 @@ pub fn finish(response: ApiResponse, meta: &RequestMeta) -> warp::reply::Respons
     reply
 }
 
-fn stream_reply(rx: mpsc::Receiver<Bytes>) -> warp::reply::Response {
-    let stream = ReceiverStream::new(rx).map(Ok::<Bytes, std::convert::Infallible>);
+/// Compresses a streamed body in a task of its own. The task ends as soon as the client
+/// leaves, not only at the producer's next chunk, so that the producer (an idle follower)
+/// sees the client go at once.
+fn compress_stream(mut rx: BodyReceiver, encoding: Encoding) -> BodyReceiver {
+    let (tx, compressed) = body::channel();
+    tokio::spawn(async move {
+        let mut compressor = Compressor::new(encoding);
+        loop {
+            let chunk = tokio::select! {
+                chunk = rx.recv() => chunk,
+                () = tx.closed() => return,
+            };
+            let Some(chunk) = chunk else { break };
+            if tx.send(Bytes::from(compressor.push(&chunk))).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Bytes::from(compressor.finish())).await;
+    });
+    compressed
+}
+
+fn stream_reply(rx: BodyReceiver) -> warp::reply::Response {
+    let stream = rx.into_stream().map(Ok::<Bytes, std::convert::Infallible>);
     warp::reply::stream(stream).into_response()
 }

@@ -17,6 +17,7 @@ use super::fs::{require_alloc_id, require_path};
 use super::params::{Query, Request, parse_bool, parse_int};
 use super::response::{ApiResponse, Body};
 use crate::acl;
+use crate::stream::body::BodyReceiver;
 use crate::stream::follow::{Cursor, Source};
 use crate::stream::frame::Sink;
 use crate::stream::{self as engine, logs};
@@ -66,7 +67,7 @@ pub async fn stream(state: &Arc<AppState>, alloc_id: &str, req: &Request) -> Res
         u64::try_from(offset)
             .map_err(|_| ApiError::internal(format!("can't seek to offset {offset}: seek {path}: invalid argument")))?
     };
-    let permit = stream_permit(state)?;
+    let permit = state.stream_permit()?;
     // Opened before answering, so a file that cannot be read gets a status code.
     let cursor =
         Cursor::open(&source(state, &alloc), &path, &path, start).await.map_err(|f| ApiError::from_failure(&f))?;
@@ -118,7 +119,7 @@ pub async fn logs(state: &Arc<AppState>, alloc_id: &str, req: &Request) -> Resul
         return Err(ApiError::not_found(format!("log entry for task {task:?} and log type {log_type:?} not found")));
     };
     let index = files[at].index;
-    let permit = stream_permit(state)?;
+    let permit = state.stream_permit()?;
     let source = source(state, &alloc);
     let (mut sink, body) = Sink::new(plain);
     tokio::spawn(async move {
@@ -129,14 +130,7 @@ pub async fn logs(state: &Arc<AppState>, alloc_id: &str, req: &Request) -> Resul
     Ok(streaming_response(if plain { "text/plain" } else { "application/json" }, body))
 }
 
-/// A slot among `limits.max_streams` concurrent streams, or 429.
-fn stream_permit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    Arc::clone(&state.streams)
-        .try_acquire_owned()
-        .map_err(|_| ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many concurrent streams, try again later"))
-}
-
-fn streaming_response(content_type: &'static str, body: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> ApiResponse {
+fn streaming_response(content_type: &'static str, body: BodyReceiver) -> ApiResponse {
     let mut response = ApiResponse::new(StatusCode::OK, Body::Stream(body));
     response.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response

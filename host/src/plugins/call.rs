@@ -3,14 +3,25 @@
 //! Every call runs on tokio's blocking pool, behind a per-plugin concurrency limit, with a
 //! timeout. The SDK adapter already turns plugin panics into `panicked` errors; a call that
 //! hangs keeps its blocking thread and its permit, so a stuck plugin can exhaust only its own
-//! limit, never the agent's.
+//! limit, never the agent's (the pool is sized from the sum of the limits, see `main.rs`).
+//!
+//! A service whose call timed out or panicked is *unhealthy* (a circuit breaker, [`Health`]):
+//! its calls fail at once instead of waiting for the timeout again, so callers that ask several
+//! services (the alloc lookup) answer promptly from the healthy ones. After a backoff one call
+//! at a time goes through as a probe, in the background so that no request waits for it; the
+//! first probe that gets an answer makes the service healthy again. Each change is logged once.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use abi_stable::std_types::RResult;
 use allocd_plugin_api::{ErrorKind, PluginError};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+/// The first wait before an unhealthy service is probed; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// A failed plugin call, naming the plugin.
 #[derive(Debug, Clone)]
@@ -46,25 +57,113 @@ impl std::fmt::Display for PluginFailure {
     }
 }
 
+/// Whether a service answers: the state of its circuit breaker.
+#[derive(Default)]
+struct Health(Mutex<Option<Outage>>);
+
+/// An unhealthy service: why, and when it may be probed next.
+struct Outage {
+    cause: String,
+    backoff: Duration,
+    probe_at: Instant,
+    probing: bool,
+}
+
+/// What the breaker lets a call do.
+enum Admission {
+    Call,
+    /// Run the call in the background to learn whether the service answers again; fail
+    /// this one at once with the outage's cause.
+    Probe(String),
+    /// Fail at once with the outage's cause.
+    Skip(String),
+}
+
+impl Health {
+    fn admit(&self) -> Admission {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match state.as_mut() {
+            None => Admission::Call,
+            Some(outage) if !outage.probing && Instant::now() >= outage.probe_at => {
+                outage.probing = true;
+                Admission::Probe(outage.cause.clone())
+            }
+            Some(outage) => Admission::Skip(outage.cause.clone()),
+        }
+    }
+
+    /// Records a call's outcome: `Some(cause)` when it timed out or panicked. Only a failed
+    /// probe lengthens the backoff: calls that were in flight when the outage began do not.
+    fn record(&self, plugin: &str, failure: Option<&str>, probe: bool) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match (state.as_mut(), failure) {
+            (None, None) => {}
+            (Some(_), None) => {
+                *state = None;
+                tracing::info!(plugin, "plugin answers again; calling it as usual");
+            }
+            (Some(outage), Some(cause)) if probe => {
+                outage.backoff = (outage.backoff * 2).min(MAX_BACKOFF);
+                outage.probe_at = Instant::now() + outage.backoff;
+                outage.probing = false;
+                outage.cause = cause.to_owned();
+            }
+            (Some(_), Some(_)) => {}
+            (None, Some(cause)) => {
+                tracing::warn!(plugin, "plugin failed ({cause}); its calls fail at once until it answers a probe");
+                let probe_at = Instant::now() + FIRST_BACKOFF;
+                *state = Some(Outage { cause: cause.to_owned(), backoff: FIRST_BACKOFF, probe_at, probing: false });
+            }
+        }
+    }
+}
+
 /// The call policy of one plugin instance.
 #[derive(Clone)]
 pub struct Caller {
     plugin: Arc<str>,
     permits: Arc<Semaphore>,
     timeout: Duration,
+    health: Arc<Health>,
 }
 
 impl Caller {
     pub fn new(plugin: &str, max_concurrency: usize, timeout: Duration) -> Self {
-        Self { plugin: plugin.into(), permits: Arc::new(Semaphore::new(max_concurrency.max(1))), timeout }
+        let permits = Arc::new(Semaphore::new(max_concurrency));
+        Self { plugin: plugin.into(), permits, timeout, health: Arc::default() }
+    }
+
+    /// The same plugin's limit and timeout, with a health of its own: a library's metric
+    /// provider and storage backend fail (and recover) separately.
+    pub fn with_own_health(&self) -> Self {
+        Self { health: Arc::default(), ..self.clone() }
     }
 
     pub fn plugin(&self) -> &str {
         &self.plugin
     }
 
-    /// Runs `call` against `target` on the blocking pool.
+    /// Runs `call` against `target` on the blocking pool, unless the service is unhealthy.
     pub async fn call<P, T, F>(&self, target: &Arc<P>, call: F) -> Result<T, PluginFailure>
+    where
+        P: Send + Sync + 'static + ?Sized,
+        T: Send + 'static,
+        F: FnOnce(&P) -> RResult<T, PluginError> + Send + 'static,
+    {
+        match self.health.admit() {
+            Admission::Call => self.checked_call(target, call, false).await,
+            Admission::Probe(cause) => {
+                let (caller, target) = (self.clone(), Arc::clone(target));
+                tokio::spawn(async move { caller.checked_call(&target, call, true).await });
+                Err(self.failure(PluginError::unavailable(format!("unhealthy (being probed): {cause}"))))
+            }
+            Admission::Skip(cause) => Err(self.failure(PluginError::unavailable(format!("unhealthy: {cause}")))),
+        }
+    }
+
+    /// Makes the call (a `probe` or not) and records in the service's health whether it timed
+    /// out or panicked.
+    async fn checked_call<P, T, F>(&self, target: &Arc<P>, call: F, probe: bool) -> Result<T, PluginFailure>
     where
         P: Send + Sync + 'static + ?Sized,
         T: Send + 'static,
@@ -84,14 +183,116 @@ impl Caller {
             .await
         };
         let error = match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(Ok(result)) => return result.map_err(|error| self.failure(error)),
+            Ok(Ok(result)) => {
+                let panic = result.as_ref().err().filter(|error| error.kind == ErrorKind::PANICKED);
+                self.health.record(&self.plugin, panic.map(|error| error.message.as_str()), probe);
+                return result.map_err(|error| self.failure(error));
+            }
             Ok(Err(join_error)) => PluginError::new(ErrorKind::PANICKED, format!("plugin call failed: {join_error}")),
             Err(_) => PluginError::unavailable(format!("call timed out after {:?}", self.timeout)),
         };
+        self.health.record(&self.plugin, Some(error.message.as_str()), probe);
         Err(self.failure(error))
     }
 
     fn failure(&self, error: PluginError) -> PluginFailure {
         PluginFailure { plugin: self.plugin.to_string(), error }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use abi_stable::std_types::RResult::{RErr, ROk};
+
+    use super::*;
+
+    /// Counts the calls that reach it; hangs (for a while) or panics when told to.
+    #[derive(Default)]
+    struct Service {
+        calls: AtomicUsize,
+    }
+
+    fn call(
+        caller: &Caller,
+        service: &Arc<Service>,
+        behaviour: fn(&Service) -> RResult<(), PluginError>,
+    ) -> impl Future<Output = Result<(), PluginFailure>> {
+        caller.call(service, move |s: &Service| {
+            s.calls.fetch_add(1, Ordering::SeqCst);
+            behaviour(s)
+        })
+    }
+
+    fn hang(_: &Service) -> RResult<(), PluginError> {
+        std::thread::sleep(Duration::from_secs(2));
+        ROk(())
+    }
+
+    fn answer(_: &Service) -> RResult<(), PluginError> {
+        ROk(())
+    }
+
+    /// Waits (up to 5 s, the machine may be busy) until `done` holds.
+    async fn eventually(mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The backoff of the service's outage, if it has one.
+    fn backoff(caller: &Caller) -> Option<(Duration, bool)> {
+        caller.health.0.lock().unwrap().as_ref().map(|outage| (outage.backoff, outage.probing))
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_unhealthy_service_fails_at_once_until_a_probe_answers() {
+        let caller = Caller::new("p", 4, Duration::from_secs(1));
+        let service = Arc::new(Service::default());
+        let timed_out = call(&caller, &service, hang).await.unwrap_err();
+        assert!(timed_out.message().contains("timed out"), "{timed_out}");
+
+        let started = Instant::now();
+        let skipped = call(&caller, &service, answer).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_millis(500), "an unhealthy service is not waited for");
+        assert_eq!(skipped.message(), "unhealthy: call timed out after 1s");
+        assert_eq!(service.calls.load(Ordering::SeqCst), 1, "skipped calls never reach the plugin");
+
+        tokio::time::sleep(FIRST_BACKOFF).await;
+        let probed = call(&caller, &service, answer).await.unwrap_err();
+        assert!(probed.message().starts_with("unhealthy (being probed)"), "{probed}");
+        eventually(|| backoff(&caller).is_none()).await;
+        assert_eq!(service.calls.load(Ordering::SeqCst), 2, "the probe ran in the background");
+        assert!(call(&caller, &service, answer).await.is_ok(), "an answered probe heals the service");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn answers_that_are_errors_keep_a_service_healthy_and_panics_do_not() {
+        let caller = Caller::new("p", 4, Duration::from_secs(5));
+        let service = Arc::new(Service::default());
+        let refused: fn(&Service) -> RResult<(), PluginError> = |_| RErr(PluginError::internal("no"));
+        assert_eq!(call(&caller, &service, refused).await.unwrap_err().message(), "no");
+        assert!(call(&caller, &service, answer).await.is_ok());
+        let panicked: fn(&Service) -> RResult<(), PluginError> =
+            |_| RErr(PluginError::new(ErrorKind::PANICKED, "plugin panicked: boom"));
+        assert!(call(&caller, &service, panicked).await.is_err());
+        assert_eq!(call(&caller, &service, answer).await.unwrap_err().message(), "unhealthy: plugin panicked: boom");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn only_failed_probes_lengthen_the_backoff() {
+        let caller = Caller::new("p", 8, Duration::from_millis(100));
+        let service = Arc::new(Service::default());
+        let in_flight = futures_util::future::join_all((0..4).map(|_| call(&caller, &service, hang))).await;
+        assert!(in_flight.iter().all(Result::is_err));
+        assert_eq!(backoff(&caller), Some((FIRST_BACKOFF, false)), "four failures at once are one outage");
+
+        tokio::time::sleep(FIRST_BACKOFF).await;
+        let probed = call(&caller, &service, hang).await.unwrap_err();
+        assert!(probed.message().starts_with("unhealthy (being probed)"), "{probed}");
+        eventually(|| backoff(&caller) == Some((2 * FIRST_BACKOFF, false))).await;
     }
 }

@@ -46,8 +46,7 @@ pub fn inspect(path: &Path) -> Inspection {
             return Inspection { built_against: None, result: Err(message) };
         }
         Err(err) => {
-            let first_line = err.to_string().lines().next().unwrap_or_default().to_string();
-            let message = format!("{shown}: cannot be loaded: {first_line}");
+            let message = format!("{shown}: cannot be loaded: {}", reason(&err));
             return Inspection { built_against: None, result: Err(message) };
         }
     };
@@ -64,12 +63,21 @@ pub fn inspect(path: &Path) -> Inspection {
             ));
         }
         let module = header.init_root_module::<PluginModRef>().map_err(|err| {
-            let first_line = err.to_string().lines().next().unwrap_or_default().to_string();
-            format!("{shown}: ABI layout differs from this allocd's plugin-api {PLUGIN_API_VERSION}: {first_line}")
+            format!("{shown}: ABI layout differs from this allocd's plugin-api {PLUGIN_API_VERSION}: {}", reason(&err))
         })?;
         let descriptor = (module.descriptor())();
         Ok(OpenedLibrary { path: path.to_path_buf(), module, descriptor })
     };
     let result = check();
     Inspection { built_against: Some(built_against), result }
+}
+
+/// The whole of a loader error on one line. For a library the dynamic loader refused, that is
+/// its own text (`dlerror`: a missing dependency, not an ELF file), without abi_stable's framing.
+fn reason(err: &LibraryError) -> String {
+    let text = match err {
+        LibraryError::OpenError { err, .. } => err.to_string(),
+        other => other.to_string(),
+    };
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -59,13 +59,17 @@ impl Registry {
             if kinds.contains(PluginKinds::METRICS) {
                 let made = (library.module.new_metrics())(config, host.clone()).into_result().map_err(rejected)?;
                 if let ROption::RSome(provider) = made {
-                    registry.metrics.push(MetricsPlugin { provider: Arc::new(provider), caller: caller.clone() });
+                    registry
+                        .metrics
+                        .push(MetricsPlugin { provider: Arc::new(provider), caller: caller.with_own_health() });
                 }
             }
             if kinds.contains(PluginKinds::STORAGE) {
                 let made = (library.module.new_storage())(config, host.clone()).into_result().map_err(rejected)?;
                 if let ROption::RSome(backend) = made {
-                    registry.storage.push(StoragePlugin { backend: Arc::new(backend), caller });
+                    registry
+                        .storage
+                        .push(StoragePlugin { backend: Arc::new(backend), caller: caller.with_own_health() });
                 }
             }
         }

@@ -13,15 +13,14 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+use super::body::{self, BodyReceiver, BodySender};
 
 /// Maximum data bytes per frame (Nomad's `streamFrameSize`).
 pub const FRAME_SIZE: usize = 64 * 1024;
 /// Idle time after which a JSON stream sends `{}`.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
-/// Frames queued before the producer waits for the client.
-const QUEUE_DEPTH: usize = 8;
 
 pub const FILE_DELETED: &str = "file deleted";
 pub const FILE_TRUNCATED: &str = "file truncated";
@@ -54,15 +53,15 @@ pub struct Disconnected;
 
 /// Where a stream's output goes.
 pub struct Sink {
-    tx: mpsc::Sender<Bytes>,
+    tx: BodySender,
     plain: bool,
     last_output: Instant,
 }
 
 impl Sink {
     /// A sink and the receiving end for the response body.
-    pub fn new(plain: bool) -> (Self, mpsc::Receiver<Bytes>) {
-        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+    pub fn new(plain: bool) -> (Self, BodyReceiver) {
+        let (tx, rx) = body::channel();
         (Self { tx, plain, last_output: Instant::now() }, rx)
     }
 
@@ -135,8 +134,8 @@ mod tests {
     async fn data_is_split_into_64k_frames_with_end_offsets() {
         let (mut sink, mut rx) = Sink::new(false);
         let data = vec![b'a'; FRAME_SIZE + 10];
-        sink.data("f", &data, 100 + data.len() as u64).await.unwrap();
-        drop(sink);
+        // The frames exceed the body budget: the sink waits for them to be read.
+        tokio::spawn(async move { sink.data("f", &data, 100 + data.len() as u64).await.unwrap() });
         let mut offsets = Vec::new();
         while let Some(frame) = rx.recv().await {
             let value: serde_json::Value = serde_json::from_slice(&frame).unwrap();

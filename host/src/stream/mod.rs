@@ -1,6 +1,7 @@
 //! Moving file bytes from a storage backend to an HTTP body.
 //!
-//! * [`raw`] serves cat and readat: large `read_at` chunks through a small bounded channel.
+//! * [`body`] is the byte-bounded channel every streamed response body goes through.
+//! * [`raw`] serves cat and readat: `read_at` chunks of the body budget.
 //! * [`frame`] is Nomad's stream framing and the output [`frame::Sink`] (JSON or plain).
 //! * [`follow`] reads one file and follows it (inotify via [`watch`], plus a poll timer).
 //! * [`logs`] picks the starting log file and walks rotations.
@@ -8,6 +9,7 @@
 //! Every stream runs in its own task writing into a bounded channel, so a slow client
 //! pushes back and a gone client ends the task (and drops its watches).
 
+pub mod body;
 pub mod follow;
 pub mod frame;
 pub mod logs;
