@@ -26,6 +26,24 @@ fn docker(args: &[&str]) -> Result<String, String> {
 
 struct Container(String);
 
+/// Builds the test image (or skips `test`), makes an allocation with task `web`, and runs
+/// `command` in a container named and labelled as Nomad's docker driver does.
+fn task_container(fixture: &Fixture, test: &str, command: &[&str]) -> Option<(String, Container)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/docker-test-image.sh");
+    let built = Command::new("bash").arg(&script).output().unwrap();
+    if !built.status.success() {
+        let reason = format!("no usable Docker Engine here: {}", String::from_utf8_lossy(&built.stderr).trim());
+        skip_unless_ci(test, &reason);
+        return None;
+    }
+    let id = new_alloc(fixture, "web");
+    let name = format!("web-{id}");
+    let label = format!("com.hashicorp.nomad.alloc_id={id}");
+    let run = [&["run", "-d", "--name", &name, "--label", &label, "allocd-test-busybox:latest"], command].concat();
+    docker(&run).expect("the task container starts");
+    Some((id, Container(name)))
+}
+
 impl Drop for Container {
     fn drop(&mut self) {
         let _ = docker(&["rm", "-f", &self.0]);
@@ -34,30 +52,11 @@ impl Drop for Container {
 
 #[test]
 fn docker_container_stats_and_gc_through_http() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/docker-test-image.sh");
-    let built = Command::new("bash").arg(&script).output().unwrap();
-    if !built.status.success() {
-        let reason = format!("no usable Docker Engine here: {}", String::from_utf8_lossy(&built.stderr).trim());
-        return skip_unless_ci("docker_container_stats_and_gc_through_http", &reason);
-    }
     let fixture = Fixture::new();
-    let id = new_alloc(&fixture, "web");
-    let name = format!("web-{id}");
-    let label = format!("com.hashicorp.nomad.alloc_id={id}");
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--label",
-        &label,
-        "allocd-test-busybox:latest",
-        "sh",
-        "-c",
-        "while :; do :; done",
-    ])
-    .expect("the task container starts");
-    let container = Container(name);
+    let test = "docker_container_stats_and_gc_through_http";
+    let Some((id, container)) = task_container(&fixture, test, &["sh", "-c", "while :; do :; done"]) else {
+        return;
+    };
     let config = fixture.config(
         "plugin \"docker\" {\n  config { stats_interval = \"500ms\" }\n}\nclient {\n  gc_exit_grace = \"1s\"\n}\n",
     );
@@ -280,19 +279,9 @@ impl DockerProxy {
 /// never during a daemon outage, never before the provider's first listing after a restart.
 #[test]
 fn docker_outages_and_restarts_prove_nothing() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/docker-test-image.sh");
-    let built = Command::new("bash").arg(&script).output().unwrap();
-    if !built.status.success() {
-        let reason = format!("no usable Docker Engine here: {}", String::from_utf8_lossy(&built.stderr).trim());
-        return skip_unless_ci("docker_outages_and_restarts_prove_nothing", &reason);
-    }
     let fixture = Fixture::new();
-    let id = new_alloc(&fixture, "web");
-    let name = format!("web-{id}");
-    let label = format!("com.hashicorp.nomad.alloc_id={id}");
-    docker(&["run", "-d", "--name", &name, "--label", &label, "allocd-test-busybox:latest", "sleep", "3600"])
-        .expect("the task container starts");
-    let container = Container(name);
+    let test = "docker_outages_and_restarts_prove_nothing";
+    let Some((id, container)) = task_container(&fixture, test, &["sleep", "3600"]) else { return };
     let proxy = DockerProxy::start(fixture.dir.path());
     let config = fixture.config(&format!(
         "plugin \"docker\" {{\n  config {{\n    endpoint = \"unix://{}\"\n    stats_interval = \"300ms\"\n  }}\n}}\n\
