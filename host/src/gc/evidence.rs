@@ -57,7 +57,7 @@ pub struct Evidence {
 }
 
 /// The persisted form: a list, so the file reads well.
-#[derive(Serialize, Deserialize, PartialEq)]
+#[derive(Serialize, Deserialize)]
 struct Saved {
     alloc_id: String,
     task: String,
@@ -100,10 +100,7 @@ impl Evidence {
     pub async fn observe(&self, rounds: &[(&str, Option<&TaskReport>)], now_ns: i64) {
         let changed = {
             let mut records = self.lock();
-            let before = persisted(&records);
-            apply(&mut records, rounds, now_ns);
-            let after = persisted(&records);
-            (before != after).then_some(after)
+            apply(&mut records, rounds, now_ns).then(|| persisted(&records))
         };
         if let Some(saved) = changed {
             self.save(saved).await;
@@ -119,7 +116,9 @@ impl Evidence {
     /// Whether `alloc_id`, whose storage shows `tasks`, may be deleted now.
     pub fn verdict(&self, alloc_id: &str, tasks: &[String], grace: Duration, now_ns: i64) -> Verdict {
         let records = self.lock();
-        let seen: Vec<(&Key, &Record)> = records.iter().filter(|((alloc, _, _), _)| alloc == alloc_id).collect();
+        let first: Key = (alloc_id.to_string(), String::new(), String::new());
+        let seen: Vec<(&Key, &Record)> =
+            records.range(first..).take_while(|((alloc, _, _), _)| alloc == alloc_id).collect();
         if seen.is_empty() {
             return Verdict::Unknown("no metric provider has seen a task of it".into());
         }
@@ -184,8 +183,9 @@ impl Evidence {
     }
 }
 
-/// Applies one round of reports to the records.
-fn apply(records: &mut BTreeMap<Key, Record>, rounds: &[(&str, Option<&TaskReport>)], now_ns: i64) {
+/// Applies one round of reports to the records; true when what is persisted changed.
+fn apply(records: &mut BTreeMap<Key, Record>, rounds: &[(&str, Option<&TaskReport>)], now_ns: i64) -> bool {
+    let mut changed = false;
     let mut reported: HashSet<Key> = HashSet::new();
     for (provider, report) in rounds {
         let Some(report) = report else { continue };
@@ -206,6 +206,7 @@ fn apply(records: &mut BTreeMap<Key, Record>, rounds: &[(&str, Option<&TaskRepor
         }
         for (key, (state, finished_at)) in states {
             let record = records.entry(key.clone()).or_default();
+            let before = (record.seen_running, record.exited_since);
             record.state = state;
             match state {
                 TaskState::RUNNING => {
@@ -218,6 +219,7 @@ fn apply(records: &mut BTreeMap<Key, Record>, rounds: &[(&str, Option<&TaskRepor
                 }
                 _ => {}
             }
+            changed |= before != (record.seen_running, record.exited_since);
             reported.insert(key);
         }
     }
@@ -227,11 +229,13 @@ fn apply(records: &mut BTreeMap<Key, Record>, rounds: &[(&str, Option<&TaskRepor
         if complete.contains(key.2.as_str()) {
             // Seen before, gone from a complete view: it has ended.
             record.state = TaskState::EXITED;
+            changed |= record.exited_since.is_none();
             record.exited_since.get_or_insert(now_ns);
         } else {
             record.state = TaskState::UNKNOWN;
         }
     }
+    changed
 }
 
 /// What goes into the file: tasks ever seen running or proven exited.
