@@ -176,3 +176,17 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutting down");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_blocking_pool_holds_every_plugins_limit_and_the_hosts_share() {
+        let config = Config::from_hcl(
+            "plugin \"a\" {\n  max_concurrency = 3\n}\nplugin \"b\" {\n  max_concurrency = 5\n}\nplugin \"c\" {}\n",
+        )
+        .unwrap();
+        assert_eq!(blocking_threads(&config), 3 + 5 + 16 + HOST_BLOCKING_THREADS);
+    }
+}
