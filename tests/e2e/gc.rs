@@ -284,3 +284,29 @@ fn a_deletion_cut_by_kill_9_is_finished_at_the_next_start() {
         std::fs::read_dir(&trash).ok()?.next().is_none().then_some(())
     });
 }
+
+#[test]
+fn concurrent_gcs_of_one_allocation_delete_it_once() {
+    let fixture = Fixture::new();
+    for dir in 0..20 {
+        let path = fixture.alloc_root().join(format!("alloc/data/{dir}"));
+        std::fs::create_dir_all(&path).unwrap();
+        for file in 0..500 {
+            std::fs::write(path.join(file.to_string()), b"x").unwrap();
+        }
+    }
+    let cgroups = TaskCgroups::new(&fixture);
+    cgroups.running(ALLOC_ID, "web");
+    let agent = agent(&fixture, &cgroups, "");
+    seen(&agent, ALLOC_ID, "web");
+    cgroups.exited(ALLOC_ID, "web");
+    std::thread::sleep(Duration::from_millis(500)); // the exit is in the evidence
+    let url = agent.url(&gc_url(ALLOC_ID));
+    let answers: Vec<u16> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..8).map(|_| scope.spawn(|| crate::harness::get(&url, &[]).status)).collect();
+        calls.into_iter().map(|call| call.join().unwrap()).collect()
+    });
+    assert_eq!(answers.iter().filter(|&&s| s == 200).count(), 1, "exactly one GC deletes: {answers:?}");
+    assert!(answers.iter().all(|&s| s == 200 || s == 500), "{answers:?}");
+    assert!(!fixture.alloc_root().exists());
+}
