@@ -21,7 +21,7 @@ rc=0
 start=$SECONDS
 mkdir -p "$RESULTS_DIR"
 : >"$RESULTS_DIR/all-latest.txt"
-for script in run.sh follow.sh stats.sh; do
+for script in run.sh follow.sh stats.sh gzip.sh; do
     t0=$SECONDS
     echo "==> bench/$script" >&2
     if ! "$BENCH_DIR/$script"; then

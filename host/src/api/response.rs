@@ -131,7 +131,9 @@ impl Encoding {
     }
 }
 
-/// A streaming compressor that can be flushed after every chunk.
+/// A streaming compressor that can be flushed after every chunk. Level 1 (zlib-rs): the agent
+/// compresses log lines on the fly, where throughput matters more than the last few percent
+/// of size.
 enum Compressor {
     Gzip(GzEncoder<Vec<u8>>),
     Deflate(DeflateEncoder<Vec<u8>>),
@@ -140,8 +142,8 @@ enum Compressor {
 impl Compressor {
     fn new(encoding: Encoding) -> Self {
         match encoding {
-            Encoding::Gzip => Self::Gzip(GzEncoder::new(Vec::new(), Compression::default())),
-            Encoding::Deflate => Self::Deflate(DeflateEncoder::new(Vec::new(), Compression::default())),
+            Encoding::Gzip => Self::Gzip(GzEncoder::new(Vec::new(), Compression::fast())),
+            Encoding::Deflate => Self::Deflate(DeflateEncoder::new(Vec::new(), Compression::fast())),
         }
     }
 
@@ -198,9 +200,10 @@ pub fn finish(response: ApiResponse, meta: &RequestMeta) -> warp::reply::Respons
     reply
 }
 
-/// Compresses a streamed body in a task of its own. The task ends as soon as the client
-/// leaves, not only at the producer's next chunk, so that the producer (an idle follower)
-/// sees the client go at once.
+/// Compresses a streamed body in a task of its own. Each chunk (at most a body budget) is
+/// compressed on the blocking pool, so downloads never hold the async workers that answer
+/// everyone else. The task ends as soon as the client leaves, not only at the producer's next
+/// chunk, so that the producer (an idle follower) sees the client go at once.
 fn compress_stream(mut rx: BodyReceiver, encoding: Encoding) -> BodyReceiver {
     let (tx, compressed) = body::channel();
     tokio::spawn(async move {
@@ -211,7 +214,16 @@ fn compress_stream(mut rx: BodyReceiver, encoding: Encoding) -> BodyReceiver {
                 () = tx.closed() => return,
             };
             let Some(chunk) = chunk else { break };
-            if tx.send(Bytes::from(compressor.push(&chunk))).await.is_err() {
+            let Ok((returned, out)) = tokio::task::spawn_blocking(move || {
+                let out = compressor.push(&chunk);
+                (compressor, out)
+            })
+            .await
+            else {
+                return;
+            };
+            compressor = returned;
+            if tx.send(Bytes::from(out)).await.is_err() {
                 return;
             }
         }
