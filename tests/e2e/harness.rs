@@ -43,6 +43,19 @@ impl Fixture {
         self.alloc_dir().join(ALLOC_ID)
     }
 
+    /// Adds another Nomad-layout allocation `id` with one task and its stdout log.
+    pub fn add_alloc(&self, id: &str, task: &str, stdout: &[u8]) {
+        let root = self.alloc_dir().join(id);
+        for dir in ["alloc/logs", "alloc/data", "alloc/tmp"]
+            .into_iter()
+            .map(String::from)
+            .chain(["local", "secrets", "tmp", "private"].iter().map(|d| format!("{task}/{d}")))
+        {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        std::fs::write(root.join(format!("alloc/logs/{task}.stdout.0")), stdout).unwrap();
+    }
+
     pub fn write(&self, rel: &str, bytes: &[u8]) {
         std::fs::write(self.alloc_root().join(rel), bytes).unwrap();
     }

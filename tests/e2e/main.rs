@@ -11,6 +11,8 @@ mod fs;
 mod follow;
 // Allocation stats.
 mod alloc;
+// Allocation listing: /v1/allocations and /v1/allocation/:id.
+mod listing;
 // Garbage collection on positive evidence only.
 mod gc;
 // ACLs, TLS, hostile input.
