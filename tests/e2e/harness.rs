@@ -98,11 +98,17 @@ impl Agent {
 
     /// Starts `allocd agent <args> -http-port 0` through `command` (the binary itself, or a
     /// shell that sets something up and execs it).
-    pub fn try_start_command(mut command: Command, args: &[&str]) -> Result<Agent, String> {
+    pub fn try_start_command(command: Command, args: &[&str]) -> Result<Agent, String> {
+        Self::try_start_on(command, args, 0)
+    }
+
+    /// Starts `allocd agent <args> -http-port <port>` through `command` (a fixed port lets a
+    /// test restart the agent where its clients reconnect).
+    pub fn try_start_on(mut command: Command, args: &[&str], port: u16) -> Result<Agent, String> {
         let mut child = command
             .arg("agent")
             .args(args)
-            .args(["-http-port", "0"])
+            .args(["-http-port", &port.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
