@@ -104,14 +104,15 @@ impl Source {
         let listing = api.json(&format!("/v1/client/fs/ls/{alloc}?{}", query(&[("path", "alloc/logs")]))).await?;
         let prefix = format!("{task}.{kind}.");
         let current = self.order(&from.file);
-        let before: u64 = (listing.as_array().into_iter().flatten())
+        let files: Vec<(u64, u64)> = (listing.as_array().into_iter().flatten())
             .filter_map(|e| {
                 Some((e["Name"].as_str()?.strip_prefix(&prefix)?.parse::<u64>().ok()?, e["Size"].as_u64()?))
             })
-            .filter(|(index, _)| *index < current)
-            .map(|(_, size)| size)
-            .sum();
-        Ok(self.url("start", before + from.offset, follow))
+            .collect();
+        let before: u64 = files.iter().filter(|(index, _)| *index < current).map(|(_, size)| size).sum();
+        // Rotated away meanwhile: resume at the start of the next retained file.
+        let within = if files.iter().any(|(index, _)| *index == current) { from.offset } else { 0 };
+        Ok(self.url("start", before + within, follow))
     }
 
     /// The bytes of `frame` not yet printed, moving `at` past them.
