@@ -71,7 +71,7 @@ fn list_status_and_prefix_ambiguity() {
     let short = against(&agent, &["alloc", "list"]).text();
     assert!(short.contains(&format!("\n{}  ", &ALLOC_ID[..8])), "{short}");
 
-    let status = against(&agent, &["alloc", "status", "7c0f"]);
+    let status = against(&agent, &["alloc", "status", "7c0ff"]);
     assert_eq!(status.code, 0, "{}", status.stderr);
     assert!(status.text().contains(&format!("ID            = {UNSEEN_ID}\n")), "{}", status.text());
     assert!(status.text().contains("Client Status = unknown\n"));

@@ -15,8 +15,20 @@ use super::http::{Api, query};
 
 /// The allocations whose ID starts with `prefix`, in every namespace the token may read.
 async fn stubs(api: &Api, prefix: &str) -> anyhow::Result<Vec<Value>> {
-    let list = api.json(&format!("/v1/allocations?{}", query(&[("prefix", prefix), ("namespace", "*")]))).await?;
-    Ok(list.as_array().cloned().unwrap_or_default())
+    let asked = query(&[("prefix", even_prefix(prefix)), ("namespace", "*")]);
+    let list = api.json(&format!("/v1/allocations?{asked}")).await?;
+    let all = list.as_array().cloned().unwrap_or_default();
+    Ok(all.into_iter().filter(|s| s["ID"].as_str().is_some_and(|id| id.starts_with(prefix))).collect())
+}
+
+/// Nomad's servers take only an even number of hex digits as a UUID prefix (its CLI trims the
+/// last one off); the answer is then narrowed to the prefix given.
+fn even_prefix(prefix: &str) -> &str {
+    let digits = prefix.chars().filter(|c| *c != '-').count();
+    match prefix.char_indices().last() {
+        Some((last, _)) if digits % 2 == 1 => &prefix[..last],
+        _ => prefix,
+    }
 }
 
 /// The one allocation `prefix` names, or Nomad's error listing the candidates.
@@ -162,5 +174,18 @@ pub async fn read_or_follow(
         (true, _) => source.follow(api, at, out).await,
         (false, Tail::No) => source.print(api, at, out).await,
         (false, _) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_sent_have_even_digits() {
+        assert_eq!(even_prefix("5fb"), "5f");
+        assert_eq!(even_prefix("5fb1"), "5fb1");
+        assert_eq!(even_prefix("5fb1a5c8-2"), "5fb1a5c8-");
+        assert_eq!(even_prefix("5fb1a5c8-2c"), "5fb1a5c8-2c");
     }
 }
