@@ -38,8 +38,7 @@ Commands:
   agent -config FILE            run with an HCL config file
         [-bind ADDR] [-http-port N] [-data-dir DIR] [-plugin-dir DIR] [-log-level LEVEL]
   plugin inspect FILE           describe a plugin library and whether this allocd can load it
-  alloc list|status|logs|fs|stats ...   talk to a running agent (or Nomad), like `nomad alloc`
-  node stats                    the agent's host stats
+  alloc ..., node stats         talk to a running agent (or Nomad) like `nomad alloc`: see below
   version                       print the version
 ";
 
@@ -52,6 +51,7 @@ pub fn parse(args: &[String]) -> anyhow::Result<Command> {
             (Some("inspect"), Some(file)) if args.len() == 3 => Ok(Command::PluginInspect(PathBuf::from(file))),
             _ => bail!("usage: allocd plugin inspect FILE"),
         },
+        Some("alloc" | "node") if args[1..].iter().any(|arg| is_help(arg)) => Ok(Command::Help),
         Some(group @ ("alloc" | "node")) => crate::client::args::parse(group, &args[1..]).map(Command::Client),
         Some("version" | "-version" | "--version") => Ok(Command::Version),
         Some(arg) if arg == "help" || is_help(arg) => Ok(Command::Help),

@@ -53,7 +53,7 @@ fn run(command: Command) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Help => {
-            print!("{}", cli::USAGE);
+            print!("{}\n{}", cli::USAGE, allocd::client::args::USAGE);
             Ok(0)
         }
     }

@@ -127,6 +127,11 @@ fn fs_table_file_tail_and_download() {
     assert_eq!(download.code, 0, "{}", download.stderr);
     assert!(std::fs::read(&target).unwrap() == blob, "the download differs");
 
+    let stats = against(&agent, &["alloc", "stats", &ALLOC_ID[..6]]).text();
+    assert!(stats.starts_with("Task  ") && stats.contains("\n(total)  "), "{stats}");
+    let node = against(&agent, &["node", "stats"]).text();
+    assert!(node.starts_with("Uptime ") && node.contains("Memory Total     = "), "{node}");
+
     let missing = against(&agent, &["alloc", "fs", &ALLOC_ID[..6], "nope"]);
     assert_eq!(missing.code, 1);
     assert!(missing.stderr.starts_with("allocd: Unexpected response code: 404"), "{}", missing.stderr);

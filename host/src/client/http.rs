@@ -46,7 +46,10 @@ impl Api {
     pub fn new(connection: &Connection) -> anyhow::Result<Self> {
         let address = pick(&connection.address, "NOMAD_ADDR").unwrap_or_else(|| "http://127.0.0.1:4646".into());
         let mut base = Url::parse(address.trim_end_matches('/')).with_context(|| format!("address {address:?}"))?;
-        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        // Streams carry a heartbeat every second: 30 s of silence is a dead connection that
+        // no reset reported (a follower then reconnects).
+        let mut builder =
+            reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).read_timeout(Duration::from_secs(30));
         if let Some(ca) = pick(&connection.ca_cert, "NOMAD_CACERT") {
             let certs = Certificate::from_pem_bundle(&read(&ca, "CA certificate")?).context("NOMAD_CACERT")?;
             builder = certs.into_iter().fold(builder.tls_built_in_root_certs(false), |b, c| b.add_root_certificate(c));

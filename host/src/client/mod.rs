@@ -47,10 +47,10 @@ pub fn run(invocation: Invocation) -> anyhow::Result<i32> {
 async fn execute(api: &Api, invocation: Invocation, out: &mut dyn Write) -> anyhow::Result<()> {
     let Invocation { action, json, verbose, .. } = invocation;
     match action {
-        Action::AllocList => alloc::list(api, json, verbose, out).await,
-        Action::AllocStatus { alloc } => alloc::status(api, &alloc, json, out).await,
+        Action::AllocList => alloc::list(api, json, verbose, out).await?,
+        Action::AllocStatus { alloc } => alloc::status(api, &alloc, json, out).await?,
         Action::AllocLogs { alloc, task, stderr, follow, tail } => {
-            alloc::logs(api, &alloc, task, stderr, follow, tail, out).await
+            alloc::logs(api, &alloc, task, stderr, follow, tail, out).await?
         }
         Action::AllocFs { alloc, path, stat, follow, tail, output } => {
             let request = fs::FsRequest {
@@ -62,9 +62,11 @@ async fn execute(api: &Api, invocation: Invocation, out: &mut dyn Write) -> anyh
                 output: output.as_deref(),
                 machine: verbose,
             };
-            fs::run(api, request, out).await
+            fs::run(api, request, out).await?
         }
-        Action::AllocStats { alloc } => stats::alloc(api, &alloc, json, out).await,
-        Action::NodeStats => stats::node(api, json, out).await,
+        Action::AllocStats { alloc } => stats::alloc(api, &alloc, json, out).await?,
+        Action::NodeStats => stats::node(api, json, out).await?,
     }
+    // `main` exits with `process::exit`, which flushes nothing.
+    Ok(out.flush()?)
 }
