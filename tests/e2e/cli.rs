@@ -132,6 +132,8 @@ fn fs_table_file_tail_and_download() {
     let node = against(&agent, &["node", "stats"]).text();
     assert!(node.starts_with("Uptime ") && node.contains("Memory Total     = "), "{node}");
 
+    let directory = against(&agent, &["alloc", "fs", "-o", target.to_str().unwrap(), &ALLOC_ID[..6], "alloc"]);
+    assert_eq!(directory.stderr.trim(), "allocd: -o downloads a file; \"alloc\" is a directory");
     let missing = against(&agent, &["alloc", "fs", &ALLOC_ID[..6], "nope"]);
     assert_eq!(missing.code, 1);
     assert!(missing.stderr.starts_with("allocd: Unexpected response code: 404"), "{}", missing.stderr);

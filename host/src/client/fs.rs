@@ -36,6 +36,9 @@ pub async fn run(api: &Api, request: FsRequest<'_>, out: &mut dyn Write) -> anyh
         out.write_all(file_table(std::slice::from_ref(&info), request.machine).as_bytes())?;
         return Ok(());
     }
+    if info["IsDir"] == true && request.output.is_some() {
+        anyhow::bail!("-o downloads a file; {path:?} is a directory");
+    }
     if info["IsDir"] == true {
         let entries = api.json(&format!("/v1/client/fs/ls/{alloc}?{}", query(&[("path", path)]))).await?;
         out.write_all(
