@@ -1,5 +1,6 @@
 //! Command-line parsing, Nomad style: `allocd agent -dev`, single-dash flags, `-flag value`
-//! or `-flag=value` (double dashes work too).
+//! or `-flag=value` (double dashes work too). The client commands (`alloc`, `node`) parse
+//! their own flags in [`crate::client::args`] with the same [`split_flag`].
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -11,6 +12,8 @@ use anyhow::{Context, bail};
 pub enum Command {
     Agent(AgentFlags),
     PluginInspect(PathBuf),
+    /// `allocd alloc ...` / `allocd node ...`: a client of a running agent.
+    Client(crate::client::args::Invocation),
     Version,
     Help,
 }
@@ -35,6 +38,7 @@ Commands:
   agent -config FILE            run with an HCL config file
         [-bind ADDR] [-http-port N] [-data-dir DIR] [-plugin-dir DIR] [-log-level LEVEL]
   plugin inspect FILE           describe a plugin library and whether this allocd can load it
+  alloc ..., node stats         talk to a running agent (or Nomad) like `nomad alloc`: see below
   version                       print the version
 ";
 
@@ -47,6 +51,8 @@ pub fn parse(args: &[String]) -> anyhow::Result<Command> {
             (Some("inspect"), Some(file)) if args.len() == 3 => Ok(Command::PluginInspect(PathBuf::from(file))),
             _ => bail!("usage: allocd plugin inspect FILE"),
         },
+        Some("alloc" | "node") if args[1..].iter().any(|arg| is_help(arg)) => Ok(Command::Help),
+        Some(group @ ("alloc" | "node")) => crate::client::args::parse(group, &args[1..]).map(Command::Client),
         Some("version" | "-version" | "--version") => Ok(Command::Version),
         Some(arg) if arg == "help" || is_help(arg) => Ok(Command::Help),
         None => Ok(Command::Help),
@@ -54,7 +60,14 @@ pub fn parse(args: &[String]) -> anyhow::Result<Command> {
     }
 }
 
-fn is_help(arg: &str) -> bool {
+/// `-name`, `--name` or `-name=value`: the name and the inline value; `None` for an argument
+/// that is not a flag (a lone `-` included).
+pub fn split_flag(arg: &str) -> Option<(&str, Option<&str>)> {
+    let flag = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')).filter(|f| !f.is_empty())?;
+    Some(flag.split_once('=').map_or((flag, None), |(name, value)| (name, Some(value))))
+}
+
+pub fn is_help(arg: &str) -> bool {
     matches!(arg, "-h" | "-help" | "--help")
 }
 
@@ -73,13 +86,10 @@ fn parse_agent(args: &[String]) -> anyhow::Result<AgentFlags> {
     let mut flags = AgentFlags::default();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
-        let Some(flag) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
+        let Some((name, inline)) = split_flag(arg) else {
             bail!("unexpected argument {arg:?}");
         };
-        let (name, inline) = match flag.split_once('=') {
-            Some((name, value)) => (name, Some(value.to_string())),
-            None => (flag, None),
-        };
+        let inline = inline.map(str::to_string);
         if name == "dev" {
             flags.dev = inline.map_or(Ok(true), |v| v.parse()).context("-dev")?;
             continue;

@@ -2,12 +2,13 @@
 //!
 //! [`cli`] and [`config`] decide what to run, [`agent`] runs it, [`plugins`] loads and calls
 //! the plugin libraries, [`stats`] keeps the latest samples, [`api`] serves Nomad's endpoints over [`server`] (TCP or TLS), [`acl`] decides who may
-//! and [`stream`] moves file bytes into response bodies. [`gc`] collects terminal allocations, [`hcl1`] accepts Nomad's one-line HCL blocks, and [`dev`] is the `-dev` sample setup.
+//! and [`stream`] moves file bytes into response bodies. [`gc`] collects terminal allocations, [`hcl1`] accepts Nomad's one-line HCL blocks, and [`dev`] is the `-dev` sample setup. [`client`] is the `allocd alloc`/`allocd node` CLI.
 
 pub mod acl;
 pub mod agent;
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod dev;
 pub mod gc;

@@ -47,12 +47,13 @@ fn run(command: Command) -> anyhow::Result<i32> {
             print!("{report}");
             Ok(if loadable { 0 } else { 1 })
         }
+        Command::Client(invocation) => allocd::client::run(invocation),
         Command::Version => {
             println!("allocd {} (plugin-api {})", env!("CARGO_PKG_VERSION"), allocd_plugin_api::PLUGIN_API_VERSION);
             Ok(0)
         }
         Command::Help => {
-            print!("{}", cli::USAGE);
+            print!("{}\n{}", cli::USAGE, allocd::client::args::USAGE);
             Ok(0)
         }
     }

@@ -43,6 +43,19 @@ impl Fixture {
         self.alloc_dir().join(ALLOC_ID)
     }
 
+    /// Adds another Nomad-layout allocation `id` with one task and its stdout log.
+    pub fn add_alloc(&self, id: &str, task: &str, stdout: &[u8]) {
+        let root = self.alloc_dir().join(id);
+        for dir in ["alloc/logs", "alloc/data", "alloc/tmp"]
+            .into_iter()
+            .map(String::from)
+            .chain(["local", "secrets", "tmp", "private"].iter().map(|d| format!("{task}/{d}")))
+        {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        std::fs::write(root.join(format!("alloc/logs/{task}.stdout.0")), stdout).unwrap();
+    }
+
     pub fn write(&self, rel: &str, bytes: &[u8]) {
         std::fs::write(self.alloc_root().join(rel), bytes).unwrap();
     }
@@ -85,11 +98,17 @@ impl Agent {
 
     /// Starts `allocd agent <args> -http-port 0` through `command` (the binary itself, or a
     /// shell that sets something up and execs it).
-    pub fn try_start_command(mut command: Command, args: &[&str]) -> Result<Agent, String> {
+    pub fn try_start_command(command: Command, args: &[&str]) -> Result<Agent, String> {
+        Self::try_start_on(command, args, 0)
+    }
+
+    /// Starts `allocd agent <args> -http-port <port>` through `command` (a fixed port lets a
+    /// test restart the agent where its clients reconnect).
+    pub fn try_start_on(mut command: Command, args: &[&str], port: u16) -> Result<Agent, String> {
         let mut child = command
             .arg("agent")
             .args(args)
-            .args(["-http-port", "0"])
+            .args(["-http-port", &port.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

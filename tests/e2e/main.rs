@@ -11,6 +11,10 @@ mod fs;
 mod follow;
 // Allocation stats.
 mod alloc;
+// Allocation listing: /v1/allocations and /v1/allocation/:id.
+mod listing;
+// The `allocd alloc` / `allocd node` CLI against the real agent.
+mod cli;
 // Garbage collection on positive evidence only.
 mod gc;
 // ACLs, TLS, hostile input.

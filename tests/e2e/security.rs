@@ -40,7 +40,7 @@ const POLICIES: &[(&str, &str)] = &[
     ),
 ];
 
-fn acl_agent() -> (Fixture, Agent) {
+pub fn acl_agent() -> (Fixture, Agent) {
     let fixture = Fixture::new();
     let acl_dir = fixture.dir.path().join("acl");
     std::fs::create_dir_all(acl_dir.join("policies")).unwrap();
@@ -70,7 +70,7 @@ fn acl_agent() -> (Fixture, Agent) {
     (fixture, agent)
 }
 
-fn secret(name: &str) -> &'static str {
+pub fn secret(name: &str) -> &'static str {
     TOKENS.iter().find(|(n, _, _)| *n == name).map(|(_, s, _)| *s).unwrap()
 }
 

@@ -12,6 +12,8 @@
 //! | `/v1/client/allocation/:alloc_id/stats` | `task` | [`alloc::dispatch`] | `read-job` |
 //! | `/v1/client/allocation/:alloc_id/gc` | — | [`alloc::dispatch`] | `submit-job` or `gc-allocation` |
 //! | `/v1/client/gc` | `node_id` | [`alloc::gc_all`] | `node:write` |
+//! | `/v1/allocations` | `prefix`, `namespace` | [`listing::list`] | `read-job` |
+//! | `/v1/allocation/:alloc_id` | — | [`listing::one`] | `read-job` |
 //!
 //! Every route answers any method (Nomad checks none), takes `?pretty` where it returns JSON,
 //! and answers errors as plain text. [`response::finish`] applies gzip, `Vary` and CORS.
@@ -20,6 +22,7 @@ pub mod alloc;
 pub mod allocs;
 pub mod error;
 pub mod fs;
+pub mod listing;
 pub mod model;
 pub mod params;
 pub mod response;
@@ -90,6 +93,12 @@ async fn dispatch(state: &Arc<AppState>, meta: &RequestMeta, req: &Request) -> R
     let path = meta.path.as_str();
     if path == "/v1/client/stats" {
         return stats::host(state, req);
+    }
+    if path == "/v1/allocations" {
+        return listing::list(state, req).await;
+    }
+    if let Some(alloc_id) = path.strip_prefix("/v1/allocation/").filter(|rest| !rest.contains('/')) {
+        return listing::one(state, alloc_id, req).await;
     }
     if path == "/v1/client/gc" {
         return alloc::gc_all(state, req);

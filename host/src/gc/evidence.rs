@@ -35,6 +35,18 @@ struct Record {
     state: TaskState,
 }
 
+/// One task as one provider has seen it, for readers outside the GC.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskEvidence {
+    pub task: String,
+    pub provider: String,
+    /// Reported running at least once.
+    pub seen_running: bool,
+    pub state: TaskState,
+    /// Unix ns since when it has been proven exited.
+    pub exited_since: Option<i64>,
+}
+
 /// `(alloc_id, task, provider)`.
 type Key = (String, String, String);
 
@@ -111,6 +123,23 @@ impl Evidence {
     pub fn state(&self, alloc_id: &str, task: &str, provider: &str) -> TaskState {
         let key = (alloc_id.to_string(), task.to_string(), provider.to_string());
         self.lock().get(&key).map_or(TaskState::UNKNOWN, |r| r.state)
+    }
+
+    /// What every provider has seen of `alloc_id`'s tasks, by task then provider (for the
+    /// allocation listing; the GC decides through [`Evidence::verdict`] only).
+    pub fn tasks_of(&self, alloc_id: &str) -> Vec<TaskEvidence> {
+        let records = self.lock();
+        records
+            .iter()
+            .filter(|((alloc, _, _), _)| alloc == alloc_id)
+            .map(|((_, task, provider), r)| TaskEvidence {
+                task: task.clone(),
+                provider: provider.clone(),
+                seen_running: r.seen_running,
+                state: r.state,
+                exited_since: r.exited_since,
+            })
+            .collect()
     }
 
     /// Whether `alloc_id`, whose storage shows `tasks`, may be deleted now.
