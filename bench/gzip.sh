@@ -46,16 +46,7 @@ PY
 SIZE="$(stat -c %s "$LOGFILE")"
 cat "$LOGFILE" >/dev/null
 
-cat >"$TMP/allocd.hcl" <<EOF
-data_dir  = "$TMP/data"
-bind_addr = "127.0.0.1"
-plugin "host-metrics" {}
-plugin "local-disk" {
-  config {
-    alloc_dir = "$TMP/alloc"
-  }
-}
-EOF
+write_config "$TMP/allocd.hcl"
 start_agent allocd "$TMP/allocd.hcl"
 URL="$BASE/v1/client/fs/cat/$ALLOC_ID?path=/alloc/logs/web.stdout.0"
 

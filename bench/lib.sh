@@ -190,6 +190,21 @@ AGENT_PIDS=()   # every agent started (stopped at exit)
 NGINX_PID=""
 BG_PIDS=()      # other helpers started by the script (stopped at exit)
 
+# write_config FILE: the agent config every script starts from (host-metrics and local-disk
+# over $TMP/alloc, data in $TMP/data, loopback only).
+write_config() {
+    cat >"$1" <<EOF
+data_dir  = "$TMP/data"
+bind_addr = "127.0.0.1"
+plugin "host-metrics" {}
+plugin "local-disk" {
+  config {
+    alloc_dir = "$TMP/alloc"
+  }
+}
+EOF
+}
+
 make_tmp() {
     TMP="$(mktemp -d "${TMPDIR:-/tmp}/allocd-bench.XXXXXX")"
 }

@@ -39,16 +39,7 @@ BIG_BYTES="$(stat -c %s "$BIG")"
 cat "$BIG" >/dev/null   # page cache warm for both servers
 
 CFG="$TMP/allocd.hcl"
-cat >"$CFG" <<EOF
-data_dir  = "$TMP/data"
-bind_addr = "127.0.0.1"
-plugin "host-metrics" {}
-plugin "local-disk" {
-  config {
-    alloc_dir = "$TMP/alloc"
-  }
-}
-EOF
+write_config "$CFG"
 
 # --------------------------------------------------------------------------- start allocd
 start_agent allocd "$CFG"

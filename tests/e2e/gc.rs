@@ -34,6 +34,17 @@ fn seen(agent: &Agent, alloc: &str, task: &str) {
     });
 }
 
+/// `dirs` directories of `files` one-byte files under the fixture allocation's `alloc/data`.
+fn many_files(fixture: &Fixture, dirs: usize, files: usize) {
+    for dir in 0..dirs {
+        let path = fixture.alloc_root().join(format!("alloc/data/{dir}"));
+        std::fs::create_dir_all(&path).unwrap();
+        for file in 0..files {
+            std::fs::write(path.join(file.to_string()), b"x").unwrap();
+        }
+    }
+}
+
 fn new_alloc(fixture: &Fixture, id: &str, task: &str) {
     std::fs::create_dir_all(fixture.alloc_dir().join(id).join("alloc/logs")).unwrap();
     std::fs::create_dir_all(fixture.alloc_dir().join(id).join(task).join("local")).unwrap();
@@ -259,13 +270,7 @@ fn a_deletion_never_leaves_the_allocation() {
 #[test]
 fn a_deletion_cut_by_kill_9_is_finished_at_the_next_start() {
     let fixture = Fixture::new();
-    for dir in 0..40 {
-        let path = fixture.alloc_root().join(format!("alloc/data/{dir}"));
-        std::fs::create_dir_all(&path).unwrap();
-        for file in 0..1000 {
-            std::fs::write(path.join(file.to_string()), b"x").unwrap();
-        }
-    }
+    many_files(&fixture, 40, 1000);
     let cgroups = TaskCgroups::new(&fixture);
     cgroups.running(ALLOC_ID, "web");
     let config = fixture.config(&cgroups.config(""));
@@ -290,13 +295,7 @@ fn a_deletion_cut_by_kill_9_is_finished_at_the_next_start() {
 #[test]
 fn concurrent_gcs_of_one_allocation_delete_it_once() {
     let fixture = Fixture::new();
-    for dir in 0..20 {
-        let path = fixture.alloc_root().join(format!("alloc/data/{dir}"));
-        std::fs::create_dir_all(&path).unwrap();
-        for file in 0..500 {
-            std::fs::write(path.join(file.to_string()), b"x").unwrap();
-        }
-    }
+    many_files(&fixture, 20, 500);
     let cgroups = TaskCgroups::new(&fixture);
     cgroups.running(ALLOC_ID, "web");
     let agent = agent(&fixture, &cgroups, "");
