@@ -57,18 +57,11 @@ BIG_BYTES="$(stat -c %s "$BIG")"
 cat "$BIG" >/dev/null   # page cache warm
 
 CFG="$TMP/allocd.hcl"
-cat >"$CFG" <<EOF
-data_dir  = "$TMP/data"
-bind_addr = "127.0.0.1"
+write_config "$CFG"
+cat >>"$CFG" <<EOF
 limits {
   http_max_conns_per_client = 0
   max_streams = 4096
-}
-plugin "host-metrics" {}
-plugin "local-disk" {
-  config {
-    alloc_dir = "$TMP/alloc"
-  }
 }
 EOF
 
