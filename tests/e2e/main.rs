@@ -27,3 +27,5 @@ mod providers;
 mod containment;
 // Startup: -dev, config errors, plugin loading errors, shutdown.
 mod startup;
+// Nomad's wire: key order.
+mod wire;

@@ -4,8 +4,8 @@
 //! decimal point (`0.0`) and switch to Go-style exponents only below 1e-6 or from 1e21 on
 //! (`1e-07`); U+2028/U+2029 are escaped; `?pretty` means 4-space indentation plus a trailing
 //! newline. File modes are Go's `FileMode.String()` and times RFC 3339 with trimmed
-//! nanoseconds in the agent's local zone. The response structs below declare their fields in
-//! the order Nomad emits them (sorted keys for fs types, struct order for stats).
+//! nanoseconds in the agent's local zone. The response structs ([`super::model`]) declare
+//! their fields in the order Nomad emits them: sorted by name.
 
 use std::io;
 

@@ -1,0 +1,104 @@
+//! Nomad's wire, round two: key order at every level.
+
+use std::time::Duration;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use crate::harness::{ALLOC_ID, Agent, Fixture, TaskCgroups, eventually};
+
+/// Deserializes any JSON value, failing on an object whose keys are not in byte order;
+/// counts the objects it checked.
+struct SortedKeys(usize);
+
+impl<'de> Deserialize<'de> for SortedKeys {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SortedKeysVisitor)
+    }
+}
+
+struct SortedKeysVisitor;
+
+impl<'de> Visitor<'de> for SortedKeysVisitor {
+    type Value = SortedKeys;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SortedKeys, A::Error> {
+        let (mut objects, mut previous) = (1, None::<String>);
+        while let Some(key) = map.next_key::<String>()? {
+            if let Some(previous) = previous.filter(|previous| *previous >= key) {
+                return Err(de::Error::custom(format!("key {key:?} after {previous:?}")));
+            }
+            objects += map.next_value::<SortedKeys>()?.0;
+            previous = Some(key);
+        }
+        Ok(SortedKeys(objects))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SortedKeys, A::Error> {
+        let mut objects = 0;
+        while let Some(SortedKeys(inner)) = seq.next_element()? {
+            objects += inner;
+        }
+        Ok(SortedKeys(objects))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<SortedKeys, E> {
+        Ok(SortedKeys(0))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<SortedKeys, E> {
+        Ok(SortedKeys(0))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<SortedKeys, E> {
+        Ok(SortedKeys(0))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<SortedKeys, E> {
+        Ok(SortedKeys(0))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<SortedKeys, E> {
+        Ok(SortedKeys(0))
+    }
+    fn visit_unit<E>(self) -> Result<SortedKeys, E> {
+        Ok(SortedKeys(0))
+    }
+}
+
+/// Objects in `body` (one JSON value or concatenated frames), each checked for key order.
+fn sorted_objects(url: &str, body: &[u8]) -> usize {
+    let values = serde_json::Deserializer::from_slice(body).into_iter::<SortedKeys>();
+    values.map(|value| value.unwrap_or_else(|e| panic!("{url}: {e}")).0).sum()
+}
+
+#[test]
+fn every_json_answer_has_its_keys_sorted_at_every_level() {
+    let fixture = Fixture::new();
+    let cgroups = TaskCgroups::new(&fixture);
+    cgroups.running(ALLOC_ID, "web");
+    let agent = Agent::start(&["-config", fixture.config(&cgroups.config("")).to_str().unwrap()]);
+    let alloc_stats = format!("/v1/client/allocation/{ALLOC_ID}/stats");
+    eventually(Duration::from_secs(10), "the task to be sampled", || {
+        agent.get(&alloc_stats).json()["Tasks"].get("web").map(|_| ())
+    });
+    let fs = |op: &str, query: &str| format!("/v1/client/fs/{op}/{ALLOC_ID}?{query}");
+    // The least number of objects each answer holds, so nesting is known to be checked.
+    let json_answers = [
+        ("/v1/client/stats?x".to_string(), 5),
+        (format!("{alloc_stats}?x"), 10),
+        (fs("ls", "path=alloc/logs"), 2),
+        (fs("stat", "path=alloc/logs/web.stdout.0"), 1),
+    ];
+    for (url, least) in json_answers {
+        for url in [url.clone(), format!("{url}&pretty"), format!("{url}&pretty=1")] {
+            let response = agent.get(&url);
+            assert_eq!(response.status, 200, "{url}: {}", response.text());
+            assert!(sorted_objects(&url, &response.body) >= least, "{url}: {}", response.text());
+        }
+    }
+    fixture.write("alloc/logs/web.stdout.1", b"rotated");
+    for (url, frames) in [
+        (fs("stream", "path=alloc/logs/web.stdout.0&follow=false"), 1),
+        (fs("logs", "task=web&type=stdout&follow=false"), 2),
+    ] {
+        let response = agent.get(&url);
+        assert_eq!(sorted_objects(&url, &response.body), frames, "{url}: {}", response.text());
+    }
+}
