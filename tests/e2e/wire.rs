@@ -1,10 +1,26 @@
-//! Nomad's wire, round two: key order at every level.
+//! Nomad's wire, round two: key order at every level, the empty 404, empty answers never
+//! compressed.
 
 use std::time::Duration;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::harness::{ALLOC_ID, Agent, Fixture, TaskCgroups, eventually};
+use crate::harness::{ALLOC_ID, Agent, Fixture, TaskCgroups, agent_with_fixture, eventually};
+
+#[test]
+fn unknown_paths_are_404_with_an_empty_body() {
+    let (_fixture, agent) = agent_with_fixture("");
+    for path in ["/v1/nope", "/v1/client/stats/", "/v1/client/gcx", "/ui/"] {
+        let response = agent.get_with(path, &[("Accept-Encoding", "gzip")]);
+        assert_eq!((response.status, response.body.len()), (404, 0), "GET {path}: {}", response.text());
+        assert_eq!(response.header("content-length"), Some("0"), "GET {path}");
+        assert_eq!(response.header("content-type"), None, "GET {path}");
+        assert_eq!(response.header("content-encoding"), None, "GET {path}: an empty body is never compressed");
+    }
+    // Inside the handlers Nomad's texts stay.
+    assert_eq!(agent.get("/v1/client/fs/frob/x").text(), "Invalid method");
+    assert_eq!(agent.get(&format!("/v1/client/allocation/{ALLOC_ID}/frob")).text(), "resource not found");
+}
 
 /// Deserializes any JSON value, failing on an object whose keys are not in byte order;
 /// counts the objects it checked.
@@ -101,4 +117,29 @@ fn every_json_answer_has_its_keys_sorted_at_every_level() {
         let response = agent.get(&url);
         assert_eq!(sorted_objects(&url, &response.body), frames, "{url}: {}", response.text());
     }
+}
+
+#[test]
+fn empty_gc_answers_are_never_compressed() {
+    let fixture = Fixture::new();
+    let cgroups = TaskCgroups::new(&fixture);
+    cgroups.running(ALLOC_ID, "web");
+    let agent = Agent::start(&["-config", fixture.config(&cgroups.config("")).to_str().unwrap()]);
+    let gzip = [("Accept-Encoding", "gzip")];
+    eventually(Duration::from_secs(10), "the task to be sampled", || {
+        agent.get(&format!("/v1/client/allocation/{ALLOC_ID}/stats")).json()["Tasks"].get("web").map(|_| ())
+    });
+    cgroups.exited(ALLOC_ID, "web");
+    let gc = eventually(Duration::from_secs(10), "the allocation to be collected", || {
+        Some(agent.get_with(&format!("/v1/client/allocation/{ALLOC_ID}/gc"), &gzip)).filter(|r| r.status == 200)
+    });
+    let client_gc = agent.get_with("/v1/client/gc", &gzip);
+    for (what, response) in [("allocation GC", gc), ("client GC", client_gc)] {
+        assert_eq!((response.status, response.body.len()), (200, 0), "{what}");
+        assert_eq!(response.header("content-length"), Some("0"), "{what}");
+        assert_eq!(response.header("content-encoding"), None, "{what}");
+        assert_eq!(response.header("vary"), Some("Accept-Encoding"), "{what}");
+    }
+    let stats = agent.get_with("/v1/client/stats", &gzip);
+    assert_eq!(stats.header("content-encoding"), Some("gzip"), "a body is still compressed");
 }

@@ -15,6 +15,7 @@
 //!
 //! Every route answers any method (Nomad checks none), takes `?pretty` where it returns JSON,
 //! and answers errors as plain text. [`response::finish`] applies gzip, `Vary` and CORS.
+//! A path no route serves is 404 with an empty body, as Nomad's fallthrough answers.
 
 pub mod alloc;
 pub mod allocs;
@@ -31,7 +32,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use warp::Filter;
-use warp::http::{HeaderMap, Method};
+use warp::http::{HeaderMap, Method, StatusCode};
 
 use self::error::ApiError;
 use self::params::{Query, Request};
@@ -112,5 +113,6 @@ async fn dispatch(state: &Arc<AppState>, meta: &RequestMeta, req: &Request) -> R
             _ => Err(ApiError::not_found("Invalid method")),
         };
     }
-    Err(ApiError::not_found("404 page not found\n"))
+    // Nomad's fallthrough handler: 404 with an empty body.
+    Ok(ApiResponse::new(StatusCode::NOT_FOUND, response::Body::Empty))
 }

@@ -2,6 +2,10 @@
 //! gorilla/handlers chooses it (the first `Accept-Encoding` token that is exactly `gzip` or
 //! `deflate`; streams are flushed through the compressor chunk by chunk), `Vary`, and rs/cors'
 //! headers on the `/v1/client/fs/` and `/v1/client/allocation/` subtrees.
+//!
+//! An empty body is never compressed (a deliberate difference): Nomad wraps it in a 20-byte
+//! gzip stream, which Nomad's own Go API client then fails to decode (`EOF`) on the GC calls.
+//! allocd sends `Content-Length: 0` and no `Content-Encoding`.
 
 use std::io::Write;
 
@@ -166,12 +170,11 @@ impl Compressor {
 /// Applies compression, `Vary` and CORS, and hands the response to warp.
 pub fn finish(response: ApiResponse, meta: &RequestMeta) -> warp::reply::Response {
     let ApiResponse { status, mut headers, body } = response;
-    let encoding = meta.encoding();
+    let encoding = if matches!(body, Body::Empty) { None } else { meta.encoding() };
     let body: warp::reply::Response = match (body, encoding) {
-        (Body::Empty, None) => warp::reply::Response::new(Default::default()),
+        (Body::Empty, _) => warp::reply::Response::new(Default::default()),
         (Body::Full(bytes), None) => warp::reply::Response::new(bytes.into()),
         (Body::Stream(rx), None) => stream_reply(rx),
-        (Body::Empty, Some(encoding)) => warp::reply::Response::new(Compressor::new(encoding).finish().into()),
         (Body::Full(bytes), Some(encoding)) => {
             let mut compressor = Compressor::new(encoding);
             let mut out = compressor.push(&bytes);
