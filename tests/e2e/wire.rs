@@ -1,11 +1,85 @@
 //! Nomad's wire, round two: key order at every level, the empty 404, empty answers never
-//! compressed.
+//! compressed, Go's `ServeMux` redirects.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::harness::{ALLOC_ID, Agent, Fixture, TaskCgroups, agent_with_fixture, eventually};
+
+/// A raw HTTP/1.1 exchange, so that the request target reaches the agent exactly as written
+/// (HTTP client libraries resolve `.` and `..` before sending).
+struct RawResponse {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl RawResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
+fn raw_request(agent: &Agent, method: &str, target: &str, headers: &str) -> RawResponse {
+    let addr = agent.base.trim_start_matches("http://");
+    let mut socket = TcpStream::connect(addr).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let request = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n");
+    socket.write_all(request.as_bytes()).unwrap();
+    let mut bytes = Vec::new();
+    socket.read_to_end(&mut bytes).unwrap();
+    let split = bytes.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+    let head = String::from_utf8(bytes[..split].to_vec()).unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    RawResponse { status, head, body: bytes[split + 4..].to_vec() }
+}
+
+#[test]
+fn unclean_paths_are_redirected_as_go_servemux_does() {
+    let (_fixture, agent) = agent_with_fixture("");
+    let ls = format!("/v1/client/fs/ls/{ALLOC_ID}");
+    for (target, location) in [
+        ("//v1/client/stats?pretty=1".to_string(), "/v1/client/stats?pretty=1".to_string()),
+        ("/v1/client/x/../stats".into(), "/v1/client/stats".into()),
+        (format!("/v1/./client//fs/ls/{ALLOC_ID}?path=alloc/logs&x=1"), format!("{ls}?path=alloc/logs&x=1")),
+        (format!("/v1/client/fs/ls/{ALLOC_ID}/."), ls.clone()),
+        ("/v1/client/fs?a=b".into(), "/v1/client/fs/?a=b".into()),
+        ("/v1//client/allocation".into(), "/v1/client/allocation/".into()),
+        ("/v1/client/gc/..".into(), "/v1/client".into()),
+    ] {
+        let moved = raw_request(&agent, "GET", &target, "Origin: http://example.test\r\n");
+        assert_eq!(moved.status, 301, "GET {target}: {}", moved.head);
+        assert_eq!(moved.header("location"), Some(location.as_str()), "GET {target}");
+        assert_eq!(moved.header("content-type"), Some("text/html; charset=utf-8"));
+        let href = location.replace('&', "&amp;");
+        assert_eq!(String::from_utf8_lossy(&moved.body), format!("<a href=\"{href}\">Moved Permanently</a>.\n\n"));
+        assert_eq!(moved.header("access-control-allow-origin"), None, "the mux answers before CORS");
+    }
+    let post = raw_request(&agent, "POST", "//v1/client/gc", "Content-Length: 0\r\n");
+    assert_eq!((post.status, post.header("location")), (301, Some("/v1/client/gc")));
+    assert_eq!((post.header("content-type"), post.body.len()), (None, 0), "no body but for GET");
+    for clean in ["/v1/client/stats", "/v1/client/fs/", "/v1/client/stats/"] {
+        assert_ne!(raw_request(&agent, "GET", clean, "").status, 301, "{clean} is served as it is");
+    }
+
+    // A client whose base address ends in `/`, or that joins `/v1/` and `/client/...`, follows.
+    let client = reqwest::blocking::Client::new();
+    let stats = client.get(format!("{}/", agent.base) + "/v1/client/stats").send().unwrap();
+    assert_eq!((stats.status().as_u16(), stats.url().path()), (200, "/v1/client/stats"));
+    let stats: serde_json::Value = serde_json::from_slice(&stats.bytes().unwrap()).unwrap();
+    assert!(stats["Memory"]["Total"].as_u64().unwrap() > 0);
+    let listing = client.get(agent.url("/v1/") + &format!("/client/fs/ls/{ALLOC_ID}?path=alloc/logs")).send().unwrap();
+    assert_eq!(listing.status().as_u16(), 200);
+    let listing: Vec<serde_json::Value> = serde_json::from_slice(&listing.bytes().unwrap()).unwrap();
+    let names: Vec<&str> = listing.iter().map(|entry| entry["Name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["web.stderr.0", "web.stdout.0"], "the query survived the redirect");
+}
 
 #[test]
 fn unknown_paths_are_404_with_an_empty_body() {

@@ -75,12 +75,16 @@ pub struct RequestMeta {
     pub method: Method,
     pub path: String,
     pub headers: HeaderMap,
+    /// Where Go's mux redirects this request before any handler (see [`super::clean`]).
+    pub redirect: Option<String>,
 }
 
 impl RequestMeta {
-    /// CORS applies to these subtrees only (not `/v1/client/gc`).
+    /// CORS applies to these subtrees only (not `/v1/client/gc`), and never to a redirect
+    /// (the mux answers it before the route's wrappers).
     pub fn cors_applies(&self) -> bool {
-        self.path.starts_with("/v1/client/fs/") || self.path.starts_with("/v1/client/allocation/")
+        self.redirect.is_none()
+            && (self.path.starts_with("/v1/client/fs/") || self.path.starts_with("/v1/client/allocation/"))
     }
 
     /// A CORS preflight: OPTIONS with `Access-Control-Request-Method`.
