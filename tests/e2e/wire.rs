@@ -1,5 +1,5 @@
 //! Nomad's wire, round two: key order at every level, the empty 404, empty answers never
-//! compressed, Go's `ServeMux` redirects.
+//! compressed, Go's `ServeMux` redirects, CORS on host stats.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -94,6 +94,36 @@ fn unknown_paths_are_404_with_an_empty_body() {
     // Inside the handlers Nomad's texts stay.
     assert_eq!(agent.get("/v1/client/fs/frob/x").text(), "Invalid method");
     assert_eq!(agent.get(&format!("/v1/client/allocation/{ALLOC_ID}/frob")).text(), "resource not found");
+}
+
+#[test]
+fn host_stats_carry_cors_headers_and_answer_preflights() {
+    let (_fixture, agent) = agent_with_fixture("");
+    let origin = ("Origin", "http://example.test");
+    let stats = agent.get_with("/v1/client/stats", &[origin]);
+    assert_eq!(stats.status, 200);
+    assert_eq!(stats.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(stats.header("access-control-allow-credentials"), Some("true"));
+    let vary: Vec<&str> = stats.headers.get_all("vary").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(vary, ["Accept-Encoding", "Origin"]);
+
+    let preflight = raw_request(
+        &agent,
+        "OPTIONS",
+        "/v1/client/stats",
+        "Origin: http://example.test\r\nAccess-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: X-Nomad-Token\r\nAccept-Encoding: gzip\r\n",
+    );
+    assert_eq!((preflight.status, preflight.body.len()), (204, 0), "{}", preflight.head);
+    assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(preflight.header("access-control-allow-methods"), Some("GET"));
+    assert_eq!(preflight.header("access-control-allow-headers"), Some("X-Nomad-Token"));
+    assert_eq!(preflight.header("content-type"), None, "the stats handler did not run");
+    assert_eq!(preflight.header("content-encoding"), None);
+    let varies: Vec<&str> = preflight.head.lines().filter_map(|l| l.strip_prefix("vary: ")).collect();
+    assert!(varies.contains(&"Origin, Access-Control-Request-Method, Access-Control-Request-Headers"), "{varies:?}");
+
+    let gc = agent.get_with("/v1/client/gc", &[origin]);
+    assert_eq!(gc.header("access-control-allow-origin"), None, "Nomad wraps /v1/client/gc without CORS");
 }
 
 /// Deserializes any JSON value, failing on an object whose keys are not in byte order;

@@ -1,7 +1,7 @@
 //! Responses and the wrapping Nomad puts around every one of them: gzip/deflate exactly as
 //! gorilla/handlers chooses it (the first `Accept-Encoding` token that is exactly `gzip` or
 //! `deflate`; streams are flushed through the compressor chunk by chunk), `Vary`, and rs/cors'
-//! headers on the `/v1/client/fs/` and `/v1/client/allocation/` subtrees.
+//! headers on `/v1/client/stats` and the `/v1/client/fs/` and `/v1/client/allocation/` subtrees.
 //!
 //! An empty body is never compressed (a deliberate difference): Nomad wraps it in a 20-byte
 //! gzip stream, which Nomad's own Go API client then fails to decode (`EOF`) on the GC calls.
@@ -80,11 +80,13 @@ pub struct RequestMeta {
 }
 
 impl RequestMeta {
-    /// CORS applies to these subtrees only (not `/v1/client/gc`), and never to a redirect
-    /// (the mux answers it before the route's wrappers).
+    /// CORS wraps the host stats and these subtrees only (not `/v1/client/gc`), and never a
+    /// redirect (the mux answers it before the route's wrappers).
     pub fn cors_applies(&self) -> bool {
         self.redirect.is_none()
-            && (self.path.starts_with("/v1/client/fs/") || self.path.starts_with("/v1/client/allocation/"))
+            && (self.path == "/v1/client/stats"
+                || self.path.starts_with("/v1/client/fs/")
+                || self.path.starts_with("/v1/client/allocation/"))
     }
 
     /// A CORS preflight: OPTIONS with `Access-Control-Request-Method`.
