@@ -146,6 +146,26 @@ fn stream_follows_appends_in_order_with_heartbeats() {
 }
 
 #[test]
+fn heartbeats_flow_every_second_while_data_does() {
+    let (fixture, agent) = agent_with_fixture("");
+    let log = fixture.alloc_root().join(LOG);
+    let mut follow = Stream::open(&agent, &stream_url(LOG, "&origin=end"));
+    let writer = std::thread::spawn(move || {
+        for _ in 0..23 {
+            append(&log, b"tick\n");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    assert!(follow.still_open_after(Duration::from_millis(4500)));
+    writer.join().unwrap();
+    let frames = frames(&follow.buffer);
+    let heartbeats = frames.iter().filter(|f| f.as_object().is_some_and(|o| o.is_empty())).count();
+    let data = frames.iter().filter(|f| f.get("Data").is_some()).count();
+    assert!(data >= 15, "{data} data frames in 4.5 s");
+    assert!(heartbeats >= 3, "{heartbeats} heartbeats beside {data} data frames in 4.5 s");
+}
+
+#[test]
 fn truncation_and_deletion_mid_follow() {
     let (fixture, agent) = agent_with_fixture("");
     let path = fixture.alloc_root().join("alloc/logs/trunc.txt");
