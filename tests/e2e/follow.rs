@@ -166,6 +166,23 @@ fn heartbeats_flow_every_second_while_data_does() {
 }
 
 #[test]
+fn a_truncation_and_the_data_after_it_share_a_frame() {
+    let (fixture, agent) = agent_with_fixture("");
+    let path = fixture.alloc_root().join("alloc/logs/trunc.txt");
+    std::fs::write(&path, b"hello world").unwrap();
+    let mut follow = Stream::open(&agent, &stream_url("alloc/logs/trunc.txt", ""));
+    follow.read_until(WAIT, |b| frame_data(b) == b"hello world");
+    // One syscall: the file shrinks below the read position with bytes already in it.
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(3).unwrap();
+    let body = follow.read_until(WAIT, |b| frames(b).iter().any(|f| f["FileEvent"] == "file truncated"));
+    let event = frames(body).into_iter().find(|f| f["FileEvent"] == "file truncated").unwrap();
+    assert_eq!(
+        event.to_string(),
+        r#"{"Data":"aGVs","File":"alloc/logs/trunc.txt","FileEvent":"file truncated","Offset":3}"#
+    );
+}
+
+#[test]
 fn truncation_and_deletion_mid_follow() {
     let (fixture, agent) = agent_with_fixture("");
     let path = fixture.alloc_root().join("alloc/logs/trunc.txt");
@@ -175,7 +192,9 @@ fn truncation_and_deletion_mid_follow() {
     append(&path, b"lo");
     follow.read_until(WAIT, |b| frame_data(b) == b"hello");
     std::fs::write(&path, b"").unwrap();
-    follow.read_until(WAIT, |b| frames(b).iter().any(|f| f["FileEvent"] == "file truncated"));
+    let body = follow.read_until(WAIT, |b| frames(b).iter().any(|f| f["FileEvent"] == "file truncated"));
+    let event = frames(body).into_iter().find(|f| f["FileEvent"] == "file truncated").unwrap();
+    assert_eq!(event.to_string(), r#"{"File":"alloc/logs/trunc.txt","FileEvent":"file truncated"}"#, "no data yet");
     append(&path, b"world");
     follow.read_until(WAIT, |b| frame_data(b) == b"helloworld");
     std::fs::remove_file(&path).unwrap();

@@ -3,7 +3,8 @@
 //! JSON mode writes concatenated `StreamFrame` objects — keys sorted (`Data, File, FileEvent,
 //! Offset`), every field omitted when empty, `Data` base64 — at most 64 KiB of data per frame,
 //! and a `{}` heartbeat every second whether or not data flows (Nomad's framer runs a ticker;
-//! clients use it as a keep-alive). Plain mode writes only the data bytes.
+//! clients use it as a keep-alive). An event and the data read right after it share a frame,
+//! as Nomad sends a truncation. Plain mode writes only the data bytes.
 //! Unlike Nomad's framer there is no 200 ms batch window: a frame leaves as soon as a read
 //! returns, so followers see new bytes in milliseconds; reads at the data rate fill 64 KiB
 //! frames anyway.
@@ -66,16 +67,19 @@ impl Sink {
         (Self { tx, plain, next_heartbeat: Instant::now() + HEARTBEAT }, rx)
     }
 
-    /// Sends `data` read from `file`, ending at position `end`, in frames of at most 64 KiB.
-    pub async fn data(&mut self, file: &str, data: &[u8], end: u64) -> Result<(), Disconnected> {
+    /// Sends `data` read from `file`, ending at position `end`, in frames of at most 64 KiB;
+    /// the first frame also carries `event` when there is one.
+    pub async fn data(&mut self, file: &str, event: &str, data: &[u8], end: u64) -> Result<(), Disconnected> {
         if self.plain {
             return self.write(Bytes::copy_from_slice(data)).await;
         }
         let mut start = end - data.len() as u64;
+        let mut event = event;
         for piece in data.chunks(FRAME_SIZE) {
             start += piece.len() as u64;
             self.heartbeat_if_due().await?;
-            self.write(Bytes::from(encode(file, "", piece, start))).await?;
+            self.write(Bytes::from(encode(file, event, piece, start))).await?;
+            event = "";
         }
         Ok(())
     }
@@ -142,12 +146,17 @@ mod tests {
         let (mut sink, mut rx) = Sink::new(false);
         let data = vec![b'a'; FRAME_SIZE + 10];
         // The frames exceed the body budget: the sink waits for them to be read.
-        tokio::spawn(async move { sink.data("f", &data, 100 + data.len() as u64).await.unwrap() });
-        let mut offsets = Vec::new();
+        tokio::spawn(async move { sink.data("f", FILE_TRUNCATED, &data, 100 + data.len() as u64).await.unwrap() });
+        let mut frames = Vec::new();
         while let Some(frame) = rx.recv().await {
             let value: serde_json::Value = serde_json::from_slice(&frame).unwrap();
-            offsets.push(value["Offset"].as_u64().unwrap());
+            frames.push((value["Offset"].as_u64().unwrap(), value["FileEvent"].as_str().map(str::to_owned)));
         }
-        assert_eq!(offsets, [100 + FRAME_SIZE as u64, 100 + FRAME_SIZE as u64 + 10]);
+        let end = 100 + FRAME_SIZE as u64;
+        assert_eq!(
+            frames,
+            [(end, Some(FILE_TRUNCATED.to_owned())), (end + 10, None)],
+            "the event rides the first frame"
+        );
     }
 }
