@@ -27,5 +27,5 @@ mod providers;
 mod containment;
 // Startup: -dev, config errors, plugin loading errors, shutdown.
 mod startup;
-// Nomad's wire: key order, the empty 404, empty bodies, Go's path redirects, CORS.
+// Nomad's wire: Go's path redirects, the empty 404, CORS, key order, empty bodies, quoting.
 mod wire;

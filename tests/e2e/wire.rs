@@ -1,5 +1,5 @@
-//! Nomad's wire, round two: key order at every level, the empty 404, empty answers never
-//! compressed, Go's `ServeMux` redirects, CORS on host stats.
+//! Nomad's wire, round two: Go's `ServeMux` redirects, the empty 404, CORS on host stats, key
+//! order at every level, empty answers never compressed, Go's `%q` in error texts.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -246,4 +246,14 @@ fn empty_gc_answers_are_never_compressed() {
     }
     let stats = agent.get_with("/v1/client/stats", &gzip);
     assert_eq!(stats.header("content-encoding"), Some("gzip"), "a body is still compressed");
+}
+
+#[test]
+fn error_texts_quote_like_go() {
+    let (fixture, agent) = agent_with_fixture("");
+    std::fs::create_dir(fixture.alloc_root().join("alloc/data/a\u{200b}b")).unwrap();
+    let node = agent.get("/v1/client/stats?node_id=%C2%A0node%09%01");
+    assert_eq!((node.status, node.text()), (404, r#"Unknown node "\u00a0node\t\x01""#.to_string()));
+    let dir = agent.get(&format!("/v1/client/fs/cat/{ALLOC_ID}?path=alloc/data/a%E2%80%8Bb"));
+    assert_eq!((dir.status, dir.text()), (400, r#"file "alloc/data/a\u200bb" is a directory"#.to_string()));
 }
