@@ -9,7 +9,7 @@ fn alloc_stats_without_task_samples_are_nomads_empty_answer() {
     assert_eq!(stats.status, 200);
     assert_eq!(
         stats.text(),
-        r#"{"ResourceUsage":{"MemoryStats":{"RSS":0,"Cache":0,"Swap":0,"MappedFile":0,"Usage":0,"MaxUsage":0,"KernelUsage":0,"KernelMaxUsage":0,"Measured":null},"CpuStats":{"SystemMode":0.0,"UserMode":0.0,"TotalTicks":0.0,"ThrottledPeriods":0,"ThrottledTime":0,"Percent":0.0,"Measured":null},"DeviceStats":[]},"Tasks":{},"Timestamp":0}"#
+        r#"{"ResourceUsage":{"CpuStats":{"Measured":null,"Percent":0.0,"SystemMode":0.0,"ThrottledPeriods":0,"ThrottledTime":0,"TotalTicks":0.0,"UserMode":0.0},"DeviceStats":[],"MemoryStats":{"Cache":0,"KernelMaxUsage":0,"KernelUsage":0,"MappedFile":0,"MaxUsage":0,"Measured":null,"RSS":0,"Swap":0,"Usage":0}},"Tasks":{},"Timestamp":0}"#
     );
     let unknown = "11111111-2222-4333-8444-555555555555";
     for (url, status, body) in [

@@ -146,6 +146,43 @@ fn stream_follows_appends_in_order_with_heartbeats() {
 }
 
 #[test]
+fn heartbeats_flow_every_second_while_data_does() {
+    let (fixture, agent) = agent_with_fixture("");
+    let log = fixture.alloc_root().join(LOG);
+    let mut follow = Stream::open(&agent, &stream_url(LOG, "&origin=end"));
+    let writer = std::thread::spawn(move || {
+        for _ in 0..23 {
+            append(&log, b"tick\n");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    assert!(follow.still_open_after(Duration::from_millis(4500)));
+    writer.join().unwrap();
+    let frames = frames(&follow.buffer);
+    let heartbeats = frames.iter().filter(|f| f.as_object().is_some_and(|o| o.is_empty())).count();
+    let data = frames.iter().filter(|f| f.get("Data").is_some()).count();
+    assert!(data >= 15, "{data} data frames in 4.5 s");
+    assert!(heartbeats >= 3, "{heartbeats} heartbeats beside {data} data frames in 4.5 s");
+}
+
+#[test]
+fn a_truncation_and_the_data_after_it_share_a_frame() {
+    let (fixture, agent) = agent_with_fixture("");
+    let path = fixture.alloc_root().join("alloc/logs/trunc.txt");
+    std::fs::write(&path, b"hello world").unwrap();
+    let mut follow = Stream::open(&agent, &stream_url("alloc/logs/trunc.txt", ""));
+    follow.read_until(WAIT, |b| frame_data(b) == b"hello world");
+    // One syscall: the file shrinks below the read position with bytes already in it.
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(3).unwrap();
+    let body = follow.read_until(WAIT, |b| frames(b).iter().any(|f| f["FileEvent"] == "file truncated"));
+    let event = frames(body).into_iter().find(|f| f["FileEvent"] == "file truncated").unwrap();
+    assert_eq!(
+        event.to_string(),
+        r#"{"Data":"aGVs","File":"alloc/logs/trunc.txt","FileEvent":"file truncated","Offset":3}"#
+    );
+}
+
+#[test]
 fn truncation_and_deletion_mid_follow() {
     let (fixture, agent) = agent_with_fixture("");
     let path = fixture.alloc_root().join("alloc/logs/trunc.txt");
@@ -155,7 +192,9 @@ fn truncation_and_deletion_mid_follow() {
     append(&path, b"lo");
     follow.read_until(WAIT, |b| frame_data(b) == b"hello");
     std::fs::write(&path, b"").unwrap();
-    follow.read_until(WAIT, |b| frames(b).iter().any(|f| f["FileEvent"] == "file truncated"));
+    let body = follow.read_until(WAIT, |b| frames(b).iter().any(|f| f["FileEvent"] == "file truncated"));
+    let event = frames(body).into_iter().find(|f| f["FileEvent"] == "file truncated").unwrap();
+    assert_eq!(event.to_string(), r#"{"File":"alloc/logs/trunc.txt","FileEvent":"file truncated"}"#, "no data yet");
     append(&path, b"world");
     follow.read_until(WAIT, |b| frame_data(b) == b"helloworld");
     std::fs::remove_file(&path).unwrap();

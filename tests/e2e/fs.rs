@@ -133,7 +133,7 @@ fn gzip_follows_gorilla_rules() {
     let stats = agent.get_with("/v1/client/stats", &[("Accept-Encoding", "gzip")]);
     let mut json = String::new();
     flate2::read::GzDecoder::new(&stats.body[..]).read_to_string(&mut json).unwrap();
-    assert!(json.starts_with(r#"{"Memory":"#));
+    assert!(json.starts_with(r#"{"AllocDirStats":"#));
 }
 
 #[test]

@@ -31,3 +31,5 @@ mod providers;
 mod containment;
 // Startup: -dev, config errors, plugin loading errors, shutdown.
 mod startup;
+// Nomad's wire: Go's path redirects, the empty 404, CORS, key order, empty bodies, quoting.
+mod wire;

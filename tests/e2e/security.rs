@@ -258,7 +258,7 @@ fn tls_and_mutual_tls_with_curl() {
     let url = agent.url("/v1/client/stats");
     assert!(!curl(&["--cacert", &p("ca.pem"), &url]).0, "no client certificate: refused");
     let (ok, body) = curl(&["--cacert", &p("ca.pem"), "--cert", &p("client.pem"), "--key", &p("client-key.pem"), &url]);
-    assert!(ok && body.starts_with(r#"{"Memory":"#), "{body}");
+    assert!(ok && body.starts_with(r#"{"AllocDirStats":"#), "{body}");
 }
 
 #[test]

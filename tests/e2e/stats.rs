@@ -11,7 +11,7 @@ fn host_stats_have_nomads_shape_and_encoding() {
     assert_eq!(response.status, 200);
     assert_eq!(response.header("content-type"), Some("application/json"));
     let text = response.text();
-    assert!(text.starts_with(r#"{"Memory":{"Total":"#), "{text}");
+    assert!(text.starts_with(r#"{"AllocDirStats":{"Available":"#), "keys sorted: {text}");
     let stats = response.json();
     let keys: Vec<&str> = stats.as_object().unwrap().keys().map(String::as_str).collect();
     let mut expected =
@@ -45,7 +45,7 @@ fn host_stats_have_nomads_shape_and_encoding() {
     assert!(bare_integer_float.is_none(), "float without a decimal point: {bare_integer_float:?}");
 
     let pretty = agent.get("/v1/client/stats?pretty").text();
-    assert!(pretty.starts_with("{\n    \"Memory\": {\n        \"Total\": "), "{pretty}");
+    assert!(pretty.starts_with("{\n    \"AllocDirStats\": {\n        \"Available\": "), "{pretty}");
     assert!(pretty.ends_with("}\n"));
     assert_eq!(agent.get("/v1/client/stats?pretty=0").text().lines().count(), 1);
 }

@@ -13,6 +13,7 @@ use futures_util::future::join_all;
 use super::AppState;
 use super::error::ApiError;
 use super::params::Request;
+use super::wire::go_quote;
 use crate::acl::Need;
 use crate::plugins::StoragePlugin;
 
@@ -43,7 +44,7 @@ async fn lookup<'a>(state: &'a AppState, alloc_id: &'a str) -> Result<Alloc<'a>,
         return Err(ApiError::bad_request("alloc lookup failed: index error: UUID must be 36 characters"));
     }
     if !is_alloc_id(alloc_id) {
-        return Err(ApiError::not_found(format!("Unknown allocation {alloc_id:?}")));
+        return Err(ApiError::not_found(format!("Unknown allocation {}", go_quote(alloc_id))));
     }
     // Backends are asked concurrently; an unhealthy one answers at once (see plugins::call),
     // so a hung backend delays no lookup once its first call has timed out.
@@ -63,12 +64,13 @@ async fn lookup<'a>(state: &'a AppState, alloc_id: &'a str) -> Result<Alloc<'a>,
         0 if state.collector.collected_namespace(alloc_id).is_some() => {
             Err(ApiError::not_found(format!("state for allocation {alloc_id} not found on client")))
         }
-        0 => Err(ApiError::not_found(format!("Unknown allocation {alloc_id:?}"))),
+        0 => Err(ApiError::not_found(format!("Unknown allocation {}", go_quote(alloc_id)))),
         1 => Ok(holders.remove(0)),
         _ => {
             let names: Vec<&str> = holders.iter().map(|h| h.backend.name()).collect();
             Err(ApiError::internal(format!(
-                "allocation {alloc_id:?} is held by more than one storage backend: {}",
+                "allocation {} is held by more than one storage backend: {}",
+                go_quote(alloc_id),
                 names.join(", ")
             )))
         }

@@ -16,6 +16,7 @@ use super::error::ApiError;
 use super::model::AllocFileInfo;
 use super::params::{Query, Request, parse_int};
 use super::response::{ApiResponse, Body};
+use super::wire::go_quote;
 use crate::acl;
 use crate::stream::raw;
 
@@ -86,7 +87,7 @@ async fn read_plain(
     let alloc = allocs::find(state, alloc_id, req, acl::READ_FS).await?;
     let info = alloc.backend.stat(alloc.id, path).await.map_err(|f| ApiError::from_prestream_failure(&f))?;
     if info.is_dir {
-        return Err(ApiError::bad_request(format!("file {path:?} is a directory")));
+        return Err(ApiError::bad_request(format!("file {} is a directory", go_quote(path))));
     }
     let offset = u64::try_from(offset)
         .map_err(|_| ApiError::internal(format!("can't seek to offset {offset}: seek {path}: invalid argument")))?;

@@ -17,9 +17,12 @@
 //!
 //! Every route answers any method (Nomad checks none), takes `?pretty` where it returns JSON,
 //! and answers errors as plain text. [`response::finish`] applies gzip, `Vary` and CORS.
+//! Before any route, [`clean`] redirects unclean paths as Go's `ServeMux` does; a path no
+//! route serves is 404 with an empty body, as Nomad's fallthrough answers.
 
 pub mod alloc;
 pub mod allocs;
+pub mod clean;
 pub mod error;
 pub mod fs;
 pub mod listing;
@@ -34,7 +37,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use warp::Filter;
-use warp::http::{HeaderMap, Method};
+use warp::http::{HeaderMap, Method, StatusCode};
 
 use self::error::ApiError;
 use self::params::{Query, Request};
@@ -76,9 +79,12 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
         .and(warp::header::headers_cloned())
         .and(warp::any().map(move || Arc::clone(&state)))
         .then(|method: Method, path: warp::path::FullPath, query: String, headers: HeaderMap, state: Arc<AppState>| async move {
+            let redirect = clean::redirect_target(path.as_str(), &query);
             let path = percent_encoding::percent_decode_str(path.as_str()).decode_utf8_lossy().into_owned();
-            let meta = RequestMeta { method, path, headers };
-            let response = if meta.cors_applies() && meta.is_preflight() {
+            let meta = RequestMeta { method, path, headers, redirect };
+            let response = if let Some(location) = &meta.redirect {
+                clean::moved_permanently(&meta.method, location)
+            } else if meta.cors_applies() && meta.is_preflight() {
                 response::preflight(&meta)
             } else {
                 let request = Request { query: Query::parse(&query), token: crate::acl::request_token(&meta.headers) };
@@ -121,5 +127,6 @@ async fn dispatch(state: &Arc<AppState>, meta: &RequestMeta, req: &Request) -> R
             _ => Err(ApiError::not_found("Invalid method")),
         };
     }
-    Err(ApiError::not_found("404 page not found\n"))
+    // Nomad's fallthrough handler: 404 with an empty body.
+    Ok(ApiResponse::new(StatusCode::NOT_FOUND, response::Body::Empty))
 }

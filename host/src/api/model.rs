@@ -1,5 +1,10 @@
 //! Nomad's response types, with the field names and order Nomad emits, built from the ABI
 //! types plugins return. Only the host knows this shape.
+//!
+//! Nomad's encoder writes struct fields sorted by JSON name (byte order), so every struct here
+//! declares its fields in that order and serde emits them as they are: sorted output, compact
+//! or `?pretty`, at no cost per request. Maps are `BTreeMap`s, sorted too. The tests check
+//! the order recursively.
 
 use allocd_plugin_api as abi;
 use serde::Serialize;
@@ -36,25 +41,25 @@ impl From<&abi::FileInfo> for AllocFileInfo {
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct HostStats {
-    pub memory: HostMemory,
+    pub alloc_dir_stats: DiskStats,
     #[serde(rename = "CPU")]
     pub cpu: Vec<HostCpu>,
-    pub disk_stats: Option<Vec<DiskStats>>,
-    pub alloc_dir_stats: DiskStats,
-    pub device_stats: Option<Vec<()>>,
-    pub uptime: u64,
-    pub timestamp: i64,
     #[serde(rename = "CPUTicksConsumed")]
     pub cpu_ticks_consumed: f64,
+    pub device_stats: Option<Vec<()>>,
+    pub disk_stats: Option<Vec<DiskStats>>,
+    pub memory: HostMemory,
+    pub timestamp: i64,
+    pub uptime: u64,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct HostMemory {
-    pub total: u64,
     pub available: u64,
-    pub used: u64,
     pub free: u64,
+    pub total: u64,
+    pub used: u64,
 }
 
 /// A host CPU entry; `Total` (the API docs' name) equals `TotalPercent`.
@@ -63,24 +68,24 @@ pub struct HostMemory {
 pub struct HostCpu {
     #[serde(rename = "CPU")]
     pub cpu: String,
-    pub user: f64,
-    pub system: f64,
     pub idle: f64,
+    pub system: f64,
     pub total: f64,
     pub total_percent: f64,
     pub total_ticks: f64,
+    pub user: f64,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct DiskStats {
+    pub available: u64,
     pub device: String,
+    pub inodes_used_percent: f64,
     pub mountpoint: String,
     pub size: u64,
     pub used: u64,
-    pub available: u64,
     pub used_percent: f64,
-    pub inodes_used_percent: f64,
 }
 
 impl From<&abi::DiskStats> for DiskStats {
@@ -131,56 +136,49 @@ impl From<&abi::HostStats> for HostStats {
 
 /// `structs.MemoryStats`.
 #[derive(Serialize, Default, Clone)]
+#[serde(rename_all = "PascalCase")]
 pub struct MemoryStats {
+    pub cache: u64,
+    pub kernel_max_usage: u64,
+    pub kernel_usage: u64,
+    pub mapped_file: u64,
+    pub max_usage: u64,
+    pub measured: Option<Vec<String>>,
     #[serde(rename = "RSS")]
     pub rss: u64,
-    #[serde(rename = "Cache")]
-    pub cache: u64,
-    #[serde(rename = "Swap")]
     pub swap: u64,
-    #[serde(rename = "MappedFile")]
-    pub mapped_file: u64,
-    #[serde(rename = "Usage")]
     pub usage: u64,
-    #[serde(rename = "MaxUsage")]
-    pub max_usage: u64,
-    #[serde(rename = "KernelUsage")]
-    pub kernel_usage: u64,
-    #[serde(rename = "KernelMaxUsage")]
-    pub kernel_max_usage: u64,
-    #[serde(rename = "Measured")]
-    pub measured: Option<Vec<String>>,
 }
 
 /// `structs.CpuStats`.
 #[derive(Serialize, Default, Clone)]
 #[serde(rename_all = "PascalCase")]
 pub struct CpuStats {
+    pub measured: Option<Vec<String>>,
+    pub percent: f64,
     pub system_mode: f64,
-    pub user_mode: f64,
-    pub total_ticks: f64,
     pub throttled_periods: u64,
     pub throttled_time: u64,
-    pub percent: f64,
-    pub measured: Option<Vec<String>>,
+    pub total_ticks: f64,
+    pub user_mode: f64,
 }
 
 /// `structs.ResourceUsage`; `DeviceStats` is `[]` at alloc level and `null` elsewhere.
 #[derive(Serialize, Default, Clone)]
 #[serde(rename_all = "PascalCase")]
 pub struct ResourceUsage {
-    pub memory_stats: MemoryStats,
     pub cpu_stats: CpuStats,
     pub device_stats: Option<Vec<()>>,
+    pub memory_stats: MemoryStats,
 }
 
 /// `structs.TaskResourceUsage`.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct TaskResourceUsage {
+    pub pids: Option<std::collections::BTreeMap<String, ResourceUsage>>,
     pub resource_usage: ResourceUsage,
     pub timestamp: i64,
-    pub pids: Option<std::collections::BTreeMap<String, ResourceUsage>>,
 }
 
 /// `structs.AllocResourceUsage`.

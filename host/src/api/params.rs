@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use super::wire::go_quote;
+
 /// Decoded query parameters (first value of each name).
 #[derive(Debug, Default, Clone)]
 pub struct Query {
@@ -38,11 +40,6 @@ impl Query {
 pub struct Request {
     pub query: Query,
     pub token: Option<String>,
-}
-
-/// Go's `strconv.Quote` for the ASCII-ish values that appear in parse errors.
-fn go_quote(value: &str) -> String {
-    format!("{value:?}")
 }
 
 /// `strconv.ParseBool`.

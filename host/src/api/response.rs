@@ -1,7 +1,11 @@
 //! Responses and the wrapping Nomad puts around every one of them: gzip/deflate exactly as
 //! gorilla/handlers chooses it (the first `Accept-Encoding` token that is exactly `gzip` or
 //! `deflate`; streams are flushed through the compressor chunk by chunk), `Vary`, and rs/cors'
-//! headers on the `/v1/client/fs/` and `/v1/client/allocation/` subtrees.
+//! headers on `/v1/client/stats` and the `/v1/client/fs/` and `/v1/client/allocation/` subtrees.
+//!
+//! An empty body is never compressed (a deliberate difference): Nomad wraps it in a 20-byte
+//! gzip stream, which Nomad's own Go API client then fails to decode (`EOF`) on the GC calls.
+//! allocd sends `Content-Length: 0` and no `Content-Encoding`.
 
 use std::io::Write;
 
@@ -71,12 +75,18 @@ pub struct RequestMeta {
     pub method: Method,
     pub path: String,
     pub headers: HeaderMap,
+    /// Where Go's mux redirects this request before any handler (see [`super::clean`]).
+    pub redirect: Option<String>,
 }
 
 impl RequestMeta {
-    /// CORS applies to these subtrees only (not `/v1/client/gc`).
+    /// CORS wraps the host stats and these subtrees only (not `/v1/client/gc`), and never a
+    /// redirect (the mux answers it before the route's wrappers).
     pub fn cors_applies(&self) -> bool {
-        self.path.starts_with("/v1/client/fs/") || self.path.starts_with("/v1/client/allocation/")
+        self.redirect.is_none()
+            && (self.path == "/v1/client/stats"
+                || self.path.starts_with("/v1/client/fs/")
+                || self.path.starts_with("/v1/client/allocation/"))
     }
 
     /// A CORS preflight: OPTIONS with `Access-Control-Request-Method`.
@@ -168,12 +178,11 @@ impl Compressor {
 /// Applies compression, `Vary` and CORS, and hands the response to warp.
 pub fn finish(response: ApiResponse, meta: &RequestMeta) -> warp::reply::Response {
     let ApiResponse { status, mut headers, body } = response;
-    let encoding = meta.encoding();
+    let encoding = if matches!(body, Body::Empty) { None } else { meta.encoding() };
     let body: warp::reply::Response = match (body, encoding) {
-        (Body::Empty, None) => warp::reply::Response::new(Default::default()),
+        (Body::Empty, _) => warp::reply::Response::new(Default::default()),
         (Body::Full(bytes), None) => warp::reply::Response::new(bytes.into()),
         (Body::Stream(rx), None) => stream_reply(rx),
-        (Body::Empty, Some(encoding)) => warp::reply::Response::new(Compressor::new(encoding).finish().into()),
         (Body::Full(bytes), Some(encoding)) => {
             let mut compressor = Compressor::new(encoding);
             let mut out = compressor.push(&bytes);

@@ -16,6 +16,7 @@ use super::error::ApiError;
 use super::fs::{require_alloc_id, require_path};
 use super::params::{Query, Request, parse_bool, parse_int};
 use super::response::{ApiResponse, Body};
+use super::wire::go_quote;
 use crate::acl;
 use crate::stream::body::BodyReceiver;
 use crate::stream::follow::{Cursor, Source};
@@ -58,7 +59,7 @@ pub async fn stream(state: &Arc<AppState>, alloc_id: &str, req: &Request) -> Res
     let alloc = allocs::find(state, alloc_id, req, acl::READ_FS).await?;
     let info = alloc.backend.stat(alloc.id, &path).await.map_err(|f| ApiError::from_prestream_failure(&f))?;
     if info.is_dir {
-        return Err(ApiError::bad_request(format!("file {path:?} is a directory")));
+        return Err(ApiError::bad_request(format!("file {} is a directory", go_quote(&path))));
     }
     let start = if from_end {
         // origin=end: the last `offset` bytes; a negative offset points past the end.
@@ -106,7 +107,7 @@ pub async fn logs(state: &Arc<AppState>, alloc_id: &str, req: &Request) -> Resul
 
     let alloc = allocs::find(state, alloc_id, req, acl::READ_LOGS).await?;
     if !alloc.info.tasks.iter().any(|t| t.as_str() == task) {
-        return Err(ApiError::bad_request(format!("unknown task name {task:?}")));
+        return Err(ApiError::bad_request(format!("unknown task name {}", go_quote(&task))));
     }
     let entries = alloc
         .backend
@@ -116,7 +117,11 @@ pub async fn logs(state: &Arc<AppState>, alloc_id: &str, req: &Request) -> Resul
     let files = logs::log_files(&entries, &task, &log_type).map_err(ApiError::internal)?;
     let (desired, offset) = if from_end { (None, offset.saturating_neg()) } else { (Some(0), offset) };
     let Some((at, start)) = logs::find_closest(&files, desired, offset) else {
-        return Err(ApiError::not_found(format!("log entry for task {task:?} and log type {log_type:?} not found")));
+        return Err(ApiError::not_found(format!(
+            "log entry for task {} and log type {} not found",
+            go_quote(&task),
+            go_quote(&log_type)
+        )));
     };
     let index = files[at].index;
     let permit = state.stream_permit()?;

@@ -4,8 +4,9 @@
 //! decimal point (`0.0`) and switch to Go-style exponents only below 1e-6 or from 1e21 on
 //! (`1e-07`); U+2028/U+2029 are escaped; `?pretty` means 4-space indentation plus a trailing
 //! newline. File modes are Go's `FileMode.String()` and times RFC 3339 with trimmed
-//! nanoseconds in the agent's local zone. The response structs below declare their fields in
-//! the order Nomad emits them (sorted keys for fs types, struct order for stats).
+//! nanoseconds in the agent's local zone. The response structs ([`super::model`]) declare
+//! their fields in the order Nomad emits them: sorted by name. Values quoted in error texts
+//! are quoted as Go's `%q` does ([`go_quote`]).
 
 use std::io;
 
@@ -100,6 +101,48 @@ impl<F: Formatter> Formatter for GoFormatter<F> {
     }
 }
 
+/// Go's `strconv.Quote` (`%q`): `\"` and `\\`, short escapes for `\a\b\f\n\r\t\v`,
+/// `\xHH` for other ASCII controls, `\uHHHH` or `\UHHHHHHHH` for other characters that are not
+/// printable (printable: letters, marks, numbers, punctuation, symbols and the ASCII space).
+pub fn go_quote(text: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            '\x07' => out.push_str("\\a"),
+            '\x08' => out.push_str("\\b"),
+            '\x0c' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\x0b' => out.push_str("\\v"),
+            '\0'..='\x7f' => write!(out, "\\x{:02x}", c as u32).expect("writing to a String"),
+            c if is_printable(c) => out.push(c),
+            c if (c as u32) < 0x10000 => write!(out, "\\u{:04x}", c as u32).expect("writing to a String"),
+            c => write!(out, "\\U{:08x}", c as u32).expect("writing to a String"),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Unicode's printable characters as Go's `strconv.IsPrint` sees them (not the categories
+/// C and Z). Rust's own table agrees; `str::escape_debug` consults it for every character
+/// after the first (without also escaping combining marks, which Go prints).
+fn is_printable(c: char) -> bool {
+    let mut buf = [0u8; 5];
+    buf[0] = b'x';
+    let len = 1 + c.encode_utf8(&mut buf[1..]).len();
+    let text = std::str::from_utf8(&buf[..len]).expect("valid UTF-8 by construction");
+    text.escape_debug().nth(1) == Some(c)
+}
+
 /// Go's `os.FileMode.String()` for a Unix `st_mode`.
 pub fn file_mode_string(mode: u32) -> String {
     const S_IFMT: u32 = 0o170000;
@@ -178,6 +221,16 @@ mod tests {
             String::from_utf8(to_json(&value, true)).unwrap(),
             "{\n    \"a\": 0.0,\n    \"b\": \"<&>\\u2028\\n\"\n}\n"
         );
+    }
+
+    #[test]
+    fn quoting_matches_go() {
+        assert_eq!(go_quote("plain /path"), r#""plain /path""#);
+        assert_eq!(go_quote("a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(go_quote("\x07\x08\x0c\n\r\t\x0b\0\x1b\x7f"), r#""\a\b\f\n\r\t\v\x00\x1b\x7f""#);
+        assert_eq!(go_quote("nb\u{a0}sp\u{200b}"), r#""nb\u00a0sp\u200b""#);
+        assert_eq!(go_quote("\u{e0001}"), r#""\U000e0001""#);
+        assert_eq!(go_quote("héllo e\u{301} 日本 😀 'q'"), "\"héllo e\u{301} 日本 😀 'q'\"");
     }
 
     #[test]

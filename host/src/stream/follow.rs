@@ -6,8 +6,9 @@
 //! backends without local paths and filesystems where inotify stays silent). Heartbeats are
 //! sent while waiting; a client that leaves ends the wait. When a wake-up brings no new bytes,
 //! [`Cursor::check`] tells truncation (the file shrank below the read position) from deletion
-//! (the path is gone or names another file), as Nomad's tail does. An idle follower makes no
-//! plugin calls at all.
+//! (the path is gone or names another file), as Nomad's tail does. A truncation is announced
+//! in the frame of the data read next from offset 0 (alone when there is none yet), as
+//! Nomad's `streamFile` sends it. An idle follower makes no plugin calls at all.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
@@ -55,7 +56,7 @@ impl From<PluginFailure> for StreamEnd {
 pub enum Change {
     /// Nothing but (possibly) new bytes.
     None,
-    /// The file shrank; reading restarts at 0 (a `file truncated` frame was sent).
+    /// The file shrank; reading restarts at 0 and the next frame says `file truncated`.
     Truncated,
     /// The path is gone or names another file (a `file deleted` frame was sent).
     Deleted,
@@ -119,6 +120,8 @@ pub struct Cursor {
     frame_name: String,
     pub offset: u64,
     subscription: Subscription,
+    /// An event for the next frame (`file truncated`).
+    pending_event: Option<&'static str>,
 }
 
 impl Cursor {
@@ -134,6 +137,7 @@ impl Cursor {
             frame_name: frame_name.to_owned(),
             offset,
             subscription,
+            pending_event: None,
         })
     }
 
@@ -146,14 +150,18 @@ impl Cursor {
             }
             let len = super::raw::next_len(*limit);
             let chunk = self.file.read_at(self.offset, len).await?;
+            let event = self.pending_event.take();
             if chunk.is_empty() {
+                if let Some(event) = event {
+                    sink.event(&self.frame_name, event, self.offset).await?;
+                }
                 return Ok(false);
             }
             self.offset += chunk.len() as u64;
             if let Some(left) = limit {
                 *left -= chunk.len() as u64;
             }
-            sink.data(&self.frame_name, &chunk, self.offset).await?;
+            sink.data(&self.frame_name, event.unwrap_or_default(), &chunk, self.offset).await?;
         }
     }
 
@@ -174,7 +182,7 @@ impl Cursor {
         let size = self.file.identity().await?.size;
         if size < self.offset {
             self.offset = 0;
-            sink.event(&self.frame_name, FILE_TRUNCATED, 0).await?;
+            self.pending_event = Some(FILE_TRUNCATED);
             return Ok(Change::Truncated);
         }
         Ok(Change::None)

@@ -2,7 +2,9 @@
 //!
 //! JSON mode writes concatenated `StreamFrame` objects — keys sorted (`Data, File, FileEvent,
 //! Offset`), every field omitted when empty, `Data` base64 — at most 64 KiB of data per frame,
-//! and a `{}` heartbeat after a second without output. Plain mode writes only the data bytes.
+//! and a `{}` heartbeat every second whether or not data flows (Nomad's framer runs a ticker;
+//! clients use it as a keep-alive). An event and the data read right after it share a frame,
+//! as Nomad sends a truncation. Plain mode writes only the data bytes.
 //! Unlike Nomad's framer there is no 200 ms batch window: a frame leaves as soon as a read
 //! returns, so followers see new bytes in milliseconds; reads at the data rate fill 64 KiB
 //! frames anyway.
@@ -19,7 +21,7 @@ use super::body::{self, BodyReceiver, BodySender};
 
 /// Maximum data bytes per frame (Nomad's `streamFrameSize`).
 pub const FRAME_SIZE: usize = 64 * 1024;
-/// Idle time after which a JSON stream sends `{}`.
+/// How often a JSON stream sends `{}`.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 pub const FILE_DELETED: &str = "file deleted";
@@ -55,25 +57,29 @@ pub struct Disconnected;
 pub struct Sink {
     tx: BodySender,
     plain: bool,
-    last_output: Instant,
+    next_heartbeat: Instant,
 }
 
 impl Sink {
     /// A sink and the receiving end for the response body.
     pub fn new(plain: bool) -> (Self, BodyReceiver) {
         let (tx, rx) = body::channel();
-        (Self { tx, plain, last_output: Instant::now() }, rx)
+        (Self { tx, plain, next_heartbeat: Instant::now() + HEARTBEAT }, rx)
     }
 
-    /// Sends `data` read from `file`, ending at position `end`, in frames of at most 64 KiB.
-    pub async fn data(&mut self, file: &str, data: &[u8], end: u64) -> Result<(), Disconnected> {
+    /// Sends `data` read from `file`, ending at position `end`, in frames of at most 64 KiB;
+    /// the first frame also carries `event` when there is one.
+    pub async fn data(&mut self, file: &str, event: &str, data: &[u8], end: u64) -> Result<(), Disconnected> {
         if self.plain {
             return self.write(Bytes::copy_from_slice(data)).await;
         }
         let mut start = end - data.len() as u64;
+        let mut event = event;
         for piece in data.chunks(FRAME_SIZE) {
             start += piece.len() as u64;
-            self.write(Bytes::from(encode(file, "", piece, start))).await?;
+            self.heartbeat_if_due().await?;
+            self.write(Bytes::from(encode(file, event, piece, start))).await?;
+            event = "";
         }
         Ok(())
     }
@@ -90,13 +96,19 @@ impl Sink {
 
     /// When the next heartbeat is due (JSON mode), or `None` in plain mode.
     pub fn heartbeat_due(&self) -> Option<Instant> {
-        (!self.plain).then(|| self.last_output + HEARTBEAT)
+        (!self.plain).then_some(self.next_heartbeat)
     }
 
-    /// Sends `{}` if a second passed without output.
+    /// Sends `{}` when its second has come; like Go's ticker, a tick missed while the client
+    /// was not reading is dropped rather than sent in a burst.
     pub async fn heartbeat_if_due(&mut self) -> Result<(), Disconnected> {
+        let now = Instant::now();
         match self.heartbeat_due() {
-            Some(due) if Instant::now() >= due => self.write(Bytes::from_static(b"{}")).await,
+            Some(due) if now >= due => {
+                let next = due + HEARTBEAT;
+                self.next_heartbeat = if next > now { next } else { now + HEARTBEAT };
+                self.write(Bytes::from_static(b"{}")).await
+            }
             _ => Ok(()),
         }
     }
@@ -107,7 +119,6 @@ impl Sink {
     }
 
     async fn write(&mut self, bytes: Bytes) -> Result<(), Disconnected> {
-        self.last_output = Instant::now();
         self.tx.send(bytes).await.map_err(|_| Disconnected)
     }
 }
@@ -135,12 +146,17 @@ mod tests {
         let (mut sink, mut rx) = Sink::new(false);
         let data = vec![b'a'; FRAME_SIZE + 10];
         // The frames exceed the body budget: the sink waits for them to be read.
-        tokio::spawn(async move { sink.data("f", &data, 100 + data.len() as u64).await.unwrap() });
-        let mut offsets = Vec::new();
+        tokio::spawn(async move { sink.data("f", FILE_TRUNCATED, &data, 100 + data.len() as u64).await.unwrap() });
+        let mut frames = Vec::new();
         while let Some(frame) = rx.recv().await {
             let value: serde_json::Value = serde_json::from_slice(&frame).unwrap();
-            offsets.push(value["Offset"].as_u64().unwrap());
+            frames.push((value["Offset"].as_u64().unwrap(), value["FileEvent"].as_str().map(str::to_owned)));
         }
-        assert_eq!(offsets, [100 + FRAME_SIZE as u64, 100 + FRAME_SIZE as u64 + 10]);
+        let end = 100 + FRAME_SIZE as u64;
+        assert_eq!(
+            frames,
+            [(end, Some(FILE_TRUNCATED.to_owned())), (end + 10, None)],
+            "the event rides the first frame"
+        );
     }
 }

@@ -5,6 +5,7 @@ use allocd_plugin_api::FileInfo;
 
 use super::follow::{Change, Cursor, Source, StreamEnd, wait};
 use super::frame::Sink;
+use crate::api::wire::go_quote;
 
 /// The directory holding task logs.
 pub const LOG_DIR: &str = "alloc/logs";
@@ -23,7 +24,7 @@ pub fn log_files(entries: &[FileInfo], task: &str, log_type: &str) -> Result<Vec
     for entry in entries.iter().filter(|e| !e.is_dir) {
         let Some(suffix) = entry.name.as_str().strip_prefix(&prefix) else { continue };
         let index = suffix.parse::<u64>().map_err(|_| {
-            format!("failed to convert {suffix:?} to a log index: strconv.Atoi: parsing {suffix:?}: invalid syntax")
+            format!("failed to convert {0} to a log index: strconv.Atoi: parsing {0}: invalid syntax", go_quote(suffix))
         })?;
         files.push(LogFile { index, size: entry.size.max(0) as u64 });
     }
