@@ -22,14 +22,14 @@ fn agent(fixture: &Fixture, cgroups: &TaskCgroups, extra_client: &str) -> Agent 
 
 /// Waits until a GC of `alloc` succeeds (the agent has taken the evidence in).
 fn collected_eventually(agent: &Agent, alloc: &str) {
-    eventually(Duration::from_secs(10), "the allocation to be collected", || {
+    eventually(Duration::from_secs(30), "the allocation to be collected", || {
         (agent.get(&gc_url(alloc)).status == 200).then_some(())
     });
 }
 
 /// Waits until the agent's allocation stats show `task` of `alloc`.
 fn seen(agent: &Agent, alloc: &str, task: &str) {
-    eventually(Duration::from_secs(10), "the task to be sampled", || {
+    eventually(Duration::from_secs(30), "the task to be sampled", || {
         agent.get(&format!("/v1/client/allocation/{alloc}/stats")).json()["Tasks"].get(task).map(|_| ())
     });
 }
@@ -287,7 +287,7 @@ fn a_deletion_cut_by_kill_9_is_finished_at_the_next_start() {
     let agent = Agent::start(&["-config", config.to_str().unwrap()]);
     let cat = agent.get(&format!("/v1/client/fs/ls/{ALLOC_ID}?path=/alloc/data"));
     assert_eq!(cat.status, 404, "a half-deleted allocation is never served");
-    eventually(Duration::from_secs(30), "the interrupted deletion to finish", || {
+    eventually(Duration::from_secs(60), "the interrupted deletion to finish", || {
         std::fs::read_dir(&trash).ok()?.next().is_none().then_some(())
     });
 }
