@@ -41,6 +41,9 @@ pub fn resolve_config(flags: &AgentFlags) -> anyhow::Result<Config> {
     if let Some(dir) = &flags.data_dir {
         config.data_dir = Some(dir.clone());
     }
+    if let Some(level) = &flags.log_level {
+        config.log_level = Some(level.clone());
+    }
     if let Some(dir) = &flags.plugin_dir {
         config.plugin_dir = Some(dir.clone());
     }
@@ -147,7 +150,8 @@ pub async fn run(flags: AgentFlags, config: Config) -> anyhow::Result<()> {
     tokio::spawn(Arc::clone(&collector).run());
     let watch_hub = Arc::new(WatchHub::new());
     let streams = Arc::new(tokio::sync::Semaphore::new(config.limits.max_streams));
-    let state = Arc::new(AppState { registry, sampler, node_id, acl, collector, watch_hub, streams });
+    let telemetry = crate::telemetry::Telemetry::new(&config, &node_id);
+    let state = Arc::new(AppState { registry, sampler, node_id, acl, collector, watch_hub, streams, telemetry });
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         shutdown_signal().await;

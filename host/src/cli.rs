@@ -61,7 +61,7 @@ fn is_help(arg: &str) -> bool {
 /// The levels `-log-level` takes, as Nomad spells them (any case); `err` is Nomad's `error`.
 const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "err"];
 
-fn parse_log_level(value: &str) -> anyhow::Result<String> {
+pub fn parse_log_level(value: &str) -> anyhow::Result<String> {
     match value.to_ascii_lowercase().as_str() {
         "err" => Ok("error".to_string()),
         level if LOG_LEVELS.contains(&level) => Ok(level.to_string()),

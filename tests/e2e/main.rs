@@ -27,3 +27,5 @@ mod providers;
 mod containment;
 // Startup: -dev, config errors, plugin loading errors, shutdown.
 mod startup;
+// /v1/metrics (Nomad's names, JSON and Prometheus), health, allocd's own metrics.
+mod telemetry;

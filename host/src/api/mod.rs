@@ -12,6 +12,8 @@
 //! | `/v1/client/allocation/:alloc_id/stats` | `task` | [`alloc::dispatch`] | `read-job` |
 //! | `/v1/client/allocation/:alloc_id/gc` | — | [`alloc::dispatch`] | `submit-job` or `gc-allocation` |
 //! | `/v1/client/gc` | `node_id` | [`alloc::gc_all`] | `node:write` |
+//! | `/v1/metrics` (GET) | `format=prometheus` | [`metrics::metrics`] | — |
+//! | `/v1/agent/health` (GET) | — | [`health::health`] | — |
 //!
 //! Every route answers any method (Nomad checks none), takes `?pretty` where it returns JSON,
 //! and answers errors as plain text. [`response::finish`] applies gzip, `Vary` and CORS.
@@ -20,6 +22,8 @@ pub mod alloc;
 pub mod allocs;
 pub mod error;
 pub mod fs;
+pub mod health;
+pub mod metrics;
 pub mod model;
 pub mod params;
 pub mod response;
@@ -53,6 +57,8 @@ pub struct AppState {
     pub watch_hub: Arc<crate::stream::watch::WatchHub>,
     /// Permits for concurrent cat, readat, stream and logs responses.
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// What `/v1/metrics` publishes, and the agent's own counters.
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 impl AppState {
@@ -81,6 +87,7 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
                 let request = Request { query: Query::parse(&query), token: crate::acl::request_token(&meta.headers) };
                 dispatch(&state, &meta, &request).await.unwrap_or_else(ApiResponse::from)
             };
+            state.telemetry.requests.record(response.status.as_u16());
             response::finish(response, &meta)
         })
 }
@@ -90,6 +97,12 @@ async fn dispatch(state: &Arc<AppState>, meta: &RequestMeta, req: &Request) -> R
     let path = meta.path.as_str();
     if path == "/v1/client/stats" {
         return stats::host(state, req);
+    }
+    if path == "/v1/metrics" {
+        return metrics::metrics(state, &meta.method, req);
+    }
+    if path == "/v1/agent/health" {
+        return health::health(state, &meta.method);
     }
     if path == "/v1/client/gc" {
         return alloc::gc_all(state, req);

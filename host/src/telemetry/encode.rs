@@ -1,0 +1,268 @@
+//! The two forms of `/v1/metrics`, byte for byte as Nomad writes them.
+//!
+//! JSON is go-metrics' in-memory display (`Timestamp`, `Gauges`, `Points`, `Counters`,
+//! `Samples`; each entry with `Name`, `Labels` as a map and its value or aggregate), with
+//! Nomad's sorted keys, entries sorted by go-metrics' aggregation key (the name, then
+//! `;label=value` in emission order) and float32 gauge values in their shortest form. The
+//! Prometheus form is what Nomad's go-metrics sink hands to client_golang's text encoder (format
+//! 0.0.4): names with `.`, `-`, `/`, `=` and spaces turned into `_`, `# HELP` repeating the
+//! name, families sorted by name, series by label values, floats in Go's `%g` shortest form.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::own::{Distribution, LATENCY_BUCKETS};
+use super::{Metric, Value};
+use crate::api::wire;
+
+/// The content type client_golang gives the text format.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Display<'a> {
+    counters: Option<Vec<Sampled<'a>>>,
+    gauges: Vec<Gauge<'a>>,
+    points: [(); 0],
+    samples: Option<Vec<Sampled<'a>>>,
+    timestamp: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Gauge<'a> {
+    labels: BTreeMap<&'a str, &'a str>,
+    name: &'a str,
+    value: f64,
+}
+
+/// go-metrics' `SampledValue`: an aggregate of the values recorded.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Sampled<'a> {
+    count: u64,
+    labels: BTreeMap<&'a str, &'a str>,
+    max: f64,
+    mean: f64,
+    min: f64,
+    name: &'a str,
+    rate: f64,
+    stddev: f64,
+    sum: f64,
+}
+
+/// go-metrics' aggregation key, the display's sort order.
+fn hash(metric: &Metric) -> String {
+    metric.labels.iter().fold(metric.name.clone(), |key, (name, value)| format!("{key};{name}={value}"))
+}
+
+fn labels(metric: &Metric) -> BTreeMap<&str, &str> {
+    metric.labels.iter().map(|(name, value)| (*name, value.as_str())).collect()
+}
+
+/// A float32 as Go's JSON encoder writes it: the shortest digits that read back as that float32.
+fn float32(value: f32) -> f64 {
+    value.to_string().parse().unwrap_or_default()
+}
+
+fn sampled<'a>(metric: &'a Metric, aggregate: &Distribution, seconds: f64) -> Sampled<'a> {
+    let count = aggregate.count as f64;
+    let variance = count * aggregate.sum_squares - aggregate.sum * aggregate.sum;
+    let stddev = if aggregate.count > 1 { (variance / (count * (count - 1.0))).max(0.0).sqrt() } else { 0.0 };
+    Sampled {
+        count: aggregate.count,
+        labels: labels(metric),
+        max: aggregate.max,
+        mean: if aggregate.count == 0 { 0.0 } else { aggregate.sum / count },
+        min: aggregate.min,
+        name: &metric.name,
+        rate: aggregate.sum / seconds.max(1.0),
+        stddev,
+        sum: aggregate.sum,
+    }
+}
+
+/// The JSON display; `timestamp` is Go's `time.String()` of the interval shown, `seconds` the
+/// time the cumulative counters and samples cover (for their `Rate`).
+pub fn json(metrics: &[Metric], timestamp: &str, seconds: f64, pretty: bool) -> Vec<u8> {
+    let mut sorted: Vec<(String, &Metric)> = metrics.iter().map(|metric| (hash(metric), metric)).collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let (mut gauges, mut counters, mut samples) = (Vec::new(), Vec::new(), Vec::new());
+    for (_, metric) in sorted {
+        match &metric.value {
+            Value::Gauge(value) => {
+                gauges.push(Gauge { labels: labels(metric), name: &metric.name, value: float32(*value) })
+            }
+            Value::Counter(count) => {
+                let ones = Distribution {
+                    count: *count,
+                    sum: *count as f64,
+                    sum_squares: *count as f64,
+                    min: 1.0,
+                    max: 1.0,
+                    ..Distribution::default()
+                };
+                counters.push(sampled(metric, &ones, seconds));
+            }
+            Value::Distribution(aggregate) => samples.push(sampled(metric, aggregate, seconds)),
+        }
+    }
+    let display = Display {
+        counters: (!counters.is_empty()).then_some(counters),
+        gauges,
+        points: [],
+        samples: (!samples.is_empty()).then_some(samples),
+        timestamp,
+    };
+    wire::to_json(&display, pretty)
+}
+
+/// Go's `strconv.FormatFloat(v, 'g', -1, 64)`, as client_golang writes sample values.
+pub fn go_float(value: f64) -> String {
+    if value.is_nan() {
+        return "NaN".into();
+    }
+    if value.is_infinite() {
+        return if value > 0.0 { "+Inf".into() } else { "-Inf".into() };
+    }
+    let scientific = format!("{value:e}");
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    // Shortest 'g' switches to an exponent below 1e-4 and from 1e6 on.
+    if value != 0.0 && !(-4..6).contains(&exponent) {
+        let sign = if exponent < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exponent.abs())
+    } else {
+        format!("{value}")
+    }
+}
+
+/// The name Prometheus sees: go-metrics' prometheus sink replaces these characters with `_`.
+fn prometheus_name(name: &str) -> String {
+    name.chars().map(|c| if matches!(c, ' ' | '.' | '=' | '-' | '/') { '_' } else { c }).collect()
+}
+
+fn escape_label(value: &str) -> String {
+    value.replace('\\', r"\\").replace('"', "\\\"").replace('\n', r"\n")
+}
+
+/// `{a="1",b="2"}` with the labels sorted by name and `extra` (a histogram's `le`) last.
+fn label_set(labels: &[(&str, &str)], extra: Option<(&str, &str)>) -> String {
+    let pairs: Vec<String> = labels
+        .iter()
+        .copied()
+        .chain(extra)
+        .map(|(name, value)| format!("{name}=\"{}\"", escape_label(value)))
+        .collect();
+    if pairs.is_empty() { String::new() } else { format!("{{{}}}", pairs.join(",")) }
+}
+
+/// One series of a family: its labels sorted by name, and its value.
+type Series<'a> = (Vec<(&'a str, &'a str)>, &'a Value);
+
+/// The text exposition format 0.0.4.
+pub fn prometheus(metrics: &[Metric]) -> String {
+    let mut families: BTreeMap<String, Vec<Series>> = BTreeMap::new();
+    for metric in metrics {
+        let mut labels: Vec<(&str, &str)> = metric.labels.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        labels.sort();
+        families.entry(prometheus_name(&metric.name)).or_default().push((labels, &metric.value));
+    }
+    let mut out = String::new();
+    for (name, mut series) in families {
+        series.sort_by(|a, b| a.0.iter().map(|l| l.1).cmp(b.0.iter().map(|l| l.1)));
+        let kind = match series[0].1 {
+            Value::Gauge(_) => "gauge",
+            Value::Counter(_) => "counter",
+            Value::Distribution(_) => "histogram",
+        };
+        let _ = write!(out, "# HELP {name} {name}\n# TYPE {name} {kind}\n");
+        for (labels, value) in series {
+            write_series(&mut out, &name, &labels, value);
+        }
+    }
+    out
+}
+
+fn write_series(out: &mut String, name: &str, labels: &[(&str, &str)], value: &Value) {
+    let set = label_set(labels, None);
+    match value {
+        Value::Gauge(value) => _ = writeln!(out, "{name}{set} {}", go_float(f64::from(*value))),
+        Value::Counter(count) => _ = writeln!(out, "{name}{set} {}", go_float(*count as f64)),
+        Value::Distribution(aggregate) => {
+            for (bound, count) in LATENCY_BUCKETS.iter().zip(aggregate.buckets) {
+                let le = go_float(*bound);
+                let _ = writeln!(out, "{name}_bucket{} {count}", label_set(labels, Some(("le", &le))));
+            }
+            let _ = writeln!(out, "{name}_bucket{} {}", label_set(labels, Some(("le", "+Inf"))), aggregate.count);
+            let _ = writeln!(out, "{name}_sum{set} {}", go_float(aggregate.sum));
+            let _ = writeln!(out, "{name}_count{set} {}", aggregate.count);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_read_like_go() {
+        let cases = [
+            (0.0, "0"),
+            (1.0, "1"),
+            (0.5, "0.5"),
+            (100000.0, "100000"),
+            (1_000_000.0, "1e+06"),
+            (16_777_216_000.0, "1.6777216e+10"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (f64::from(33.33f32), "33.33000183105469"),
+        ];
+        for (value, text) in cases {
+            assert_eq!(go_float(value), text, "{value}");
+        }
+    }
+
+    fn gauge(name: &str, labels: &[(&'static str, &str)], value: f32) -> Metric {
+        let labels = labels.iter().map(|(n, v)| (*n, v.to_string())).collect();
+        Metric { name: name.into(), labels, value: Value::Gauge(value) }
+    }
+
+    #[test]
+    fn prometheus_text_is_client_golangs() {
+        let metrics = [
+            gauge("nomad.client.host.cpu.user", &[("node_id", "n"), ("cpu", "cpu1")], 2.5),
+            gauge("nomad.client.host.cpu.user", &[("node_id", "n"), ("cpu", "cpu0")], 33.33),
+            gauge("nomad.client.host.memory.total", &[("node_id", "n")], 16_777_216_000.0),
+        ];
+        assert_eq!(
+            prometheus(&metrics),
+            "# HELP nomad_client_host_cpu_user nomad_client_host_cpu_user\n\
+             # TYPE nomad_client_host_cpu_user gauge\n\
+             nomad_client_host_cpu_user{cpu=\"cpu0\",node_id=\"n\"} 33.33000183105469\n\
+             nomad_client_host_cpu_user{cpu=\"cpu1\",node_id=\"n\"} 2.5\n\
+             # HELP nomad_client_host_memory_total nomad_client_host_memory_total\n\
+             # TYPE nomad_client_host_memory_total gauge\n\
+             nomad_client_host_memory_total{node_id=\"n\"} 1.6777216e+10\n"
+        );
+    }
+
+    #[test]
+    fn json_is_the_go_metrics_display() {
+        let metrics = [
+            gauge("nomad.client.host.cpu.user", &[("node_id", "n"), ("cpu", "cpu0")], 33.33),
+            Metric {
+                name: "allocd.plugin.calls".into(),
+                labels: vec![("plugin", "p".into())],
+                value: Value::Counter(3),
+            },
+        ];
+        let text = String::from_utf8(json(&metrics, "2026-12-01 15:20:00 +0000 UTC", 3.0, false)).unwrap();
+        assert_eq!(
+            text,
+            r#"{"Counters":[{"Count":3,"Labels":{"plugin":"p"},"Max":1.0,"Mean":1.0,"Min":1.0,"Name":"allocd.plugin.calls","Rate":1.0,"Stddev":0.0,"Sum":3.0}],"Gauges":[{"Labels":{"cpu":"cpu0","node_id":"n"},"Name":"nomad.client.host.cpu.user","Value":33.33}],"Points":[],"Samples":null,"Timestamp":"2026-12-01 15:20:00 +0000 UTC"}"#
+        );
+    }
+}
