@@ -16,7 +16,7 @@ pub enum Command {
 }
 
 /// `allocd agent` flags; each overrides the config file.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AgentFlags {
     pub dev: bool,
     pub config: Option<PathBuf>,

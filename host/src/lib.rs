@@ -13,6 +13,7 @@ pub mod dev;
 pub mod gc;
 pub mod hcl1;
 pub mod inspect;
+pub mod logging;
 pub mod plugins;
 pub mod server;
 pub mod stats;

@@ -29,3 +29,5 @@ mod containment;
 mod startup;
 // /v1/metrics (Nomad's names, JSON and Prometheus), health, allocd's own metrics.
 mod telemetry;
+// SIGHUP reloads (tokens, certificates, log level) and log formats.
+mod reload;

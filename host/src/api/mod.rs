@@ -50,7 +50,7 @@ pub struct AppState {
     /// This agent's node ID (persisted in the data dir).
     pub node_id: String,
     /// Who may do what.
-    pub acl: crate::acl::Acl,
+    pub acl: crate::acl::LiveAcl,
     /// Deletes terminal allocations.
     pub collector: Arc<crate::gc::Collector>,
     /// The inotify watcher shared by every follower.
