@@ -1,6 +1,7 @@
 //! `/v1/metrics` (JSON and Prometheus, Nomad's names), `/v1/agent/health`, and allocd's own
 //! metrics counting misbehaving plugins.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::harness::{ALLOC_ID, Agent, Fixture, TaskCgroups, build_dir, eventually};
@@ -221,4 +222,76 @@ fn health_follows_plugin_failures_and_recoveries() {
     });
     assert_eq!(healthy.text(), r#"{"client":{"message":"ok","ok":true}}"#);
     assert_eq!(healthy.header("content-type"), Some("application/json"));
+}
+
+/// A Prometheus server on loopback; killed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    /// Starts Debian's `prometheus` scraping `target` (host:port) every second.
+    fn start(dir: &std::path::Path, target: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: allocd\n    metrics_path: /v1/metrics\n    \
+                 params:\n      format: [prometheus]\n    static_configs:\n      - targets: [\"{target}\"]\n"
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+            .stderr(std::fs::File::create(dir.join("prometheus.err")).unwrap())
+            .spawn()
+            .expect("starting prometheus");
+        Self { child, base: format!("http://127.0.0.1:{port}") }
+    }
+
+    /// The value of the one series `query` selects, once Prometheus has it.
+    fn query(&self, query: &str) -> Option<f64> {
+        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+        let response = client.get(format!("{}/api/v1/query", self.base)).query(&[("query", query)]).send().ok()?;
+        let body: serde_json::Value = serde_json::from_slice(&response.bytes().ok()?).ok()?;
+        let result = body["data"]["result"].as_array()?;
+        assert!(result.len() <= 1, "{query} selects one series: {body}");
+        result.first()?["value"][1].as_str()?.parse().ok()
+    }
+}
+
+#[test]
+fn a_real_prometheus_scrapes_nomads_names() {
+    if which("prometheus").is_none() {
+        return crate::harness::skip_unless_ci("a_real_prometheus_scrapes_nomads_names", "prometheus is not installed");
+    }
+    let (fixture, _cgroups, agent) = agent_with_task("100ms", PUBLISH);
+    let prometheus = Prometheus::start(fixture.dir.path(), agent.base.strip_prefix("http://").unwrap());
+    let memory = eventually(Duration::from_secs(60), "Prometheus to scrape the host memory", || {
+        prometheus.query("nomad_client_host_memory_total")
+    });
+    let expected = agent.get("/v1/client/stats").json()["Memory"]["Total"].as_f64().unwrap();
+    assert!((memory - expected).abs() / expected < 1e-6, "Prometheus has {memory}, the agent {expected}");
+    let rss_query = format!("nomad_client_allocs_memory_rss{{alloc_id=\"{ALLOC_ID}\",task=\"web\"}}");
+    let rss = eventually(Duration::from_secs(30), "the task's rss", || prometheus.query(&rss_query));
+    let stats = agent.get(&format!("/v1/client/allocation/{ALLOC_ID}/stats")).json();
+    assert_eq!(rss, stats["Tasks"]["web"]["ResourceUsage"]["MemoryStats"]["RSS"].as_f64().unwrap());
+    let up = prometheus.query("up{job=\"allocd\"}");
+    assert_eq!(up, Some(1.0), "every scrape parsed");
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(program)).find(|path| path.is_file())
 }
