@@ -182,6 +182,9 @@ fn own_metrics_count_panics_and_timeouts() {
     assert!(text.contains("# TYPE allocd_plugin_call_seconds histogram\n"));
     assert!(series(&text, "allocd_plugin_call_seconds_bucket", &["plugin=\"local-disk\"", "le=\"+Inf\""]).is_some());
     assert!(series(&text, "allocd_http_requests", &["code=\"500\""]).unwrap() >= 2.0);
+    for name in ["allocd_streams_open", "allocd_follow_watched_paths", "allocd_follow_polls", "allocd_gc_collections"] {
+        assert_eq!(series(&text, name, &[]), Some(0.0), "{name}");
+    }
     let display = agent.get("/v1/metrics").json();
     let sample =
         display["Samples"].as_array().unwrap().iter().find(|s| s["Labels"]["plugin"] == "local-disk").cloned().unwrap();

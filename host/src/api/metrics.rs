@@ -18,7 +18,7 @@ pub fn require_get(method: &Method) -> Result<(), ApiError> {
 pub fn metrics(state: &AppState, method: &Method, req: &Request) -> Result<ApiResponse, ApiError> {
     require_get(method)?;
     let telemetry = &state.telemetry;
-    let metrics = telemetry.gather(&state.registry, &state.sampler, state.streams.available_permits());
+    let metrics = telemetry.gather(state);
     if req.query.get("format") == "prometheus" {
         if !telemetry.config.prometheus_metrics {
             return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Prometheus is not enabled"));

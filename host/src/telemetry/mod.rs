@@ -16,9 +16,9 @@ pub mod own;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use self::own::{Distribution, RequestCounts};
+use crate::api::AppState;
 use crate::config;
 use crate::plugins::Registry;
-use crate::stats::Sampler;
 
 /// One metric series: a dotted name, labels in emission order, a value.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,21 +70,22 @@ impl Telemetry {
     }
 
     /// Every published metric, from cached samples and counters only.
-    pub fn gather(&self, registry: &Registry, sampler: &Sampler, available_streams: usize) -> Vec<Metric> {
+    pub fn gather(&self, state: &AppState) -> Vec<Metric> {
         let mut metrics = Vec::new();
         if self.config.publish_node_metrics
-            && let Some(host) = sampler.host()
+            && let Some(host) = state.sampler.host()
         {
             metrics.extend(nomad::host_gauges(&host.stats, &self.gauge_prefix, &self.node_id));
         }
         if self.config.publish_allocation_metrics {
-            metrics.extend(nomad::task_gauges(&sampler.tasks(), &self.gauge_prefix));
+            metrics.extend(nomad::task_gauges(&state.sampler.tasks(), &self.gauge_prefix));
         }
-        metrics.extend(self.own_metrics(registry, available_streams));
+        metrics.extend(self.plugin_metrics(&state.registry));
+        metrics.extend(self.agent_metrics(state));
         metrics
     }
 
-    fn own_metrics(&self, registry: &Registry, available_streams: usize) -> Vec<Metric> {
+    fn plugin_metrics(&self, registry: &Registry) -> Vec<Metric> {
         use std::sync::atomic::Ordering::Relaxed;
         let mut metrics = Vec::new();
         for (plugin, stats) in registry.call_stats() {
@@ -105,12 +106,24 @@ impl Telemetry {
             let latency = Value::Distribution(stats.latency());
             metrics.push(Metric { name: "allocd.plugin.call_seconds".into(), labels, value: latency });
         }
+        metrics
+    }
+
+    fn agent_metrics(&self, state: &AppState) -> Vec<Metric> {
+        let unlabelled = |name: &str, value: Value| Metric { name: name.into(), labels: Vec::new(), value };
+        let mut metrics = Vec::new();
         for (code, count) in self.requests.counts() {
             let labels = vec![("code", code.to_string())];
             metrics.push(Metric { name: "allocd.http.requests".into(), labels, value: Value::Counter(count) });
         }
-        let open = self.max_streams.saturating_sub(available_streams) as f32;
-        metrics.push(Metric { name: "allocd.streams.open".into(), labels: Vec::new(), value: Value::Gauge(open) });
+        let open = self.max_streams.saturating_sub(state.streams.available_permits());
+        let collections = state.collector.collections.load(std::sync::atomic::Ordering::Relaxed);
+        metrics.extend([
+            unlabelled("allocd.streams.open", Value::Gauge(open as f32)),
+            unlabelled("allocd.follow.watched_paths", Value::Gauge(state.watch_hub.watched_paths() as f32)),
+            unlabelled("allocd.follow.polls", Value::Gauge(state.watch_hub.polls() as f32)),
+            unlabelled("allocd.gc.collections", Value::Counter(collections)),
+        ]);
         metrics
     }
 
