@@ -434,6 +434,23 @@ mod tests {
     }
 
     #[test]
+    fn telemetry_switches_and_log_keys() {
+        let config = Config::from_hcl(
+            "log_level = \"DEBUG\"\nlog_json = true\n\
+             telemetry {\n  publish_node_metrics = true\n  prometheus_metrics = true\n}\n",
+        )
+        .unwrap();
+        let expected = Telemetry { publish_node_metrics: true, prometheus_metrics: true, ..Telemetry::default() };
+        assert_eq!(config.telemetry, expected);
+        assert_eq!((config.log_level.as_deref(), config.log_json), (Some("debug"), true));
+        assert_eq!(Config::default().telemetry, Telemetry::default(), "everything off, as in Nomad");
+        assert!(error_line("log_level = \"loud\"").starts_with("log_level: "));
+        assert!(
+            error_line("telemetry { publish_node_metrics = \"yes\" }").starts_with("telemetry.publish_node_metrics")
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         assert!(Config::from_hcl("bogus = 1").is_err());
     }

@@ -8,7 +8,7 @@
 //! 0.0.4): names with `.`, `-`, `/`, `=` and spaces turned into `_`, `# HELP` repeating the
 //! name, families sorted by name, series by label values, floats in Go's `%g` shortest form.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -55,11 +55,15 @@ struct Sampled<'a> {
 
 /// go-metrics' aggregation key, the display's sort order.
 fn hash(metric: &Metric) -> String {
-    metric.labels.iter().fold(metric.name.clone(), |key, (name, value)| format!("{key};{name}={value}"))
+    let mut key = metric.name.to_string();
+    for (name, value) in &metric.labels {
+        let _ = write!(key, ";{name}={value}");
+    }
+    key
 }
 
 fn labels(metric: &Metric) -> BTreeMap<&str, &str> {
-    metric.labels.iter().map(|(name, value)| (*name, value.as_str())).collect()
+    metric.labels.iter().map(|(name, value)| (*name, &**value)).collect()
 }
 
 /// A float32 as Go's JSON encoder writes it: the shortest digits that read back as that float32.
@@ -121,21 +125,31 @@ pub fn json(metrics: &[Metric], timestamp: &str, seconds: f64, pretty: bool) -> 
 
 /// Go's `strconv.FormatFloat(v, 'g', -1, 64)`, as client_golang writes sample values.
 pub fn go_float(value: f64) -> String {
+    let mut out = String::new();
+    push_go_float(&mut out, value);
+    out
+}
+
+/// Appends [`go_float`]'s text without allocating.
+fn push_go_float(out: &mut String, value: f64) {
     if value.is_nan() {
-        return "NaN".into();
+        return out.push_str("NaN");
     }
     if value.is_infinite() {
-        return if value > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return out.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
     }
-    let scientific = format!("{value:e}");
-    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
-    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let start = out.len();
+    let _ = write!(out, "{value:e}");
+    let at = start + out[start..].find('e').unwrap_or(out.len() - start);
+    let exponent: i32 = out[at + 1..].parse().unwrap_or(0);
     // Shortest 'g' switches to an exponent below 1e-4 and from 1e6 on.
-    if value != 0.0 && !(-4..6).contains(&exponent) {
-        let sign = if exponent < 0 { '-' } else { '+' };
-        format!("{mantissa}e{sign}{:02}", exponent.abs())
+    if value == 0.0 || (-4..6).contains(&exponent) {
+        out.truncate(start);
+        let _ = write!(out, "{value}");
     } else {
-        format!("{value}")
+        out.truncate(at);
+        let sign = if exponent < 0 { '-' } else { '+' };
+        let _ = write!(out, "e{sign}{:02}", exponent.abs());
     }
 }
 
@@ -144,19 +158,39 @@ fn prometheus_name(name: &str) -> String {
     name.chars().map(|c| if matches!(c, ' ' | '.' | '=' | '-' | '/') { '_' } else { c }).collect()
 }
 
-fn escape_label(value: &str) -> String {
-    value.replace('\\', r"\\").replace('"', "\\\"").replace('\n', r"\n")
+fn push_label_value(out: &mut String, value: &str) {
+    if !value.contains(['\\', '"', '\n']) {
+        return out.push_str(value);
+    }
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str(r"\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str(r"\n"),
+            c => out.push(c),
+        }
+    }
 }
 
-/// `{a="1",b="2"}` with the labels sorted by name and `extra` (a histogram's `le`) last.
-fn label_set(labels: &[(&str, &str)], extra: Option<(&str, &str)>) -> String {
-    let pairs: Vec<String> = labels
-        .iter()
-        .copied()
-        .chain(extra)
-        .map(|(name, value)| format!("{name}=\"{}\"", escape_label(value)))
-        .collect();
-    if pairs.is_empty() { String::new() } else { format!("{{{}}}", pairs.join(",")) }
+/// `name{a="1",b="2"}` with `labels` already sorted by name and `extra` (a histogram's `le`) last.
+fn push_series_name(out: &mut String, name: &str, suffix: &str, labels: &[(&str, &str)], extra: Option<&str>) {
+    out.push_str(name);
+    out.push_str(suffix);
+    if labels.is_empty() && extra.is_none() {
+        return;
+    }
+    out.push('{');
+    let extra = extra.map(|le| ("le", le));
+    for (i, (label, value)) in labels.iter().copied().chain(extra).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(label);
+        out.push_str("=\"");
+        push_label_value(out, value);
+        out.push('"');
+    }
+    out.push('}');
 }
 
 /// One series of a family: its labels sorted by name, and its value.
@@ -164,13 +198,21 @@ type Series<'a> = (Vec<(&'a str, &'a str)>, &'a Value);
 
 /// The text exposition format 0.0.4.
 pub fn prometheus(metrics: &[Metric]) -> String {
-    let mut families: BTreeMap<String, Vec<Series>> = BTreeMap::new();
+    // Grouped by dotted name first, so each family's Prometheus name is built once.
+    let mut by_name: HashMap<&str, Vec<&Metric>> = HashMap::new();
     for metric in metrics {
-        let mut labels: Vec<(&str, &str)> = metric.labels.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        labels.sort();
-        families.entry(prometheus_name(&metric.name)).or_default().push((labels, &metric.value));
+        by_name.entry(&metric.name).or_default().push(metric);
     }
-    let mut out = String::new();
+    let mut families: BTreeMap<String, Vec<Series>> = BTreeMap::new();
+    for (name, group) in by_name {
+        let family = families.entry(prometheus_name(name)).or_default();
+        for metric in group {
+            let mut labels: Vec<(&str, &str)> = metric.labels.iter().map(|(n, v)| (*n, &**v)).collect();
+            labels.sort_unstable();
+            family.push((labels, &metric.value));
+        }
+    }
+    let mut out = String::with_capacity(metrics.len() * 128);
     for (name, mut series) in families {
         series.sort_by(|a, b| a.0.iter().map(|l| l.1).cmp(b.0.iter().map(|l| l.1)));
         let kind = match series[0].1 {
@@ -180,31 +222,37 @@ pub fn prometheus(metrics: &[Metric]) -> String {
         };
         let _ = write!(out, "# HELP {name} {name}\n# TYPE {name} {kind}\n");
         for (labels, value) in series {
-            write_series(&mut out, &name, &labels, value);
+            push_series(&mut out, &name, &labels, value);
         }
     }
     out
 }
 
-fn write_series(out: &mut String, name: &str, labels: &[(&str, &str)], value: &Value) {
-    let set = label_set(labels, None);
+fn push_series(out: &mut String, name: &str, labels: &[(&str, &str)], value: &Value) {
+    let mut line = |suffix: &str, extra: Option<&str>, value: f64| {
+        push_series_name(out, name, suffix, labels, extra);
+        out.push(' ');
+        push_go_float(out, value);
+        out.push('\n');
+    };
     match value {
-        Value::Gauge(value) => _ = writeln!(out, "{name}{set} {}", go_float(f64::from(*value))),
-        Value::Counter(count) => _ = writeln!(out, "{name}{set} {}", go_float(*count as f64)),
+        Value::Gauge(value) => line("", None, f64::from(*value)),
+        Value::Counter(count) => line("", None, *count as f64),
         Value::Distribution(aggregate) => {
             for (bound, count) in LATENCY_BUCKETS.iter().zip(aggregate.buckets) {
-                let le = go_float(*bound);
-                let _ = writeln!(out, "{name}_bucket{} {count}", label_set(labels, Some(("le", &le))));
+                line("_bucket", Some(&go_float(*bound)), count as f64);
             }
-            let _ = writeln!(out, "{name}_bucket{} {}", label_set(labels, Some(("le", "+Inf"))), aggregate.count);
-            let _ = writeln!(out, "{name}_sum{set} {}", go_float(aggregate.sum));
-            let _ = writeln!(out, "{name}_count{set} {}", aggregate.count);
+            line("_bucket", Some("+Inf"), aggregate.count as f64);
+            line("_sum", None, aggregate.sum);
+            line("_count", None, aggregate.count as f64);
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -226,7 +274,7 @@ mod tests {
     }
 
     fn gauge(name: &str, labels: &[(&'static str, &str)], value: f32) -> Metric {
-        let labels = labels.iter().map(|(n, v)| (*n, v.to_string())).collect();
+        let labels = labels.iter().map(|(n, v)| (*n, Arc::from(*v))).collect();
         Metric { name: name.into(), labels, value: Value::Gauge(value) }
     }
 
@@ -246,6 +294,28 @@ mod tests {
              # HELP nomad_client_host_memory_total nomad_client_host_memory_total\n\
              # TYPE nomad_client_host_memory_total gauge\n\
              nomad_client_host_memory_total{node_id=\"n\"} 1.6777216e+10\n"
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_histograms_spelled_out() {
+        let odd = gauge("x.y", &[("task", "a\"b\\c\nd")], 1.0);
+        assert_eq!(prometheus(&[odd]), "# HELP x_y x_y\n# TYPE x_y gauge\nx_y{task=\"a\\\"b\\\\c\\nd\"} 1\n");
+        let mut latency = Distribution::default();
+        latency.buckets[3..].fill(1);
+        (latency.count, latency.sum) = (1, 0.004);
+        let histogram = Metric {
+            name: "allocd.plugin.call_seconds".into(),
+            labels: Vec::new(),
+            value: Value::Distribution(latency),
+        };
+        let text = prometheus(&[histogram]);
+        assert!(text.contains("allocd_plugin_call_seconds_bucket{le=\"0.0025\"} 0\nallocd_plugin_call_seconds_bucket{le=\"0.005\"} 1\n"), "{text}");
+        assert!(
+            text.ends_with(
+                "_bucket{le=\"+Inf\"} 1\nallocd_plugin_call_seconds_sum 0.004\nallocd_plugin_call_seconds_count 1\n"
+            ),
+            "{text}"
         );
     }
 

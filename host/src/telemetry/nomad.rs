@@ -8,19 +8,39 @@
 //! Like Nomad's task runner, only running tasks publish, and a memory figure is published when
 //! it is non-zero or its provider lists it as measured.
 
+use std::sync::Arc;
+
 use allocd_plugin_api::TaskState;
 
 use super::{Metric, Value};
 use crate::api::model;
 use crate::stats::sampler::TaskSamples;
 
-fn gauge(prefix: &str, name: &str, labels: &[(&'static str, String)], value: f64) -> Metric {
-    Metric { name: format!("{prefix}.{name}"), labels: labels.to_vec(), value: Value::Gauge(value as f32) }
+type Labels = [(&'static str, Arc<str>)];
+
+fn gauge(prefix: &str, name: &str, labels: &Labels, value: f64) -> Metric {
+    shared_gauge(&Arc::from(format!("{prefix}.{name}")), labels, value)
 }
+
+fn shared_gauge(name: &Arc<str>, labels: &Labels, value: f64) -> Metric {
+    Metric { name: Arc::clone(name), labels: labels.to_vec(), value: Value::Gauge(value as f32) }
+}
+
+/// `<prefix>.<group>.<name>` for each of `names`, built once per scrape.
+fn names<const N: usize>(prefix: &str, group: &str, names: [&str; N]) -> [Arc<str>; N] {
+    names.map(|name| Arc::from(format!("{prefix}.{group}.{name}")))
+}
+
+const TASK_MEMORY: [&str; 8] =
+    ["rss", "cache", "swap", "mapped_file", "usage", "max_usage", "kernel_usage", "kernel_max_usage"];
+/// How each of [`TASK_MEMORY`] is listed in `MemoryStats.Measured`.
+const TASK_MEMORY_MEASURED: [&str; 8] =
+    ["RSS", "Cache", "Swap", "Mapped File", "Usage", "Max Usage", "Kernel Usage", "Kernel Max Usage"];
+const TASK_CPU: [&str; 6] = ["total_percent", "system", "user", "throttled_time", "throttled_periods", "total_ticks"];
 
 /// `client.host.*` and `client.uptime`, in Nomad's emission order.
 pub fn host_gauges(stats: &model::HostStats, prefix: &str, node_id: &str) -> Vec<Metric> {
-    let base = vec![("node_id", node_id.to_string())];
+    let base = vec![("node_id", Arc::from(node_id))];
     let memory = &stats.memory;
     let mut gauges = vec![
         gauge(prefix, "client.host.memory.total", &base, memory.total as f64),
@@ -30,7 +50,7 @@ pub fn host_gauges(stats: &model::HostStats, prefix: &str, node_id: &str) -> Vec
         gauge(prefix, "client.uptime", &base, stats.uptime as f64),
     ];
     for cpu in &stats.cpu {
-        let labels = [base.clone(), vec![("cpu", cpu.cpu.clone())]].concat();
+        let labels = [base.clone(), vec![("cpu", Arc::from(cpu.cpu.as_str()))]].concat();
         for (name, value) in [
             ("total", cpu.total_percent),
             ("total_percent", cpu.total_percent),
@@ -43,7 +63,7 @@ pub fn host_gauges(stats: &model::HostStats, prefix: &str, node_id: &str) -> Vec
         }
     }
     for disk in stats.disk_stats.iter().flatten() {
-        let labels = [base.clone(), vec![("disk", disk.device.clone())]].concat();
+        let labels = [base.clone(), vec![("disk", Arc::from(disk.device.as_str()))]].concat();
         for (name, value) in [
             ("size", disk.size as f64),
             ("used", disk.used as f64),
@@ -59,38 +79,42 @@ pub fn host_gauges(stats: &model::HostStats, prefix: &str, node_id: &str) -> Vec
 
 /// `client.allocs.memory.*` and `client.allocs.cpu.*` for every running task.
 pub fn task_gauges(tasks: &TaskSamples, prefix: &str) -> Vec<Metric> {
+    let memory_names = names(prefix, "client.allocs.memory", TASK_MEMORY);
+    let cpu_names = names(prefix, "client.allocs.cpu", TASK_CPU);
     let mut gauges = Vec::new();
     for (alloc_id, by_task) in tasks {
+        let alloc_id: Arc<str> = Arc::from(alloc_id.as_str());
         for (task, sampled) in by_task {
             if sampled.sample.state != TaskState::RUNNING {
                 continue;
             }
-            let labels = [("alloc_id", alloc_id.clone()), ("task", task.clone())];
+            let labels = [("alloc_id", Arc::clone(&alloc_id)), ("task", Arc::from(task.as_str()))];
             let (memory, cpu) = (&sampled.sample.usage.memory, &sampled.sample.usage.cpu);
-            let measured = |name: &str| memory.measured.iter().any(|m| m.as_str() == name);
-            for (name, measured_as, value) in [
-                ("rss", "RSS", memory.rss),
-                ("cache", "Cache", memory.cache),
-                ("swap", "Swap", memory.swap),
-                ("mapped_file", "Mapped File", memory.mapped_file),
-                ("usage", "Usage", memory.usage),
-                ("max_usage", "Max Usage", memory.max_usage),
-                ("kernel_usage", "Kernel Usage", memory.kernel_usage),
-                ("kernel_max_usage", "Kernel Max Usage", memory.kernel_max_usage),
-            ] {
-                if value != 0 || measured(measured_as) {
-                    gauges.push(gauge(prefix, &format!("client.allocs.memory.{name}"), &labels, value as f64));
+            let memory_values = [
+                memory.rss,
+                memory.cache,
+                memory.swap,
+                memory.mapped_file,
+                memory.usage,
+                memory.max_usage,
+                memory.kernel_usage,
+                memory.kernel_max_usage,
+            ];
+            for ((name, measured_as), value) in memory_names.iter().zip(TASK_MEMORY_MEASURED).zip(memory_values) {
+                if value != 0 || memory.measured.iter().any(|m| m.as_str() == measured_as) {
+                    gauges.push(shared_gauge(name, &labels, value as f64));
                 }
             }
-            for (name, value) in [
-                ("total_percent", cpu.percent),
-                ("system", cpu.system_mode),
-                ("user", cpu.user_mode),
-                ("throttled_time", cpu.throttled_time as f64),
-                ("throttled_periods", cpu.throttled_periods as f64),
-                ("total_ticks", cpu.total_ticks),
-            ] {
-                gauges.push(gauge(prefix, &format!("client.allocs.cpu.{name}"), &labels, value));
+            let cpu_values = [
+                cpu.percent,
+                cpu.system_mode,
+                cpu.user_mode,
+                cpu.throttled_time as f64,
+                cpu.throttled_periods as f64,
+                cpu.total_ticks,
+            ];
+            for (name, value) in cpu_names.iter().zip(cpu_values) {
+                gauges.push(shared_gauge(name, &labels, value));
             }
         }
     }
