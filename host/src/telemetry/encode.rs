@@ -130,7 +130,8 @@ pub fn go_float(value: f64) -> String {
     out
 }
 
-/// Appends [`go_float`]'s text without allocating.
+/// Appends [`go_float`]'s text: the shortest digits (Rust's `{:e}`), placed as Go's 'g'
+/// places them.
 fn push_go_float(out: &mut String, value: f64) {
     if value.is_nan() {
         return out.push_str("NaN");
@@ -138,18 +139,37 @@ fn push_go_float(out: &mut String, value: f64) {
     if value.is_infinite() {
         return out.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
     }
-    let start = out.len();
-    let _ = write!(out, "{value:e}");
-    let at = start + out[start..].find('e').unwrap_or(out.len() - start);
-    let exponent: i32 = out[at + 1..].parse().unwrap_or(0);
+    if value == 0.0 {
+        return out.push('0');
+    }
+    let mut scientific = String::with_capacity(32);
+    let _ = write!(scientific, "{:e}", value.abs());
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    if value < 0.0 {
+        out.push('-');
+    }
     // Shortest 'g' switches to an exponent below 1e-4 and from 1e6 on.
-    if value == 0.0 || (-4..6).contains(&exponent) {
-        out.truncate(start);
-        let _ = write!(out, "{value}");
-    } else {
-        out.truncate(at);
+    if !(-4..6).contains(&exponent) {
         let sign = if exponent < 0 { '-' } else { '+' };
-        let _ = write!(out, "e{sign}{:02}", exponent.abs());
+        let _ = write!(out, "{mantissa}e{sign}{:02}", exponent.abs());
+        return;
+    }
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    if exponent < 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-exponent - 1) as usize));
+        out.push_str(&digits);
+    } else {
+        let whole = exponent as usize + 1;
+        if digits.len() <= whole {
+            out.push_str(&digits);
+            out.extend(std::iter::repeat_n('0', whole - digits.len()));
+        } else {
+            out.push_str(&digits[..whole]);
+            out.push('.');
+            out.push_str(&digits[whole..]);
+        }
     }
 }
 
@@ -266,6 +286,11 @@ mod tests {
             (16_777_216_000.0, "1.6777216e+10"),
             (0.0001, "0.0001"),
             (0.00001, "1e-05"),
+            (-2.5, "-2.5"),
+            (123456.0, "123456"),
+            (0.000123, "0.000123"),
+            (1.5e-7, "1.5e-07"),
+            (4096.0, "4096"),
             (f64::from(33.33f32), "33.33000183105469"),
         ];
         for (value, text) in cases {

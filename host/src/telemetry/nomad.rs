@@ -14,7 +14,7 @@ use allocd_plugin_api::TaskState;
 
 use super::{Metric, Value};
 use crate::api::model;
-use crate::stats::sampler::TaskSamples;
+use crate::stats::sampler::{Sampled, TaskSamples};
 
 type Labels = [(&'static str, Arc<str>)];
 
@@ -81,41 +81,42 @@ pub fn host_gauges(stats: &model::HostStats, prefix: &str, node_id: &str) -> Vec
 pub fn task_gauges(tasks: &TaskSamples, prefix: &str) -> Vec<Metric> {
     let memory_names = names(prefix, "client.allocs.memory", TASK_MEMORY);
     let cpu_names = names(prefix, "client.allocs.cpu", TASK_CPU);
-    let mut gauges = Vec::new();
-    for (alloc_id, by_task) in tasks {
-        let alloc_id: Arc<str> = Arc::from(alloc_id.as_str());
-        for (task, sampled) in by_task {
-            if sampled.sample.state != TaskState::RUNNING {
-                continue;
+    // In label order, so that the encoder's sort of each family finds it sorted already.
+    let mut running: Vec<(&String, &String, &Sampled)> = tasks
+        .iter()
+        .flat_map(|(alloc_id, by_task)| by_task.iter().map(move |(task, sampled)| (alloc_id, task, sampled)))
+        .filter(|(_, _, sampled)| sampled.sample.state == TaskState::RUNNING)
+        .collect();
+    running.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let mut gauges = Vec::with_capacity(running.len() * (TASK_MEMORY.len() + TASK_CPU.len()));
+    for (alloc_id, task, sampled) in running {
+        let labels = [("alloc_id", Arc::from(alloc_id.as_str())), ("task", Arc::from(task.as_str()))];
+        let (memory, cpu) = (&sampled.sample.usage.memory, &sampled.sample.usage.cpu);
+        let memory_values = [
+            memory.rss,
+            memory.cache,
+            memory.swap,
+            memory.mapped_file,
+            memory.usage,
+            memory.max_usage,
+            memory.kernel_usage,
+            memory.kernel_max_usage,
+        ];
+        for ((name, measured_as), value) in memory_names.iter().zip(TASK_MEMORY_MEASURED).zip(memory_values) {
+            if value != 0 || memory.measured.iter().any(|m| m.as_str() == measured_as) {
+                gauges.push(shared_gauge(name, &labels, value as f64));
             }
-            let labels = [("alloc_id", Arc::clone(&alloc_id)), ("task", Arc::from(task.as_str()))];
-            let (memory, cpu) = (&sampled.sample.usage.memory, &sampled.sample.usage.cpu);
-            let memory_values = [
-                memory.rss,
-                memory.cache,
-                memory.swap,
-                memory.mapped_file,
-                memory.usage,
-                memory.max_usage,
-                memory.kernel_usage,
-                memory.kernel_max_usage,
-            ];
-            for ((name, measured_as), value) in memory_names.iter().zip(TASK_MEMORY_MEASURED).zip(memory_values) {
-                if value != 0 || memory.measured.iter().any(|m| m.as_str() == measured_as) {
-                    gauges.push(shared_gauge(name, &labels, value as f64));
-                }
-            }
-            let cpu_values = [
-                cpu.percent,
-                cpu.system_mode,
-                cpu.user_mode,
-                cpu.throttled_time as f64,
-                cpu.throttled_periods as f64,
-                cpu.total_ticks,
-            ];
-            for (name, value) in cpu_names.iter().zip(cpu_values) {
-                gauges.push(shared_gauge(name, &labels, value));
-            }
+        }
+        let cpu_values = [
+            cpu.percent,
+            cpu.system_mode,
+            cpu.user_mode,
+            cpu.throttled_time as f64,
+            cpu.throttled_periods as f64,
+            cpu.total_ticks,
+        ];
+        for (name, value) in cpu_names.iter().zip(cpu_values) {
+            gauges.push(shared_gauge(name, &labels, value));
         }
     }
     gauges
