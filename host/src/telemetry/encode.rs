@@ -130,8 +130,8 @@ pub fn go_float(value: f64) -> String {
     out
 }
 
-/// Appends [`go_float`]'s text: the shortest digits (Rust's `{:e}`), placed as Go's 'g'
-/// places them.
+/// Appends [`go_float`]'s text: the shortest digits (Rust's `{:e}`, formatted on the stack),
+/// placed as Go's 'g' places them.
 fn push_go_float(out: &mut String, value: f64) {
     if value.is_nan() {
         return out.push_str("NaN");
@@ -142,9 +142,12 @@ fn push_go_float(out: &mut String, value: f64) {
     if value == 0.0 {
         return out.push('0');
     }
-    let mut scientific = String::with_capacity(32);
-    let _ = write!(scientific, "{:e}", value.abs());
-    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let mut buffer = [0u8; 40];
+    let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+    let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{:e}", value.abs()));
+    let written = cursor.position() as usize;
+    let scientific = std::str::from_utf8(&buffer[..written]).unwrap_or("0e0");
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((scientific, "0"));
     let exponent: i32 = exponent.parse().unwrap_or(0);
     if value < 0.0 {
         out.push('-');
@@ -155,21 +158,23 @@ fn push_go_float(out: &mut String, value: f64) {
         let _ = write!(out, "{mantissa}e{sign}{:02}", exponent.abs());
         return;
     }
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    // The digits are the mantissa's first character and what follows its decimal point.
+    let (first, rest) = mantissa.split_at(1);
+    let rest = rest.strip_prefix('.').unwrap_or(rest);
     if exponent < 0 {
         out.push_str("0.");
         out.extend(std::iter::repeat_n('0', (-exponent - 1) as usize));
-        out.push_str(&digits);
-    } else {
-        let whole = exponent as usize + 1;
-        if digits.len() <= whole {
-            out.push_str(&digits);
-            out.extend(std::iter::repeat_n('0', whole - digits.len()));
-        } else {
-            out.push_str(&digits[..whole]);
-            out.push('.');
-            out.push_str(&digits[whole..]);
-        }
+        out.push_str(first);
+        out.push_str(rest);
+        return;
+    }
+    let (whole, fraction) = rest.split_at(rest.len().min(exponent as usize));
+    out.push_str(first);
+    out.push_str(whole);
+    out.extend(std::iter::repeat_n('0', exponent as usize - whole.len()));
+    if !fraction.is_empty() {
+        out.push('.');
+        out.push_str(fraction);
     }
 }
 
@@ -213,36 +218,72 @@ fn push_series_name(out: &mut String, name: &str, suffix: &str, labels: &[(&str,
     out.push('}');
 }
 
-/// One series of a family: its labels sorted by name, and its value.
-type Series<'a> = (Vec<(&'a str, &'a str)>, &'a Value);
+/// The positions of a metric's labels in name order; one is shared by every series that has
+/// the same label names in the same order (all of a family, as allocd emits them).
+fn name_order(metric: &Metric) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..metric.labels.len()).collect();
+    order.sort_by_key(|&i| metric.labels[i].0);
+    order
+}
+
+/// A family's series, each with the index of its label order in `orders`.
+#[derive(Default)]
+struct Family<'a> {
+    orders: Vec<Vec<usize>>,
+    series: Vec<(&'a Metric, usize)>,
+}
+
+impl<'a> Family<'a> {
+    fn add(&mut self, metric: &'a Metric) {
+        let same_names = |(first, _): &(&Metric, usize)| {
+            first.labels.len() == metric.labels.len()
+                && first.labels.iter().zip(metric.labels.iter()).all(|(a, b)| a.0 == b.0)
+        };
+        let order = match self.series.iter().find(|series| same_names(series)) {
+            Some((_, order)) => *order,
+            None => {
+                self.orders.push(name_order(metric));
+                self.orders.len() - 1
+            }
+        };
+        self.series.push((metric, order));
+    }
+
+    /// Label values in name order, the sort key client_golang uses within a family.
+    fn values(&self, (metric, order): &(&'a Metric, usize)) -> impl Iterator<Item = &'a str> {
+        self.orders[*order].iter().map(move |&i| &*metric.labels[i].1)
+    }
+}
 
 /// The text exposition format 0.0.4.
 pub fn prometheus(metrics: &[Metric]) -> String {
     // Grouped by dotted name first, so each family's Prometheus name is built once.
-    let mut by_name: HashMap<&str, Vec<&Metric>> = HashMap::new();
+    let mut by_name: HashMap<&str, Family> = HashMap::new();
     for metric in metrics {
-        by_name.entry(&metric.name).or_default().push(metric);
+        by_name.entry(&metric.name).or_default().add(metric);
     }
-    let mut families: BTreeMap<String, Vec<Series>> = BTreeMap::new();
+    let mut families: BTreeMap<String, Family> = BTreeMap::new();
     for (name, group) in by_name {
         let family = families.entry(prometheus_name(name)).or_default();
-        for metric in group {
-            let mut labels: Vec<(&str, &str)> = metric.labels.iter().map(|(n, v)| (*n, &**v)).collect();
-            labels.sort_unstable();
-            family.push((labels, &metric.value));
+        for (metric, _) in group.series {
+            family.add(metric);
         }
     }
     let mut out = String::with_capacity(metrics.len() * 128);
-    for (name, mut series) in families {
-        series.sort_by(|a, b| a.0.iter().map(|l| l.1).cmp(b.0.iter().map(|l| l.1)));
-        let kind = match series[0].1 {
+    let mut labels: Vec<(&str, &str)> = Vec::new();
+    for (name, mut family) in families {
+        let mut series = std::mem::take(&mut family.series);
+        series.sort_by(|a, b| family.values(a).cmp(family.values(b)));
+        let kind = match series[0].0.value {
             Value::Gauge(_) => "gauge",
             Value::Counter(_) => "counter",
             Value::Distribution(_) => "histogram",
         };
         let _ = write!(out, "# HELP {name} {name}\n# TYPE {name} {kind}\n");
-        for (labels, value) in series {
-            push_series(&mut out, &name, &labels, value);
+        for (metric, order) in series {
+            labels.clear();
+            labels.extend(family.orders[order].iter().map(|&i| (metric.labels[i].0, &*metric.labels[i].1)));
+            push_series(&mut out, &name, &labels, &metric.value);
         }
     }
     out
