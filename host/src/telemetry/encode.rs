@@ -56,7 +56,7 @@ struct Sampled<'a> {
 /// go-metrics' aggregation key, the display's sort order.
 fn hash(metric: &Metric) -> String {
     let mut key = metric.name.to_string();
-    for (name, value) in &metric.labels {
+    for (name, value) in metric.labels.iter() {
         let _ = write!(key, ";{name}={value}");
     }
     key
@@ -372,7 +372,7 @@ mod tests {
         (latency.count, latency.sum) = (1, 0.004);
         let histogram = Metric {
             name: "allocd.plugin.call_seconds".into(),
-            labels: Vec::new(),
+            labels: Arc::new([]),
             value: Value::Distribution(latency),
         };
         let text = prometheus(&[histogram]);
@@ -391,7 +391,7 @@ mod tests {
             gauge("nomad.client.host.cpu.user", &[("node_id", "n"), ("cpu", "cpu0")], 33.33),
             Metric {
                 name: "allocd.plugin.calls".into(),
-                labels: vec![("plugin", "p".into())],
+                labels: Arc::new([("plugin", Arc::from("p"))]),
                 value: Value::Counter(3),
             },
         ];

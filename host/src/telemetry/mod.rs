@@ -21,12 +21,15 @@ use crate::api::AppState;
 use crate::config;
 use crate::plugins::Registry;
 
-/// One metric series: a dotted name, labels in emission order, a value. Names and label
-/// values are shared (`Arc<str>`): a scrape of 500 tasks builds thousands of series.
+/// Label names and values in emission order.
+pub type Labels = Arc<[(&'static str, Arc<str>)]>;
+
+/// One metric series: a dotted name, labels, a value. Names and label sets are shared: a
+/// scrape of 500 tasks builds thousands of series from 500 label sets and 14 names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metric {
     pub name: Arc<str>,
-    pub labels: Vec<(&'static str, Arc<str>)>,
+    pub labels: Labels,
     pub value: Value,
 }
 
@@ -91,7 +94,7 @@ impl Telemetry {
         use std::sync::atomic::Ordering::Relaxed;
         let mut metrics = Vec::new();
         for (plugin, stats) in registry.call_stats() {
-            let labels = vec![("plugin", Arc::from(plugin))];
+            let labels: Labels = Arc::new([("plugin", Arc::from(plugin))]);
             for (name, counter) in [
                 ("allocd.plugin.calls", &stats.calls),
                 ("allocd.plugin.errors", &stats.errors),
@@ -112,10 +115,10 @@ impl Telemetry {
     }
 
     fn agent_metrics(&self, state: &AppState) -> Vec<Metric> {
-        let unlabelled = |name: &str, value: Value| Metric { name: name.into(), labels: Vec::new(), value };
+        let unlabelled = |name: &str, value: Value| Metric { name: name.into(), labels: Arc::new([]), value };
         let mut metrics = Vec::new();
         for (code, count) in self.requests.counts() {
-            let labels = vec![("code", Arc::from(code.to_string()))];
+            let labels: Labels = Arc::new([("code", Arc::from(code.to_string()))]);
             metrics.push(Metric { name: "allocd.http.requests".into(), labels, value: Value::Counter(count) });
         }
         let open = self.max_streams.saturating_sub(state.streams.available_permits());

@@ -12,18 +12,16 @@ use std::sync::Arc;
 
 use allocd_plugin_api::TaskState;
 
-use super::{Metric, Value};
+use super::{Labels, Metric, Value};
 use crate::api::model;
 use crate::stats::sampler::{Sampled, TaskSamples};
-
-type Labels = [(&'static str, Arc<str>)];
 
 fn gauge(prefix: &str, name: &str, labels: &Labels, value: f64) -> Metric {
     shared_gauge(&Arc::from(format!("{prefix}.{name}")), labels, value)
 }
 
 fn shared_gauge(name: &Arc<str>, labels: &Labels, value: f64) -> Metric {
-    Metric { name: Arc::clone(name), labels: labels.to_vec(), value: Value::Gauge(value as f32) }
+    Metric { name: Arc::clone(name), labels: Arc::clone(labels), value: Value::Gauge(value as f32) }
 }
 
 /// `<prefix>.<group>.<name>` for each of `names`, built once per scrape.
@@ -40,7 +38,8 @@ const TASK_CPU: [&str; 6] = ["total_percent", "system", "user", "throttled_time"
 
 /// `client.host.*` and `client.uptime`, in Nomad's emission order.
 pub fn host_gauges(stats: &model::HostStats, prefix: &str, node_id: &str) -> Vec<Metric> {
-    let base = vec![("node_id", Arc::from(node_id))];
+    let node_id: Arc<str> = Arc::from(node_id);
+    let base: Labels = Arc::new([("node_id", Arc::clone(&node_id))]);
     let memory = &stats.memory;
     let mut gauges = vec![
         gauge(prefix, "client.host.memory.total", &base, memory.total as f64),
@@ -50,7 +49,7 @@ pub fn host_gauges(stats: &model::HostStats, prefix: &str, node_id: &str) -> Vec
         gauge(prefix, "client.uptime", &base, stats.uptime as f64),
     ];
     for cpu in &stats.cpu {
-        let labels = [base.clone(), vec![("cpu", Arc::from(cpu.cpu.as_str()))]].concat();
+        let labels: Labels = Arc::new([("node_id", Arc::clone(&node_id)), ("cpu", Arc::from(cpu.cpu.as_str()))]);
         for (name, value) in [
             ("total", cpu.total_percent),
             ("total_percent", cpu.total_percent),
@@ -63,7 +62,7 @@ pub fn host_gauges(stats: &model::HostStats, prefix: &str, node_id: &str) -> Vec
         }
     }
     for disk in stats.disk_stats.iter().flatten() {
-        let labels = [base.clone(), vec![("disk", Arc::from(disk.device.as_str()))]].concat();
+        let labels: Labels = Arc::new([("node_id", Arc::clone(&node_id)), ("disk", Arc::from(disk.device.as_str()))]);
         for (name, value) in [
             ("size", disk.size as f64),
             ("used", disk.used as f64),
@@ -90,7 +89,7 @@ pub fn task_gauges(tasks: &TaskSamples, prefix: &str) -> Vec<Metric> {
     running.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     let mut gauges = Vec::with_capacity(running.len() * (TASK_MEMORY.len() + TASK_CPU.len()));
     for (alloc_id, task, sampled) in running {
-        let labels = [("alloc_id", Arc::from(alloc_id.as_str())), ("task", Arc::from(task.as_str()))];
+        let labels: Labels = Arc::new([("alloc_id", Arc::from(alloc_id.as_str())), ("task", Arc::from(task.as_str()))]);
         let (memory, cpu) = (&sampled.sample.usage.memory, &sampled.sample.usage.cpu);
         let memory_values = [
             memory.rss,
