@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every bench script after one release build: run.sh (idle RSS, stats and cat vs nginx),
 # follow.sh (follow latency, idle followers, 1 GiB stream), stats.sh (alloc stats with the cgroup
-# plugin, sampling cost). Each writes its own bench/results/*-latest.txt; this concatenates
+# plugin, sampling cost), metrics.sh (/v1/metrics with 500 task cgroups). Each writes its own bench/results/*-latest.txt; this concatenates
 # them into bench/results/all-latest.txt. Exit status: non-zero if a script failed to run
 # (a FAIL against a target is reported in the tables, not in the exit status).
 set -uo pipefail
@@ -21,7 +21,7 @@ rc=0
 start=$SECONDS
 mkdir -p "$RESULTS_DIR"
 : >"$RESULTS_DIR/all-latest.txt"
-for script in run.sh follow.sh stats.sh gzip.sh; do
+for script in run.sh follow.sh stats.sh gzip.sh metrics.sh; do
     t0=$SECONDS
     echo "==> bench/$script" >&2
     if ! "$BENCH_DIR/$script"; then

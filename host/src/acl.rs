@@ -331,6 +331,33 @@ impl Acl {
     }
 }
 
+/// The ACLs in force: SIGHUP replaces them, so a removed token stops working at once.
+pub struct LiveAcl(std::sync::RwLock<std::sync::Arc<Acl>>);
+
+impl LiveAcl {
+    pub fn new(acl: Acl) -> Self {
+        Self(std::sync::RwLock::new(std::sync::Arc::new(acl)))
+    }
+
+    pub fn replace(&self, acl: Acl) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(acl);
+    }
+
+    fn current(&self) -> std::sync::Arc<Acl> {
+        std::sync::Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// [`Acl::check`] against the ACLs in force.
+    pub fn check(&self, token: Option<&str>, need: Need, namespace: &str) -> Result<(), ApiError> {
+        self.current().check(token, need, namespace)
+    }
+
+    /// [`Acl::check_any_namespace`] against the ACLs in force.
+    pub fn check_any_namespace(&self, token: Option<&str>, need: Need) -> Result<(), ApiError> {
+        self.current().check_any_namespace(token, need)
+    }
+}
+
 fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }

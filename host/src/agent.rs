@@ -1,5 +1,7 @@
 //! Running the agent: resolve config and directories, load plugins, take the first sample,
-//! serve until SIGINT/SIGTERM.
+//! serve until SIGINT/SIGTERM. SIGHUP re-reads the config file and applies what can change
+//! while running (ACL policies and tokens, the TLS certificate and key, the log level); a
+//! reload that fails keeps everything as it was and logs why.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,13 +11,14 @@ use abi_stable::std_types::RString;
 use allocd_plugin_api::HostContext;
 use anyhow::{Context, bail};
 
-use crate::acl::Acl;
+use crate::acl::{Acl, LiveAcl};
 use crate::api::{self, AppState};
 use crate::cli::AgentFlags;
 use crate::config::Config;
 use crate::dev;
 use crate::gc::Collector;
 use crate::gc::evidence::Evidence;
+use crate::logging::LogControl;
 use crate::plugins::Registry;
 use crate::plugins::registry::plugin_log;
 use crate::server;
@@ -40,6 +43,9 @@ pub fn resolve_config(flags: &AgentFlags) -> anyhow::Result<Config> {
     }
     if let Some(dir) = &flags.data_dir {
         config.data_dir = Some(dir.clone());
+    }
+    if let Some(level) = &flags.log_level {
+        config.log_level = Some(level.clone());
     }
     if let Some(dir) = &flags.plugin_dir {
         config.plugin_dir = Some(dir.clone());
@@ -92,7 +98,7 @@ pub fn blocking_threads(config: &Config) -> usize {
 }
 
 /// Runs the agent with `config` (see [`resolve_config`]) until a shutdown signal.
-pub async fn run(flags: AgentFlags, config: Config) -> anyhow::Result<()> {
+pub async fn run(flags: AgentFlags, config: Config, log: LogControl) -> anyhow::Result<()> {
     let dev_dir = if flags.dev && config.data_dir.is_none() {
         Some(tempfile::Builder::new().prefix("allocd-dev-").tempdir().context("creating the dev data dir")?)
     } else {
@@ -129,8 +135,11 @@ pub async fn run(flags: AgentFlags, config: Config) -> anyhow::Result<()> {
     sampler.collect(&registry).await;
     tokio::spawn(Arc::clone(&sampler).run(Arc::clone(&registry), config.collection_interval));
 
-    let acl = Acl::load(&config.acl)?;
-    let tls = server::tls_acceptor(&config.tls)?;
+    let acl = LiveAcl::new(Acl::load(&config.acl)?);
+    let tls = server::tls_acceptor(&config.tls)?.map(|acceptor| Arc::new(server::LiveTls::new(acceptor)));
+    // Installed before the agent announces itself: SIGHUP's default action would kill it.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     let listener = tokio::net::TcpListener::bind((config.bind_addr, config.http_port))
         .await
         .with_context(|| format!("binding {}:{}", config.bind_addr, config.http_port))?;
@@ -147,7 +156,9 @@ pub async fn run(flags: AgentFlags, config: Config) -> anyhow::Result<()> {
     tokio::spawn(Arc::clone(&collector).run());
     let watch_hub = Arc::new(WatchHub::new());
     let streams = Arc::new(tokio::sync::Semaphore::new(config.limits.max_streams));
-    let state = Arc::new(AppState { registry, sampler, node_id, acl, collector, watch_hub, streams });
+    let telemetry = crate::telemetry::Telemetry::new(&config, &node_id);
+    let state = Arc::new(AppState { registry, sampler, node_id, acl, collector, watch_hub, streams, telemetry });
+    tokio::spawn(reload_on_hangup(hangups, flags.clone(), Arc::clone(&state), tls.clone(), log));
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         shutdown_signal().await;
@@ -165,6 +176,53 @@ pub async fn run(flags: AgentFlags, config: Config) -> anyhow::Result<()> {
     tracing::info!("allocd stopped");
     drop(dev_dir);
     Ok(())
+}
+
+/// Reloads on every SIGHUP, for as long as the agent runs.
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    flags: AgentFlags,
+    state: Arc<AppState>,
+    tls: Option<Arc<server::LiveTls>>,
+    log: LogControl,
+) {
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reloading the configuration");
+        match reload(&flags, &state, tls.as_deref(), &log) {
+            Ok(level) => tracing::info!(
+                log_level = level,
+                tls = tls.is_some(),
+                "configuration reloaded: ACL policies and tokens, TLS certificate and key, log level"
+            ),
+            Err(err) => {
+                // One line per record: parser errors come with a multi-line source excerpt.
+                let reason = format!("{err:#}").split_whitespace().collect::<Vec<_>>().join(" ");
+                tracing::error!("reload failed, keeping the running configuration: {reason}");
+            }
+        }
+    }
+}
+
+/// Reads everything first and applies it only when all of it is good; returns the log level.
+fn reload(
+    flags: &AgentFlags,
+    state: &AppState,
+    tls: Option<&server::LiveTls>,
+    log: &LogControl,
+) -> anyhow::Result<String> {
+    let config = resolve_config(flags)?;
+    let acl = Acl::load(&config.acl)?;
+    let acceptor = server::tls_acceptor(&config.tls)?;
+    if acceptor.is_some() != tls.is_some() {
+        bail!("tls.http cannot change while the agent runs: restart it");
+    }
+    let level = config.log_level.unwrap_or_else(|| "info".to_string());
+    log.set_level(&level)?;
+    state.acl.replace(acl);
+    if let (Some(live), Some(acceptor)) = (tls, acceptor) {
+        live.replace(acceptor);
+    }
+    Ok(level)
 }
 
 async fn shutdown_signal() {

@@ -19,7 +19,7 @@ pub enum Command {
 }
 
 /// `allocd agent` flags; each overrides the config file.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AgentFlags {
     pub dev: bool,
     pub config: Option<PathBuf>,
@@ -74,7 +74,7 @@ pub fn is_help(arg: &str) -> bool {
 /// The levels `-log-level` takes, as Nomad spells them (any case); `err` is Nomad's `error`.
 const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "err"];
 
-fn parse_log_level(value: &str) -> anyhow::Result<String> {
+pub fn parse_log_level(value: &str) -> anyhow::Result<String> {
     match value.to_ascii_lowercase().as_str() {
         "err" => Ok("error".to_string()),
         level if LOG_LEVELS.contains(&level) => Ok(level.to_string()),

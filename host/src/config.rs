@@ -6,7 +6,15 @@
 //! bind_addr  = "127.0.0.1"
 //! ports { http = 4646 }
 //! plugin_dir = "/usr/lib/allocd"            # default: the allocd binary's directory
-//! telemetry { collection_interval = "1s" }
+//! log_level  = "info"                     # trace, debug, info, warn, error (-log-level wins)
+//! log_json   = false                      # one JSON object per log line
+//! telemetry {
+//!   collection_interval        = "1s"
+//!   publish_node_metrics       = false     # nomad.client.host.* and nomad.client.uptime
+//!   publish_allocation_metrics = false     # nomad.client.allocs.* per running task
+//!   prometheus_metrics         = false     # /v1/metrics?format=prometheus
+//!   disable_hostname           = false     # false: Nomad's names carry the hostname
+//! }
 //! client {                                 # Nomad's client GC policy, and allocd's own keys
 //!   gc_interval             = "1m"
 //!   gc_max_allocs           = 50
@@ -68,6 +76,10 @@ pub struct Config {
     pub http_port: u16,
     pub plugin_dir: Option<PathBuf>,
     pub collection_interval: Duration,
+    pub telemetry: Telemetry,
+    /// `log_level` from the file; `-log-level` overrides it.
+    pub log_level: Option<String>,
+    pub log_json: bool,
     pub gc: GcPolicy,
     pub acl: AclConfig,
     pub tls: TlsConfig,
@@ -86,6 +98,16 @@ pub struct TlsConfig {
     pub ca_file: Option<PathBuf>,
     #[serde(default)]
     pub verify_https_client: bool,
+}
+
+/// What `/v1/metrics` publishes: Nomad's `telemetry` switches, all off by default as in Nomad.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Telemetry {
+    pub publish_node_metrics: bool,
+    pub publish_allocation_metrics: bool,
+    pub prometheus_metrics: bool,
+    /// Nomad (go-metrics) inserts the hostname into gauge names unless this is set.
+    pub disable_hostname: bool,
 }
 
 /// The `limits { }` block: bounds that protect the agent from hostile or runaway clients.
@@ -164,6 +186,9 @@ impl Default for Config {
             http_port: 4646,
             plugin_dir: None,
             collection_interval: Duration::from_secs(1),
+            telemetry: Telemetry::default(),
+            log_level: None,
+            log_json: false,
             gc: GcPolicy::default(),
             acl: AclConfig::default(),
             tls: TlsConfig::default(),
@@ -181,6 +206,8 @@ struct RawConfig {
     bind_addr: Option<String>,
     ports: Option<RawPorts>,
     plugin_dir: Option<PathBuf>,
+    log_level: Option<String>,
+    log_json: Option<bool>,
     telemetry: Option<RawTelemetry>,
     client: Option<RawClient>,
     acl: Option<AclConfig>,
@@ -200,6 +227,10 @@ struct RawPorts {
 #[serde(deny_unknown_fields)]
 struct RawTelemetry {
     collection_interval: Option<String>,
+    publish_node_metrics: Option<bool>,
+    publish_allocation_metrics: Option<bool>,
+    prometheus_metrics: Option<bool>,
+    disable_hostname: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -253,9 +284,21 @@ impl Config {
         if let Some(port) = raw.ports.and_then(|p| p.http) {
             config.http_port = port;
         }
-        if let Some(interval) = raw.telemetry.and_then(|t| t.collection_interval) {
-            config.collection_interval = parse_interval(&interval).context("telemetry.collection_interval")?;
+        if let Some(telemetry) = raw.telemetry {
+            if let Some(interval) = telemetry.collection_interval {
+                config.collection_interval = parse_interval(&interval).context("telemetry.collection_interval")?;
+            }
+            config.telemetry = Telemetry {
+                publish_node_metrics: telemetry.publish_node_metrics.unwrap_or(false),
+                publish_allocation_metrics: telemetry.publish_allocation_metrics.unwrap_or(false),
+                prometheus_metrics: telemetry.prometheus_metrics.unwrap_or(false),
+                disable_hostname: telemetry.disable_hostname.unwrap_or(false),
+            };
         }
+        if let Some(level) = raw.log_level {
+            config.log_level = Some(crate::cli::parse_log_level(&level).context("log_level")?);
+        }
+        config.log_json = raw.log_json.unwrap_or(false);
         if let Some(client) = raw.client {
             if let Some(interval) = client.gc_interval {
                 config.gc.interval = parse_interval(&interval).context("client.gc_interval")?;
@@ -388,6 +431,23 @@ mod tests {
         assert_eq!(config.plugins.len(), 5);
         assert_eq!(config.plugins[2].config_json, r#"{"root":"/sys/fs/cgroup"}"#);
         assert_eq!(config.plugins[4].path.as_deref(), Some(Path::new("/opt/vendor/liballocd_plugin_my_driver.so")));
+    }
+
+    #[test]
+    fn telemetry_switches_and_log_keys() {
+        let config = Config::from_hcl(
+            "log_level = \"DEBUG\"\nlog_json = true\n\
+             telemetry {\n  publish_node_metrics = true\n  prometheus_metrics = true\n}\n",
+        )
+        .unwrap();
+        let expected = Telemetry { publish_node_metrics: true, prometheus_metrics: true, ..Telemetry::default() };
+        assert_eq!(config.telemetry, expected);
+        assert_eq!((config.log_level.as_deref(), config.log_json), (Some("debug"), true));
+        assert_eq!(Config::default().telemetry, Telemetry::default(), "everything off, as in Nomad");
+        assert!(error_line("log_level = \"loud\"").starts_with("log_level: "));
+        assert!(
+            error_line("telemetry { publish_node_metrics = \"yes\" }").starts_with("telemetry.publish_node_metrics")
+        );
     }
 
     #[test]

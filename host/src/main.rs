@@ -1,7 +1,5 @@
 //! The `allocd` binary: parse the command line, set up logging, run, map errors to exit codes.
 
-use std::io::IsTerminal;
-
 use allocd::cli::{self, Command};
 
 fn main() {
@@ -19,24 +17,17 @@ fn main() {
 fn run(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Agent(flags) => {
-            let level = flags.log_level.clone().unwrap_or_else(|| "info".to_string());
-            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal())
-                .init();
+            let config = allocd::agent::resolve_config(&flags)?;
+            let log = allocd::logging::init(config.log_level.as_deref().unwrap_or("info"), config.log_json);
             // Before anything opens files or sockets.
             allocd::agent::raise_open_file_limit();
-            let config = allocd::agent::resolve_config(&flags)?;
             // Sized from the plugins' limits: a burst (a thousand followers connecting at once)
             // leaves no more idle threads behind than the limits allow.
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .max_blocking_threads(allocd::agent::blocking_threads(&config))
                 .build()?;
-            let result = runtime.block_on(allocd::agent::run(flags, config));
+            let result = runtime.block_on(allocd::agent::run(flags, config, log));
             // A plugin call that never returns must not keep the process alive.
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
             result?;

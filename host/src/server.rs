@@ -74,6 +74,24 @@ pub fn tls_acceptor(config: &TlsConfig) -> anyhow::Result<Option<TlsAcceptor>> {
     Ok(Some(TlsAcceptor::from(Arc::new(server))))
 }
 
+/// The TLS configuration in force: SIGHUP replaces it; open connections keep the one they
+/// were accepted with.
+pub struct LiveTls(std::sync::RwLock<TlsAcceptor>);
+
+impl LiveTls {
+    pub fn new(acceptor: TlsAcceptor) -> Self {
+        Self(std::sync::RwLock::new(acceptor))
+    }
+
+    pub fn replace(&self, acceptor: TlsAcceptor) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = acceptor;
+    }
+
+    fn current(&self) -> TlsAcceptor {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// Open connections per client address.
 #[derive(Default)]
 struct ConnectionCounts(Mutex<HashMap<IpAddr, usize>>);
@@ -143,7 +161,7 @@ impl TotalCap {
 pub async fn serve<F>(
     listener: TcpListener,
     filter: F,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<LiveTls>>,
     limits: &Limits,
     shutdown: impl Future<Output = ()>,
 ) where
@@ -175,7 +193,7 @@ pub async fn serve<F>(
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(limits.max_header_bytes);
         let watcher = graceful.watcher();
-        let tls = tls.clone();
+        let tls = tls.as_ref().map(|live| live.current());
         tokio::spawn(async move {
             let _held = (admitted, counted);
             let result = match tls {

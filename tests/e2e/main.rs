@@ -33,3 +33,7 @@ mod containment;
 mod startup;
 // Nomad's wire: Go's path redirects, the empty 404, CORS, key order, empty bodies, quoting.
 mod wire;
+// /v1/metrics (Nomad's names, JSON and Prometheus), health, allocd's own metrics.
+mod telemetry;
+// SIGHUP reloads (tokens, certificates, log level) and log formats.
+mod reload;

@@ -14,6 +14,8 @@
 //! | `/v1/client/gc` | `node_id` | [`alloc::gc_all`] | `node:write` |
 //! | `/v1/allocations` | `prefix`, `namespace` | [`listing::list`] | `read-job` |
 //! | `/v1/allocation/:alloc_id` | — | [`listing::one`] | `read-job` |
+//! | `/v1/metrics` (GET) | `format=prometheus` | [`metrics::metrics`] | — |
+//! | `/v1/agent/health` (GET) | — | [`health::health`] | — |
 //!
 //! Every route answers any method (Nomad checks none), takes `?pretty` where it returns JSON,
 //! and answers errors as plain text. [`response::finish`] applies gzip, `Vary` and CORS.
@@ -25,7 +27,9 @@ pub mod allocs;
 pub mod clean;
 pub mod error;
 pub mod fs;
+pub mod health;
 pub mod listing;
+pub mod metrics;
 pub mod model;
 pub mod params;
 pub mod response;
@@ -52,13 +56,15 @@ pub struct AppState {
     /// This agent's node ID (persisted in the data dir).
     pub node_id: String,
     /// Who may do what.
-    pub acl: crate::acl::Acl,
+    pub acl: crate::acl::LiveAcl,
     /// Deletes terminal allocations.
     pub collector: Arc<crate::gc::Collector>,
     /// The inotify watcher shared by every follower.
     pub watch_hub: Arc<crate::stream::watch::WatchHub>,
     /// Permits for concurrent cat, readat, stream and logs responses.
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// What `/v1/metrics` publishes, and the agent's own counters.
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 impl AppState {
@@ -90,6 +96,7 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
                 let request = Request { query: Query::parse(&query), token: crate::acl::request_token(&meta.headers) };
                 dispatch(&state, &meta, &request).await.unwrap_or_else(ApiResponse::from)
             };
+            state.telemetry.requests.record(response.status.as_u16());
             response::finish(response, &meta)
         })
 }
@@ -105,6 +112,12 @@ async fn dispatch(state: &Arc<AppState>, meta: &RequestMeta, req: &Request) -> R
     }
     if let Some(alloc_id) = path.strip_prefix("/v1/allocation/").filter(|rest| !rest.contains('/')) {
         return listing::one(state, alloc_id, req).await;
+    }
+    if path == "/v1/metrics" {
+        return metrics::metrics(state, &meta.method, req);
+    }
+    if path == "/v1/agent/health" {
+        return health::health(state, &meta.method);
     }
     if path == "/v1/client/gc" {
         return alloc::gc_all(state, req);

@@ -64,6 +64,8 @@ pub struct Collector {
     deleting: Mutex<HashSet<String>>,
     /// Held by the policy sweep or a client GC; a second one is skipped.
     sweeping: tokio::sync::Mutex<()>,
+    /// Allocations collected since the agent started (for `/v1/metrics`).
+    pub collections: std::sync::atomic::AtomicU64,
 }
 
 /// An allocation the policy may collect.
@@ -94,6 +96,7 @@ impl Collector {
             collected: Mutex::new(LruCache::new(remembered)),
             deleting: Mutex::default(),
             sweeping: tokio::sync::Mutex::new(()),
+            collections: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -142,6 +145,7 @@ impl Collector {
         })?;
         self.collected.lock().unwrap_or_else(|e| e.into_inner()).put(alloc_id.to_string(), namespace.to_string());
         self.sampler.forget(alloc_id).await;
+        self.collections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(alloc_id, backend = backend.name(), "collected allocation");
         Ok(())
     }

@@ -10,6 +10,9 @@
 //! services (the alloc lookup) answer promptly from the healthy ones. After a backoff one call
 //! at a time goes through as a probe, in the background so that no request waits for it; the
 //! first probe that gets an answer makes the service healthy again. Each change is logged once.
+//!
+//! Every call ends in one [`CallOutcome`], recorded in the plugin's [`CallStats`] (shared by
+//! its services) for `/v1/metrics`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +21,8 @@ use abi_stable::std_types::RResult;
 use allocd_plugin_api::{ErrorKind, PluginError};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+
+use crate::telemetry::own::{CallOutcome, CallStats};
 
 /// The first wait before an unhealthy service is probed; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -80,6 +85,11 @@ enum Admission {
 }
 
 impl Health {
+    /// Why the service is unhealthy, if it is.
+    fn outage(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|outage| outage.cause.clone())
+    }
+
     fn admit(&self) -> Admission {
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match state.as_mut() {
@@ -125,12 +135,23 @@ pub struct Caller {
     permits: Arc<Semaphore>,
     timeout: Duration,
     health: Arc<Health>,
+    stats: Arc<CallStats>,
 }
 
 impl Caller {
     pub fn new(plugin: &str, max_concurrency: usize, timeout: Duration) -> Self {
         let permits = Arc::new(Semaphore::new(max_concurrency));
-        Self { plugin: plugin.into(), permits, timeout, health: Arc::default() }
+        Self { plugin: plugin.into(), permits, timeout, health: Arc::default(), stats: Arc::default() }
+    }
+
+    /// What this plugin's calls have done (shared by its services).
+    pub fn stats(&self) -> &Arc<CallStats> {
+        &self.stats
+    }
+
+    /// Why this service is unhealthy (its calls fail at once), if it is.
+    pub fn outage(&self) -> Option<String> {
+        self.health.outage()
     }
 
     /// The same plugin's limit and timeout, with a health of its own: a library's metric
@@ -153,11 +174,15 @@ impl Caller {
         match self.health.admit() {
             Admission::Call => self.checked_call(target, call, false).await,
             Admission::Probe(cause) => {
+                self.stats.record(CallOutcome::Skipped);
                 let (caller, target) = (self.clone(), Arc::clone(target));
                 tokio::spawn(async move { caller.checked_call(&target, call, true).await });
                 Err(self.failure(PluginError::unavailable(format!("unhealthy (being probed): {cause}"))))
             }
-            Admission::Skip(cause) => Err(self.failure(PluginError::unavailable(format!("unhealthy: {cause}")))),
+            Admission::Skip(cause) => {
+                self.stats.record(CallOutcome::Skipped);
+                Err(self.failure(PluginError::unavailable(format!("unhealthy: {cause}"))))
+            }
         }
     }
 
@@ -176,20 +201,31 @@ impl Caller {
         let attempt = async move {
             let permit = permits.acquire_owned().await.expect("plugin semaphore is never closed");
             tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
                 let result = call(&target);
                 drop(permit);
-                result.into_result()
+                (result.into_result(), started.elapsed())
             })
             .await
         };
         let error = match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(Ok(result)) => {
+            Ok(Ok((result, took))) => {
                 let panic = result.as_ref().err().filter(|error| error.kind == ErrorKind::PANICKED);
+                self.stats.record(match panic {
+                    Some(_) => CallOutcome::Panicked,
+                    None => CallOutcome::Answered { error: result.is_err(), took },
+                });
                 self.health.record(&self.plugin, panic.map(|error| error.message.as_str()), probe);
                 return result.map_err(|error| self.failure(error));
             }
-            Ok(Err(join_error)) => PluginError::new(ErrorKind::PANICKED, format!("plugin call failed: {join_error}")),
-            Err(_) => PluginError::unavailable(format!("call timed out after {:?}", self.timeout)),
+            Ok(Err(join_error)) => {
+                self.stats.record(CallOutcome::Panicked);
+                PluginError::new(ErrorKind::PANICKED, format!("plugin call failed: {join_error}"))
+            }
+            Err(_) => {
+                self.stats.record(CallOutcome::TimedOut);
+                PluginError::unavailable(format!("call timed out after {:?}", self.timeout))
+            }
         };
         self.health.record(&self.plugin, Some(error.message.as_str()), probe);
         Err(self.failure(error))

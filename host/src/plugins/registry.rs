@@ -12,6 +12,7 @@ use allocd_plugin_api::{
 use super::call::{Caller, PluginFailure};
 use super::loader;
 use crate::config::PluginSpec;
+use crate::telemetry::own::CallStats;
 
 /// A constructed metric provider.
 pub struct MetricsPlugin {
@@ -37,6 +38,8 @@ pub struct OpenFile {
 pub struct Registry {
     pub metrics: Vec<MetricsPlugin>,
     pub storage: Vec<StoragePlugin>,
+    /// One call policy per loaded library, for its call statistics.
+    libraries: Vec<Caller>,
 }
 
 impl Registry {
@@ -52,6 +55,7 @@ impl Registry {
                 kinds = ?kinds.names(), "loaded plugin"
             );
             let caller = Caller::new(&spec.name, spec.max_concurrency, spec.timeout);
+            registry.libraries.push(caller.clone());
             let config = RStr::from(spec.config_json.as_str());
             let rejected = |e: allocd_plugin_api::PluginError| {
                 format!("plugin {:?} ({}): rejected its config: {}", spec.name, path.display(), e.message)
@@ -74,6 +78,21 @@ impl Registry {
             }
         }
         Ok(registry)
+    }
+
+    /// Each loaded plugin's name and call statistics, in config order.
+    pub fn call_stats(&self) -> impl Iterator<Item = (&str, &CallStats)> {
+        self.libraries.iter().map(|caller| (caller.plugin(), caller.stats().as_ref()))
+    }
+
+    /// Why each unhealthy service is unhealthy: one line per service whose calls fail at once.
+    pub fn outages(&self) -> Vec<String> {
+        let metrics = self.metrics.iter().map(|p| (&p.caller, "metric provider"));
+        let storage = self.storage.iter().map(|p| (&p.caller, "storage backend"));
+        metrics
+            .chain(storage)
+            .filter_map(|(caller, kind)| Some(format!("plugin {:?} {kind}: {}", caller.plugin(), caller.outage()?)))
+            .collect()
     }
 }
 

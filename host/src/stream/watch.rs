@@ -155,12 +155,12 @@ impl WatchHub {
         }
     }
 
-    /// Number of paths currently watched (for tests and diagnostics).
+    /// Number of paths currently watched (for tests, diagnostics and `/v1/metrics`).
     pub fn watched_paths(&self) -> usize {
         self.table.lock().unwrap_or_else(|e| e.into_inner()).paths.len()
     }
 
-    /// Number of shared poll tasks running (for tests and diagnostics).
+    /// Number of shared poll tasks running (for tests, diagnostics and `/v1/metrics`).
     pub fn polls(&self) -> usize {
         self.table.lock().unwrap_or_else(|e| e.into_inner()).polls.len()
     }

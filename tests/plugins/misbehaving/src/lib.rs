@@ -12,6 +12,8 @@
 //! | `reject`        | the constructor refuses the config       | the constructor refuses the config |
 //!
 //! The metric side is inert outside `panic-metrics` so each test exercises one failure only.
+//! `config { while_exists = "/path" }` limits `panic-metrics` to while that file exists, so a
+//! test can make the plugin recover.
 
 use allocd_plugin_api::sdk::{FilePlugin, MetricsPlugin, PluginConfig, StoragePlugin};
 use allocd_plugin_api::{AllocInfo, FileIdentity, FileInfo, HostStats, PluginError, TaskReport};
@@ -34,14 +36,15 @@ enum Mode {
 struct Config {
     #[serde(default)]
     mode: Mode,
+    while_exists: Option<std::path::PathBuf>,
 }
 
-fn parse_mode(config: &PluginConfig) -> Result<Mode, PluginError> {
-    let Config { mode } = config.parse()?;
-    if mode == Mode::Reject {
+fn parse_config(config: &PluginConfig) -> Result<Config, PluginError> {
+    let config: Config = config.parse()?;
+    if config.mode == Mode::Reject {
         return Err(PluginError::invalid("rejecting config on purpose"));
     }
-    Ok(mode)
+    Ok(config)
 }
 
 /// Acts out `mode` for a call of `method`; returns only when the mode is harmless.
@@ -62,7 +65,7 @@ pub struct Storage {
 
 impl Storage {
     pub fn new(config: &PluginConfig) -> Result<Self, PluginError> {
-        Ok(Self { mode: parse_mode(config)? })
+        Ok(Self { mode: parse_config(config)?.mode })
     }
 
     fn enter(&self, method: &str) {
@@ -126,15 +129,17 @@ impl StoragePlugin for Storage {
 /// The metric side.
 pub struct Metrics {
     mode: Mode,
+    while_exists: Option<std::path::PathBuf>,
 }
 
 impl Metrics {
     pub fn new(config: &PluginConfig) -> Result<Self, PluginError> {
-        Ok(Self { mode: parse_mode(config)? })
+        let Config { mode, while_exists } = parse_config(config)?;
+        Ok(Self { mode, while_exists })
     }
 
     fn enter(&self, method: &str) {
-        if self.mode == Mode::PanicMetrics {
+        if self.mode == Mode::PanicMetrics && self.while_exists.as_ref().is_none_or(|path| path.exists()) {
             misbehave(Mode::Panic, method);
         }
     }
