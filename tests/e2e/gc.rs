@@ -311,3 +311,60 @@ fn concurrent_gcs_of_one_allocation_delete_it_once() {
     assert!(answers.iter().all(|&s| s == 200 || s == 500), "{answers:?}");
     assert!(!fixture.alloc_root().exists());
 }
+
+/// A tmpfs of a fixed size, unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Deletion runs in the background, so the disk policy waits for the space to come back before
+/// judging again: one allocation over the threshold costs one allocation, not every terminal one.
+#[test]
+fn the_disk_policy_deletes_only_what_it_needs() {
+    if !is_root() {
+        return skip_unless_ci("the_disk_policy_deletes_only_what_it_needs", "mounting a tmpfs needs root");
+    }
+    let fixture = Fixture::new();
+    let small = fixture.dir.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"]).arg(&small).status().unwrap();
+    assert!(mounted.success(), "mount tmpfs");
+    let _disk = SmallDisk(small.clone());
+    let (older, newer) = (ALLOC_ID, OTHER);
+    // 20 MiB each in 5,000 files, so that deleting one takes a moment: 62 % of the disk.
+    for alloc in [older, newer] {
+        std::fs::create_dir_all(small.join(alloc).join("web")).unwrap();
+        let data = small.join(alloc).join("alloc/data");
+        std::fs::create_dir_all(&data).unwrap();
+        for file in 0..5000 {
+            std::fs::write(data.join(file.to_string()), [7u8; 4096]).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cgroups = TaskCgroups::new(&fixture);
+    for alloc in [older, newer] {
+        cgroups.running(alloc, "web");
+    }
+    let config = fixture.config_text(&format!(
+        "data_dir = {data:?}\nalloc_dir = {small:?}\nplugin \"host-metrics\" {{}}\n\
+         plugin \"local-disk\" {{\n  config {{ alloc_dir = {small:?} }}\n}}\n{}",
+        cgroups.config("  gc_interval = \"300ms\"\n  gc_disk_usage_threshold = 50\n"),
+        data = fixture.dir.path().join("data"),
+    ));
+    let agent = Agent::start(&["-config", config.to_str().unwrap()]);
+    seen(&agent, older, "web");
+    seen(&agent, newer, "web");
+    for alloc in [older, newer] {
+        cgroups.exited(alloc, "web");
+    }
+    eventually(Duration::from_secs(30), "the policy to collect the oldest allocation", || {
+        (!small.join(older).exists()).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3)); // several more sweeps
+    assert!(small.join(newer).exists(), "back under the threshold after one deletion: the newer one stays");
+    drop(agent);
+}

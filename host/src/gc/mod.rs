@@ -50,6 +50,10 @@ pub const NOT_ELIGIBLE: &str = "No such allocation on client, or allocation not 
 /// The answer while `client.gc_enabled = false`.
 pub const DISABLED: &str = "garbage collection is disabled on this agent (client.gc_enabled = false)";
 
+/// How long the policy waits, at most, for a background deletion to show on the disk.
+const FREED_SPACE_POLL: Duration = Duration::from_millis(250);
+const FREED_SPACE_POLLS: usize = 20;
+
 /// How many collected allocation IDs are remembered.
 const REMEMBERED: usize = 10_000;
 
@@ -223,23 +227,40 @@ impl Collector {
         };
         let (candidates, mut total) = self.candidates().await;
         for candidate in candidates {
+            // Only the disk: after the deletion, wait for the space before judging again.
+            let mut for_disk_only = false;
             if let Some(policy) = policy {
                 let over_count = total > policy.max_allocs;
                 let over_disk = self.disk_used_percent().is_some_and(|used| used > policy.disk_usage_threshold);
                 if !over_count && !over_disk {
                     return;
                 }
+                for_disk_only = !over_count;
             }
             let Candidate { backend, id, namespace, tasks, .. } = &candidate;
+            let used_before = self.disk_used_percent();
             match self.delete_terminal(*backend, id, namespace, tasks).await {
                 Ok(()) => {
                     total -= 1;
-                    if policy.is_some() {
-                        self.sampler.collect_host(&self.registry).await; // fresh disk figures
+                    if for_disk_only {
+                        self.await_freed_space(used_before).await;
                     }
                 }
                 Err(reason) => tracing::warn!(alloc_id = candidate.id, "gc failed: {reason}"),
             }
+        }
+    }
+
+    /// The backend deletes in the background: before the policy judges the disk again, give
+    /// it a few seconds to free space (fresh host samples until the figure drops), so one full
+    /// disk does not take every terminal allocation with it.
+    async fn await_freed_space(&self, used_before: Option<f64>) {
+        for _ in 0..FREED_SPACE_POLLS {
+            self.sampler.collect_host(&self.registry).await;
+            if self.disk_used_percent().zip(used_before).is_none_or(|(now, before)| now < before) {
+                return;
+            }
+            tokio::time::sleep(FREED_SPACE_POLL).await;
         }
     }
 
