@@ -34,6 +34,12 @@ fn seen(agent: &Agent, alloc: &str, task: &str) {
     });
 }
 
+/// Waits until the background deletions under the fixture's alloc dir are done.
+fn trash_emptied(fixture: &Fixture, limit: Duration) {
+    let trash = fixture.alloc_dir().join(".allocd-trash");
+    eventually(limit, "the trash to be emptied", || std::fs::read_dir(&trash).ok()?.next().is_none().then_some(()));
+}
+
 /// `dirs` directories of `files` one-byte files under the fixture allocation's `alloc/data`.
 fn many_files(fixture: &Fixture, dirs: usize, files: usize) {
     for dir in 0..dirs {
@@ -73,10 +79,7 @@ fn a_finished_allocation_is_collected_once_after_the_grace() {
     let cat = agent.get(&format!("/v1/client/fs/cat/{ALLOC_ID}?path=alloc/logs/web.stdout.0"));
     assert_eq!((cat.status, cat.text()), (404, format!("state for allocation {ALLOC_ID} not found on client")));
     assert_eq!(agent.get(&gc_url("11111111-2222-4333-8444-555555555555")).status, 404);
-    let trash = fixture.alloc_dir().join(".allocd-trash");
-    eventually(Duration::from_secs(10), "the trash to be emptied", || {
-        std::fs::read_dir(&trash).ok()?.next().is_none().then_some(())
-    });
+    trash_emptied(&fixture, Duration::from_secs(10));
 }
 
 /// A task that is a plain process (raw_exec, a driver no plugin covers).
@@ -258,10 +261,7 @@ fn a_deletion_never_leaves_the_allocation() {
     seen(&agent, ALLOC_ID, "web");
     cgroups.exited(ALLOC_ID, "web");
     collected_eventually(&agent, ALLOC_ID);
-    let trash = fixture.alloc_dir().join(".allocd-trash");
-    eventually(Duration::from_secs(10), "the trash to be emptied", || {
-        std::fs::read_dir(&trash).ok()?.next().is_none().then_some(())
-    });
+    trash_emptied(&fixture, Duration::from_secs(10));
     assert_eq!(std::fs::read_to_string(outside.path().join("shared/precious")).unwrap(), "keep me");
     assert_eq!(std::fs::read_to_string(outside.path().join("file")).unwrap(), "keep me too");
     assert!(!mounted_under(fixture.dir.path()), "no mount is left behind");
@@ -280,16 +280,13 @@ fn a_deletion_cut_by_kill_9_is_finished_at_the_next_start() {
     collected_eventually(&agent, ALLOC_ID);
     agent.child.kill().unwrap(); // SIGKILL while the 40,000 files are being deleted
     agent.child.wait().unwrap();
-    let trash = fixture.alloc_dir().join(".allocd-trash");
-    let left = std::fs::read_dir(&trash).unwrap().count();
+    let left = std::fs::read_dir(fixture.alloc_dir().join(".allocd-trash")).unwrap().count();
     println!("trash entries left by kill -9: {left}");
 
     let agent = Agent::start(&["-config", config.to_str().unwrap()]);
     let cat = agent.get(&format!("/v1/client/fs/ls/{ALLOC_ID}?path=/alloc/data"));
     assert_eq!(cat.status, 404, "a half-deleted allocation is never served");
-    eventually(Duration::from_secs(60), "the interrupted deletion to finish", || {
-        std::fs::read_dir(&trash).ok()?.next().is_none().then_some(())
-    });
+    trash_emptied(&fixture, Duration::from_secs(60));
 }
 
 #[test]
