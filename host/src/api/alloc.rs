@@ -37,11 +37,19 @@ async fn stats(state: &AppState, alloc_id: &str, req: &Request) -> Result<ApiRes
 async fn gc(state: &AppState, alloc_id: &str, req: &Request) -> Result<ApiResponse, ApiError> {
     let token = req.token.as_deref();
     state.acl.check_any_namespace(token, acl::GC_ALLOCATION)?;
-    if let Some(namespace) = state.collector.collected_namespace(alloc_id) {
-        state.acl.check(token, acl::GC_ALLOCATION, &namespace)?;
-        return Err(ApiError::internal(NOT_ELIGIBLE));
+    // Collected, or being collected (checked again after the lookup: a concurrent GC may have
+    // moved it out of sight meanwhile).
+    let gone = || {
+        let namespace = state.collector.collected_namespace(alloc_id)?;
+        Some(state.acl.check(token, acl::GC_ALLOCATION, &namespace).and(Err(ApiError::internal(NOT_ELIGIBLE))))
+    };
+    if let Some(answer) = gone() {
+        return answer;
     }
-    let alloc = allocs::find(state, alloc_id, req, acl::GC_ALLOCATION).await?;
+    let alloc = match allocs::find(state, alloc_id, req, acl::GC_ALLOCATION).await {
+        Ok(alloc) => alloc,
+        Err(err) => return gone().unwrap_or(Err(err)),
+    };
     let tasks: Vec<String> = alloc.info.tasks.iter().map(|t| t.to_string()).collect();
     let namespace = alloc.info.namespace.as_str();
     state

@@ -9,7 +9,7 @@
 
 pub mod evidence;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,7 +52,7 @@ pub const DISABLED: &str = "garbage collection is disabled on this agent (client
 
 /// How long the policy waits, at most, for a background deletion to show on the disk.
 const FREED_SPACE_POLL: Duration = Duration::from_millis(250);
-const FREED_SPACE_POLLS: usize = 20;
+const FREED_SPACE_POLLS: usize = 120;
 
 /// How many collected allocation IDs are remembered.
 const REMEMBERED: usize = 10_000;
@@ -64,8 +64,8 @@ pub struct Collector {
     policy: GcPolicy,
     /// Collected allocation → its namespace (for the ACL check of a repeated GC).
     collected: Mutex<LruCache<String, String>>,
-    /// Allocations being deleted right now.
-    deleting: Mutex<HashSet<String>>,
+    /// Allocations being deleted right now → their namespace.
+    deleting: Mutex<HashMap<String, String>>,
     /// Held by the policy sweep or a client GC; a second one is skipped.
     sweeping: tokio::sync::Mutex<()>,
     /// Allocations collected since the agent started (for `/v1/metrics`).
@@ -109,9 +109,11 @@ impl Collector {
         self.policy.enabled
     }
 
-    /// The namespace of a collected allocation, if it was collected here.
+    /// The namespace of an allocation collected here, or being collected right now (it may
+    /// already be out of the backend's sight).
     pub fn collected_namespace(&self, alloc_id: &str) -> Option<String> {
-        self.collected.lock().unwrap_or_else(|e| e.into_inner()).peek(alloc_id).cloned()
+        let collected = self.collected.lock().unwrap_or_else(|e| e.into_inner()).peek(alloc_id).cloned();
+        collected.or_else(|| self.deleting.lock().unwrap_or_else(|e| e.into_inner()).get(alloc_id).cloned())
     }
 
     /// Whether the allocation may be deleted now.
@@ -131,8 +133,12 @@ impl Collector {
         if !self.policy.enabled {
             return Err(DISABLED.to_string());
         }
-        if !self.deleting.lock().unwrap_or_else(|e| e.into_inner()).insert(alloc_id.to_string()) {
-            return Err(NOT_ELIGIBLE.to_string()); // another GC of it is under way
+        {
+            let mut deleting = self.deleting.lock().unwrap_or_else(|e| e.into_inner());
+            if deleting.contains_key(alloc_id) {
+                return Err(NOT_ELIGIBLE.to_string()); // another GC of it is under way
+            }
+            deleting.insert(alloc_id.to_string(), namespace.to_string());
         }
         let _deleting = Deleting(self, alloc_id);
         match self.verdict(alloc_id, tasks) {
@@ -252,7 +258,7 @@ impl Collector {
     }
 
     /// The backend deletes in the background: before the policy judges the disk again, give
-    /// it a few seconds to free space (fresh host samples until the figure drops), so one full
+    /// it up to 30 s to free space (fresh host samples until the figure drops), so one full
     /// disk does not take every terminal allocation with it.
     async fn await_freed_space(&self, used_before: Option<f64>) {
         for _ in 0..FREED_SPACE_POLLS {
