@@ -258,15 +258,20 @@ impl Collector {
     }
 
     /// The backend deletes in the background: before the policy judges the disk again, give
-    /// it up to 30 s to free space (fresh host samples until the figure drops), so one full
-    /// disk does not take every terminal allocation with it.
+    /// it up to 30 s to free the space (fresh host samples until the figure has dropped and
+    /// then holds still, i.e. the deletion is done), so one full disk does not take every
+    /// terminal allocation with it.
     async fn await_freed_space(&self, used_before: Option<f64>) {
+        let mut last = used_before;
         for _ in 0..FREED_SPACE_POLLS {
+            tokio::time::sleep(FREED_SPACE_POLL).await;
             self.sampler.collect_host(&self.registry).await;
-            if self.disk_used_percent().zip(used_before).is_none_or(|(now, before)| now < before) {
+            let now = self.disk_used_percent();
+            let dropped = now.zip(used_before).is_none_or(|(now, before)| now < before);
+            if dropped && now == last {
                 return;
             }
-            tokio::time::sleep(FREED_SPACE_POLL).await;
+            last = now;
         }
     }
 
