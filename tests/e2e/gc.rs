@@ -20,6 +20,15 @@ fn agent(fixture: &Fixture, cgroups: &TaskCgroups, extra_client: &str) -> Agent 
     Agent::start(&["-config", config.to_str().unwrap()])
 }
 
+/// The fixture allocation's task `web` running, and an agent that has seen it run.
+fn with_running_task(fixture: &Fixture, extra_client: &str) -> (TaskCgroups, Agent) {
+    let cgroups = TaskCgroups::new(fixture);
+    cgroups.running(ALLOC_ID, "web");
+    let agent = agent(fixture, &cgroups, extra_client);
+    seen(&agent, ALLOC_ID, "web");
+    (cgroups, agent)
+}
+
 /// Waits until a GC of `alloc` succeeds (the agent has taken the evidence in).
 fn collected_eventually(agent: &Agent, alloc: &str) {
     eventually(Duration::from_secs(30), "the allocation to be collected", || {
@@ -59,10 +68,7 @@ fn new_alloc(fixture: &Fixture, id: &str, task: &str) {
 #[test]
 fn a_finished_allocation_is_collected_once_after_the_grace() {
     let fixture = Fixture::new();
-    let cgroups = TaskCgroups::new(&fixture);
-    cgroups.running(ALLOC_ID, "web");
-    let agent = agent(&fixture, &cgroups, "  gc_exit_grace = \"1500ms\"\n");
-    seen(&agent, ALLOC_ID, "web");
+    let (cgroups, agent) = with_running_task(&fixture, "  gc_exit_grace = \"1500ms\"\n");
     let running = agent.get(&gc_url(ALLOC_ID));
     assert_eq!((running.status, running.text().as_str()), (500, NOT_ELIGIBLE), "a running task");
 
@@ -182,10 +188,8 @@ fn the_policy_keeps_at_most_max_allocs_oldest_first() {
 #[test]
 fn gc_can_be_turned_off() {
     let fixture = Fixture::new();
-    let cgroups = TaskCgroups::new(&fixture);
-    cgroups.running(ALLOC_ID, "web");
-    let agent = agent(&fixture, &cgroups, "  gc_enabled = false\n  gc_interval = \"100ms\"\n  gc_max_allocs = 0\n");
-    seen(&agent, ALLOC_ID, "web");
+    let (cgroups, agent) =
+        with_running_task(&fixture, "  gc_enabled = false\n  gc_interval = \"100ms\"\n  gc_max_allocs = 0\n");
     cgroups.exited(ALLOC_ID, "web");
     std::thread::sleep(Duration::from_millis(600));
     let disabled = "garbage collection is disabled on this agent (client.gc_enabled = false)";
@@ -198,10 +202,7 @@ fn gc_can_be_turned_off() {
 #[test]
 fn a_follow_on_a_collected_allocation_ends() {
     let fixture = Fixture::new();
-    let cgroups = TaskCgroups::new(&fixture);
-    cgroups.running(ALLOC_ID, "web");
-    let agent = agent(&fixture, &cgroups, "");
-    seen(&agent, ALLOC_ID, "web");
+    let (cgroups, agent) = with_running_task(&fixture, "");
     let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
     let url = agent.url(&format!("/v1/client/fs/stream/{ALLOC_ID}?path=alloc/logs/web.stdout.0"));
     let (started_tx, started) = std::sync::mpsc::channel();
@@ -255,10 +256,7 @@ fn a_deletion_never_leaves_the_allocation() {
     std::os::unix::fs::symlink(outside.path(), fixture.alloc_root().join("web/local/out")).unwrap();
     std::os::unix::fs::symlink(outside.path().join("file"), fixture.alloc_root().join("alloc/data/out")).unwrap();
 
-    let cgroups = TaskCgroups::new(&fixture);
-    cgroups.running(ALLOC_ID, "web");
-    let agent = agent(&fixture, &cgroups, "");
-    seen(&agent, ALLOC_ID, "web");
+    let (cgroups, agent) = with_running_task(&fixture, "");
     cgroups.exited(ALLOC_ID, "web");
     collected_eventually(&agent, ALLOC_ID);
     trash_emptied(&fixture, Duration::from_secs(10));
@@ -293,10 +291,7 @@ fn a_deletion_cut_by_kill_9_is_finished_at_the_next_start() {
 fn concurrent_gcs_of_one_allocation_delete_it_once() {
     let fixture = Fixture::new();
     many_files(&fixture, 20, 500);
-    let cgroups = TaskCgroups::new(&fixture);
-    cgroups.running(ALLOC_ID, "web");
-    let agent = agent(&fixture, &cgroups, "");
-    seen(&agent, ALLOC_ID, "web");
+    let (cgroups, agent) = with_running_task(&fixture, "");
     cgroups.exited(ALLOC_ID, "web");
     std::thread::sleep(Duration::from_millis(500)); // the exit is in the evidence
     let url = agent.url(&gc_url(ALLOC_ID));
