@@ -157,6 +157,7 @@ pub async fn run(flags: AgentFlags, config: Config, log: LogControl) -> anyhow::
     let watch_hub = Arc::new(WatchHub::new());
     let streams = Arc::new(tokio::sync::Semaphore::new(config.limits.max_streams));
     let telemetry = crate::telemetry::Telemetry::new(&config, &node_id);
+    let served = Arc::clone(&telemetry.served);
     let state = Arc::new(AppState { registry, sampler, node_id, acl, collector, watch_hub, streams, telemetry });
     tokio::spawn(reload_on_hangup(hangups, flags.clone(), Arc::clone(&state), tls.clone(), log));
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
@@ -164,7 +165,7 @@ pub async fn run(flags: AgentFlags, config: Config, log: LogControl) -> anyhow::
         shutdown_signal().await;
         let _ = signalled_tx.send(());
     };
-    let server = server::serve(listener, api::routes(state), tls, &config.limits, shutdown);
+    let server = server::serve(listener, api::routes(state), tls, &config.limits, served, shutdown);
     let grace = async {
         let _ = signalled_rx.await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;

@@ -30,6 +30,7 @@ use tokio_rustls::rustls::{RootCertStore, ServerConfig, crypto};
 use tokio_rustls::server::TlsStream;
 
 use crate::config::{Limits, TlsConfig};
+use crate::telemetry::served::ServedBytes;
 
 /// How long a client may take to send its request head (after the TLS handshake).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -163,6 +164,7 @@ pub async fn serve<F>(
     filter: F,
     tls: Option<Arc<LiveTls>>,
     limits: &Limits,
+    served: Arc<ServedBytes>,
     shutdown: impl Future<Output = ()>,
 ) where
     F: warp::Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone + Send + Sync + 'static,
@@ -189,7 +191,15 @@ pub async fn serve<F>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(warp::service(filter.clone()));
+        // warp's filter as the service, each response body counted against its endpoint.
+        let warp_service = TowerToHyperService::new(warp::service(filter.clone()));
+        let served = Arc::clone(&served);
+        let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let endpoint = ServedBytes::endpoint(request.uri().path());
+            let served = Arc::clone(&served);
+            let response = hyper::service::Service::call(&warp_service, request);
+            async move { Ok::<_, Infallible>(response.await?.map(|body| served.count(endpoint, body))) }
+        });
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(limits.max_header_bytes);
         let watcher = graceful.watcher();

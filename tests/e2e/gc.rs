@@ -5,7 +5,7 @@
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use crate::harness::{ALLOC_ID, Agent, Fixture, TaskCgroups, eventually, skip_unless_ci};
+use crate::harness::{ALLOC_ID, Agent, Fixture, TaskCgroups, eventually, is_root, skip_unless_ci};
 
 const NOT_ELIGIBLE: &str = "No such allocation on client, or allocation not eligible for GC";
 const OTHER: &str = "6fb1a5c8-2c5e-4b52-8a7e-0d3d1a7f9e12";
@@ -60,11 +60,6 @@ fn many_files(fixture: &Fixture, dirs: usize, files: usize) {
     }
 }
 
-fn new_alloc(fixture: &Fixture, id: &str, task: &str) {
-    std::fs::create_dir_all(fixture.alloc_dir().join(id).join("alloc/logs")).unwrap();
-    std::fs::create_dir_all(fixture.alloc_dir().join(id).join(task).join("local")).unwrap();
-}
-
 #[test]
 fn a_finished_allocation_is_collected_once_after_the_grace() {
     let fixture = Fixture::new();
@@ -112,13 +107,13 @@ fn nothing_without_evidence_is_ever_collected() {
     );
     // A pending allocation (nothing started) and one whose cgroup task runs.
     let pending = "7fb1a5c8-2c5e-4b52-8a7e-0d3d1a7f9e17";
-    new_alloc(&fixture, pending, "web");
-    new_alloc(&fixture, OTHER, "web");
+    fixture.new_alloc(pending, "web");
+    fixture.new_alloc(OTHER, "web");
     cgroups.running(OTHER, "web");
     // And an allocation with an exited task beside a task directory no provider ever saw.
     let mixed = "8fb1a5c8-2c5e-4b52-8a7e-0d3d1a7f9e18";
-    new_alloc(&fixture, mixed, "web");
-    new_alloc(&fixture, mixed, "raw");
+    fixture.new_alloc(mixed, "web");
+    fixture.new_alloc(mixed, "raw");
     cgroups.running(mixed, "web");
     let policy = "  gc_interval = \"200ms\"\n  gc_max_allocs = 0\n  gc_disk_usage_threshold = 0\n";
     let agent = agent(&fixture, &cgroups, policy);
@@ -143,7 +138,7 @@ fn nothing_without_evidence_is_ever_collected() {
 fn client_gc_and_the_policy_collect_terminal_allocations() {
     let fixture = Fixture::new();
     let cgroups = TaskCgroups::new(&fixture);
-    new_alloc(&fixture, OTHER, "web");
+    fixture.new_alloc(OTHER, "web");
     for alloc in [ALLOC_ID, OTHER] {
         cgroups.running(alloc, "web");
     }
@@ -166,7 +161,7 @@ fn the_policy_keeps_at_most_max_allocs_oldest_first() {
     let fixture = Fixture::new();
     let cgroups = TaskCgroups::new(&fixture);
     std::thread::sleep(Duration::from_millis(20));
-    new_alloc(&fixture, OTHER, "web");
+    fixture.new_alloc(OTHER, "web");
     for alloc in [ALLOC_ID, OTHER] {
         cgroups.running(alloc, "web");
     }
@@ -224,11 +219,6 @@ fn a_follow_on_a_collected_allocation_ends() {
     collected_eventually(&agent, ALLOC_ID);
     let body = follower.join().unwrap().expect("the stream ends cleanly");
     assert!(body.contains("file deleted"), "{body}");
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
 }
 
 fn mounted_under(path: &std::path::Path) -> bool {
@@ -358,5 +348,10 @@ fn the_disk_policy_deletes_only_what_it_needs() {
     });
     std::thread::sleep(Duration::from_secs(3)); // several more sweeps
     assert!(small.join(newer).exists(), "back under the threshold after one deletion: the newer one stays");
+    // What the deletion gave back, as the filesystem shows it: the 20 MB of files and their directories.
+    let freed = eventually(Duration::from_secs(30), "allocd.gc.bytes_freed", || {
+        crate::telemetry::counter(&agent.get("/v1/metrics").json(), "allocd.gc.bytes_freed", &[]).filter(|b| *b > 0)
+    });
+    assert!((20_480_000..22_000_000).contains(&freed), "bytes freed {freed}");
     drop(agent);
 }

@@ -39,6 +39,12 @@ impl Fixture {
         self.dir.path().join("alloc")
     }
 
+    /// Creates allocation `id` with the shared `alloc/logs` and task `task`'s directory.
+    pub fn new_alloc(&self, id: &str, task: &str) {
+        std::fs::create_dir_all(self.alloc_dir().join(id).join("alloc/logs")).unwrap();
+        std::fs::create_dir_all(self.alloc_dir().join(id).join(task).join("local")).unwrap();
+    }
+
     pub fn alloc_root(&self) -> PathBuf {
         self.alloc_dir().join(ALLOC_ID)
     }
@@ -317,4 +323,69 @@ pub fn raise_own_open_file_limit(needed: u64) {
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
     assert!(hard >= needed, "this test needs {needed} open files; the hard limit is {hard}");
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+}
+
+/// A real v1 task cgroup `nomad/<alloc_id>.<task>` under every mounted controller, holding a
+/// busy process that has charged about 4 MB of memory to it; killed and removed on drop.
+pub struct RealTaskCgroup {
+    dirs: Vec<PathBuf>,
+    pub child: std::process::Child,
+}
+
+impl RealTaskCgroup {
+    pub fn create(alloc_id: &str, task: &str) -> Result<Self, String> {
+        let root = Path::new("/sys/fs/cgroup");
+        let mut dirs = Vec::new();
+        for controller in ["memory", "cpuacct", "cpu,cpuacct", "cpu", "freezer", "pids"] {
+            let base = root.join(controller);
+            if !base.join("cgroup.procs").exists() || std::fs::symlink_metadata(&base).is_ok_and(|m| m.is_symlink()) {
+                continue;
+            }
+            let dir = base.join("nomad").join(format!("{alloc_id}.{task}"));
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            dirs.push(dir);
+        }
+        if !dirs.iter().any(|d| d.starts_with(root.join("memory"))) {
+            return Err("no cgroup v1 memory controller".into());
+        }
+        // Memory is charged to the cgroup it is allocated in: allocate after the move.
+        let busy = "sleep 0.5; x=$(head -c 4000000 /dev/zero | tr '\\0' a); while :; do :; done";
+        let child = Command::new("sh").args(["-c", busy]).spawn().map_err(|e| e.to_string())?;
+        let cgroup = RealTaskCgroup { dirs, child };
+        for dir in &cgroup.dirs {
+            std::fs::write(dir.join("cgroup.procs"), cgroup.child.id().to_string())
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        Ok(cgroup)
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RealTaskCgroup {
+    fn drop(&mut self) {
+        self.stop();
+        for dir in &self.dirs {
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Whether the tests run as root (creating cgroups and mounts needs it).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+}
+
+/// A fresh random allocation ID.
+pub fn random_alloc_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap().trim().to_string()
 }

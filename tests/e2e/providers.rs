@@ -5,12 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Agent, Fixture, eventually, skip_unless_ci};
+use crate::harness::{Agent, Fixture, RealTaskCgroup, eventually, is_root, random_alloc_id, skip_unless_ci};
 
 fn new_alloc(fixture: &Fixture, task: &str) -> String {
-    let id = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap().trim().to_string();
-    std::fs::create_dir_all(fixture.alloc_dir().join(&id).join("alloc/logs")).unwrap();
-    std::fs::create_dir_all(fixture.alloc_dir().join(&id).join(task).join("local")).unwrap();
+    let id = random_alloc_id();
+    fixture.new_alloc(&id, task);
     id
 }
 
@@ -91,66 +90,13 @@ fn docker_container_stats_and_gc_through_http() {
     assert!(!fixture.alloc_dir().join(&id).exists());
 }
 
-/// A v1 task cgroup created under every mounted controller; removed on drop.
-struct TaskCgroup {
-    dirs: Vec<PathBuf>,
-    child: std::process::Child,
-}
-
-impl TaskCgroup {
-    fn create(alloc_id: &str, task: &str) -> Result<Self, String> {
-        let root = Path::new("/sys/fs/cgroup");
-        let mut dirs = Vec::new();
-        for controller in ["memory", "cpuacct", "cpu,cpuacct", "cpu", "freezer", "pids"] {
-            let base = root.join(controller);
-            if !base.join("cgroup.procs").exists() || std::fs::symlink_metadata(&base).is_ok_and(|m| m.is_symlink()) {
-                continue;
-            }
-            let dir = base.join("nomad").join(format!("{alloc_id}.{task}"));
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            dirs.push(dir);
-        }
-        if !dirs.iter().any(|d| d.starts_with(root.join("memory"))) {
-            return Err("no cgroup v1 memory controller".into());
-        }
-        // Memory is charged to the cgroup it is allocated in: allocate after the move.
-        let busy = "sleep 0.5; x=$(head -c 4000000 /dev/zero | tr '\\0' a); while :; do :; done";
-        let child = Command::new("sh").args(["-c", busy]).spawn().map_err(|e| e.to_string())?;
-        let cgroup = TaskCgroup { dirs, child };
-        for dir in &cgroup.dirs {
-            std::fs::write(dir.join("cgroup.procs"), cgroup.child.id().to_string())
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
-        }
-        Ok(cgroup)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for TaskCgroup {
-    fn drop(&mut self) {
-        self.stop();
-        for dir in &self.dirs {
-            for _ in 0..50 {
-                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
 #[test]
 fn cgroup_task_stats_and_gc_through_http() {
     let fixture = Fixture::new();
     let id = new_alloc(&fixture, "busy");
-    let cgroup = match TaskCgroup::create(&id, "busy") {
+    let cgroup = match RealTaskCgroup::create(&id, "busy") {
         Ok(cgroup) => cgroup,
-        Err(reason) if !nix_is_root() => {
+        Err(reason) if !is_root() => {
             return skip_unless_ci(
                 "cgroup_task_stats_and_gc_through_http",
                 &format!("cannot create cgroups: {reason}"),
@@ -198,9 +144,9 @@ fn cgroup_task_stats_and_gc_through_http() {
 fn cgroup_task_that_exits_while_the_agent_is_down() {
     let fixture = Fixture::new();
     let (ended, lasting) = (new_alloc(&fixture, "busy"), new_alloc(&fixture, "busy"));
-    let cgroups = [TaskCgroup::create(&ended, "busy"), TaskCgroup::create(&lasting, "busy")];
+    let cgroups = [RealTaskCgroup::create(&ended, "busy"), RealTaskCgroup::create(&lasting, "busy")];
     let [Ok(ended_task), Ok(_lasting_task)] = cgroups else {
-        if !nix_is_root() {
+        if !is_root() {
             return skip_unless_ci("cgroup_task_that_exits_while_the_agent_is_down", "cannot create cgroups");
         }
         panic!("root could not create task cgroups");
@@ -224,12 +170,6 @@ fn cgroup_task_that_exits_while_the_agent_is_down() {
     let refused = agent.get(&format!("/v1/client/allocation/{lasting}/gc"));
     assert_eq!(refused.status, 500, "a task still running after the restart is live");
     assert!(fixture.alloc_dir().join(&lasting).exists());
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
 }
 
 /// A unix socket in front of the Docker Engine that the test can make stop answering: while

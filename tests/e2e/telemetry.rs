@@ -4,7 +4,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::harness::{ALLOC_ID, Agent, Fixture, TaskCgroups, build_dir, eventually};
+use crate::harness::{
+    ALLOC_ID, Agent, Fixture, RealTaskCgroup, TaskCgroups, build_dir, eventually, is_root, random_alloc_id,
+    skip_unless_ci,
+};
 
 /// The telemetry switches every test here turns on.
 const PUBLISH: &str = "publish_node_metrics = true\n    publish_allocation_metrics = true\n    \
@@ -40,6 +43,13 @@ fn prometheus(agent: &Agent) -> String {
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(response.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
     response.text()
+}
+
+/// The value of the JSON counter named `name` whose labels include `labels`.
+pub fn counter(display: &serde_json::Value, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
+    let counters = display["Counters"].as_array()?;
+    let found = counters.iter().find(|c| c["Name"] == name && labels.iter().all(|(k, v)| c["Labels"][*k] == *v))?;
+    found["Count"].as_u64()
 }
 
 /// The JSON gauge named `name` whose labels include `labels`.
@@ -275,24 +285,68 @@ impl Prometheus {
     }
 }
 
+/// A real Prometheus scrapes the agent while a real cgroup task runs: Nomad's names for the
+/// host and the task, with the values the agent's own endpoints show.
 #[test]
 fn a_real_prometheus_scrapes_nomads_names() {
+    const TEST: &str = "a_real_prometheus_scrapes_nomads_names";
     if which("prometheus").is_none() {
-        return crate::harness::skip_unless_ci("a_real_prometheus_scrapes_nomads_names", "prometheus is not installed");
+        return skip_unless_ci(TEST, "prometheus is not installed");
     }
-    let (fixture, _cgroups, agent) = agent_with_task("100ms", PUBLISH);
+    let fixture = Fixture::new();
+    let id = random_alloc_id();
+    fixture.new_alloc(&id, "busy");
+    let _task = match RealTaskCgroup::create(&id, "busy") {
+        Ok(task) => task,
+        Err(reason) if !is_root() => return skip_unless_ci(TEST, &format!("cannot create cgroups: {reason}")),
+        Err(reason) => panic!("root could not create task cgroups: {reason}"),
+    };
+    let config = fixture.config(&format!(
+        "telemetry {{\n    collection_interval = \"250ms\"\n    {PUBLISH}\n}}\nplugin \"cgroup\" {{}}\n"
+    ));
+    let agent = Agent::start(&["-config", config.to_str().unwrap()]);
+    let stats_url = format!("/v1/client/allocation/{id}/stats");
+    let rss_of = |stats: &serde_json::Value| stats["Tasks"]["busy"]["ResourceUsage"]["MemoryStats"]["RSS"].as_f64();
+    eventually(Duration::from_secs(20), "the task's memory charged", || {
+        rss_of(&agent.get(&stats_url).json()).filter(|rss| *rss > 1e6)
+    });
     let prometheus = Prometheus::start(fixture.dir.path(), agent.base.strip_prefix("http://").unwrap());
     let memory = eventually(Duration::from_secs(60), "Prometheus to scrape the host memory", || {
         prometheus.query("nomad_client_host_memory_total")
     });
     let expected = agent.get("/v1/client/stats").json()["Memory"]["Total"].as_f64().unwrap();
     assert!((memory - expected).abs() / expected < 1e-6, "Prometheus has {memory}, the agent {expected}");
-    let rss_query = format!("nomad_client_allocs_memory_rss{{alloc_id=\"{ALLOC_ID}\",task=\"web\"}}");
+    let rss_query = format!("nomad_client_allocs_memory_rss{{alloc_id=\"{id}\",task=\"busy\"}}");
     let rss = eventually(Duration::from_secs(30), "the task's rss", || prometheus.query(&rss_query));
-    let stats = agent.get(&format!("/v1/client/allocation/{ALLOC_ID}/stats")).json();
-    assert_eq!(rss, stats["Tasks"]["web"]["ResourceUsage"]["MemoryStats"]["RSS"].as_f64().unwrap());
+    let shown = rss_of(&agent.get(&stats_url).json()).unwrap();
+    // The busy loop allocates once; the figures may differ by what the shell touched between samples.
+    assert!((rss - shown).abs() / shown < 0.1, "Prometheus has rss {rss}, the allocation's stats {shown}");
     let up = prometheus.query("up{job=\"allocd\"}");
     assert_eq!(up, Some(1.0), "every scrape parsed");
+}
+
+/// `allocd.http.bytes_served` counts what leaves for the client, per endpoint: the bytes of an
+/// identity answer, the compressed bytes of a gzip one.
+#[test]
+fn bytes_served_per_endpoint() {
+    let (fixture, _cgroups, agent) = agent_with_task("1h", PUBLISH);
+    let data = fixture.alloc_dir().join(ALLOC_ID).join("alloc/data");
+    std::fs::create_dir_all(&data).unwrap();
+    let text: String = (0..20_000).map(|i| format!("line {i} of a log\n")).collect();
+    std::fs::write(data.join("log"), &text).unwrap();
+    let served = |endpoint: &str| {
+        let display = agent.get("/v1/metrics").json();
+        counter(&display, "allocd.http.bytes_served", &[("endpoint", endpoint)]).unwrap_or(0)
+    };
+    let cat = format!("/v1/client/fs/cat/{ALLOC_ID}?path=alloc/data/log");
+    let before = served("client/fs/cat");
+    assert_eq!(agent.get(&cat).body.len(), text.len());
+    assert_eq!(served("client/fs/cat") - before, text.len() as u64);
+    let compressed = crate::harness::get(&agent.url(&cat), &[("Accept-Encoding", "gzip")]);
+    assert_eq!(compressed.header("content-encoding"), Some("gzip"));
+    assert!(compressed.body.len() < text.len() / 4);
+    assert_eq!(served("client/fs/cat") - before, (text.len() + compressed.body.len()) as u64);
+    assert!(served("client/stats") == 0 && served("metrics") > 0, "only what was asked for");
 }
 
 fn which(program: &str) -> Option<std::path::PathBuf> {

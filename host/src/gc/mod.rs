@@ -8,6 +8,7 @@
 //! (remembered so that a second GC, and streams on them, get Nomad's answers) is bounded.
 
 pub mod evidence;
+mod freed;
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use lru::LruCache;
 
 use self::evidence::Verdict;
+use self::freed::FreedSpace;
 use crate::plugins::Registry;
 use crate::stats::Sampler;
 
@@ -70,6 +72,8 @@ pub struct Collector {
     sweeping: tokio::sync::Mutex<()>,
     /// Allocations collected since the agent started (for `/v1/metrics`).
     pub collections: std::sync::atomic::AtomicU64,
+    /// The disk space collections gave back (for `/v1/metrics`).
+    freed: FreedSpace,
 }
 
 /// An allocation the policy may collect.
@@ -101,6 +105,7 @@ impl Collector {
             deleting: Mutex::default(),
             sweeping: tokio::sync::Mutex::new(()),
             collections: std::sync::atomic::AtomicU64::new(0),
+            freed: FreedSpace::default(),
         }
     }
 
@@ -124,7 +129,7 @@ impl Collector {
     /// Deletes one terminal allocation held by backend `index` (whose storage shows `tasks`),
     /// returning once it is out of sight; `Err` carries the answer's text.
     pub async fn delete_terminal(
-        &self,
+        self: &Arc<Self>,
         index: usize,
         alloc_id: &str,
         namespace: &str,
@@ -149,6 +154,10 @@ impl Collector {
             }
         }
         let backend = &self.registry.storage[index];
+        if self.freed.window().is_none() {
+            self.sampler.collect_host(&self.registry).await; // the baseline of a new measurement
+        }
+        let used_before = self.disk_used_bytes();
         backend.gc(alloc_id).await.map_err(|failure| match failure.kind() {
             allocd_plugin_api::ErrorKind::NOT_FOUND => NOT_ELIGIBLE.to_string(),
             _ => failure.describe(),
@@ -157,6 +166,11 @@ impl Collector {
         self.sampler.forget(alloc_id).await;
         self.collections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(alloc_id, backend = backend.name(), "collected allocation");
+        if let Some(used) = used_before
+            && self.freed.begin(used)
+        {
+            tokio::spawn(Arc::clone(self).measure_freed_space());
+        }
         Ok(())
     }
 
@@ -223,7 +237,7 @@ impl Collector {
 
     /// One sweep: with a policy, the oldest terminal allocations until back under its limits;
     /// without, every terminal allocation.
-    async fn sweep(&self, policy: Option<&GcPolicy>) {
+    async fn sweep(self: &Arc<Self>, policy: Option<&GcPolicy>) {
         if !self.policy.enabled {
             return;
         }
@@ -244,7 +258,7 @@ impl Collector {
                 for_disk_only = !over_count;
             }
             let Candidate { backend, id, namespace, tasks, .. } = &candidate;
-            let used_before = self.disk_used_percent();
+            let used_before = self.disk_used_bytes();
             match self.delete_terminal(*backend, id, namespace, tasks).await {
                 Ok(()) => {
                     total -= 1;
@@ -258,25 +272,46 @@ impl Collector {
     }
 
     /// The backend deletes in the background: before the policy judges the disk again, give
-    /// it up to 30 s to free the space (fresh host samples until the figure has dropped and
-    /// then holds still, i.e. the deletion is done), so one full disk does not take every
-    /// terminal allocation with it.
-    async fn await_freed_space(&self, used_before: Option<f64>) {
+    /// it up to 30 s to free the space (fresh host samples until the used bytes have dropped
+    /// and then hold still, i.e. the deletion is done), so one full disk does not take every
+    /// terminal allocation with it. Returns the bytes in use then.
+    async fn await_freed_space(&self, used_before: Option<u64>) -> Option<u64> {
         let mut last = used_before;
         for _ in 0..FREED_SPACE_POLLS {
             tokio::time::sleep(FREED_SPACE_POLL).await;
             self.sampler.collect_host(&self.registry).await;
-            let now = self.disk_used_percent();
+            let now = self.disk_used_bytes();
             let dropped = now.zip(used_before).is_none_or(|(now, before)| now < before);
             if dropped && now == last {
-                return;
+                break;
             }
             last = now;
         }
+        last
+    }
+
+    /// Counts the space the open window's deletions free once it has settled (waiting longer
+    /// while more deletions join it).
+    async fn measure_freed_space(self: Arc<Self>) {
+        while let Some((used_before, deletions)) = self.freed.window() {
+            let settled = self.await_freed_space(Some(used_before)).await;
+            if self.freed.window().is_some_and(|(_, now)| now == deletions) {
+                self.freed.end(settled.unwrap_or(used_before));
+            }
+        }
+    }
+
+    /// The bytes freed so far by collections, as the filesystem shows them.
+    pub fn bytes_freed(&self) -> u64 {
+        self.freed.total()
     }
 
     fn disk_used_percent(&self) -> Option<f64> {
         self.sampler.host().map(|sample| sample.stats.alloc_dir_stats.used_percent)
+    }
+
+    fn disk_used_bytes(&self) -> Option<u64> {
+        self.sampler.host().map(|sample| sample.stats.alloc_dir_stats.used)
     }
 
     /// Runs the policy every `interval`.

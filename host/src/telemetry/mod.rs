@@ -12,11 +12,13 @@
 pub mod encode;
 pub mod nomad;
 pub mod own;
+pub mod served;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use self::own::{Distribution, RequestCounts};
+use self::served::ServedBytes;
 use crate::api::AppState;
 use crate::config;
 use crate::plugins::Registry;
@@ -55,6 +57,8 @@ pub struct Telemetry {
     max_streams: usize,
     started: SystemTime,
     pub requests: RequestCounts,
+    /// Response bytes sent, per endpoint (the server counts them).
+    pub served: Arc<ServedBytes>,
 }
 
 impl Telemetry {
@@ -71,6 +75,7 @@ impl Telemetry {
             max_streams: config.limits.max_streams,
             started: SystemTime::now(),
             requests: RequestCounts::default(),
+            served: Arc::default(),
         }
     }
 
@@ -121,6 +126,10 @@ impl Telemetry {
             let labels: Labels = Arc::new([("code", Arc::from(code.to_string()))]);
             metrics.push(Metric { name: "allocd.http.requests".into(), labels, value: Value::Counter(count) });
         }
+        for (endpoint, bytes) in self.served.counts() {
+            let labels: Labels = Arc::new([("endpoint", Arc::from(endpoint))]);
+            metrics.push(Metric { name: "allocd.http.bytes_served".into(), labels, value: Value::Counter(bytes) });
+        }
         let open = self.max_streams.saturating_sub(state.streams.available_permits());
         let collections = state.collector.collections.load(std::sync::atomic::Ordering::Relaxed);
         metrics.extend([
@@ -128,6 +137,7 @@ impl Telemetry {
             unlabelled("allocd.follow.watched_paths", Value::Gauge(state.watch_hub.watched_paths() as f32)),
             unlabelled("allocd.follow.polls", Value::Gauge(state.watch_hub.polls() as f32)),
             unlabelled("allocd.gc.collections", Value::Counter(collections)),
+            unlabelled("allocd.gc.bytes_freed", Value::Counter(state.collector.bytes_freed())),
         ]);
         metrics
     }
