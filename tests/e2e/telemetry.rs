@@ -352,3 +352,25 @@ fn bytes_served_per_endpoint() {
 fn which(program: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(program)).find(|path| path.is_file())
 }
+
+/// `allocd.follow.followers` counts the responses following a file while they last.
+#[test]
+fn followers_are_counted_while_they_follow() {
+    let (_fixture, _cgroups, agent) = agent_with_task("1h", PUBLISH);
+    let followers = || {
+        let text = prometheus(&agent);
+        series(&text, "allocd_follow_followers", &[]).unwrap()
+    };
+    assert_eq!(followers(), 0.0);
+    let client = reqwest::blocking::Client::new();
+    let follow = |path: &str| client.get(agent.url(path)).send().unwrap();
+    let open = vec![
+        follow(&format!("/v1/client/fs/stream/{ALLOC_ID}?path=alloc/logs/web.stdout.0&follow=true")),
+        follow(&format!("/v1/client/fs/logs/{ALLOC_ID}?task=web&type=stdout&follow=true&plain=true")),
+        follow(&format!("/v1/client/fs/logs/{ALLOC_ID}?task=web&type=stdout")),
+    ];
+    assert!(open.iter().all(|response| response.status() == 200));
+    eventually(Duration::from_secs(10), "two followers", || (followers() == 2.0).then_some(()));
+    drop(open);
+    eventually(Duration::from_secs(10), "the followers to leave", || (followers() == 0.0).then_some(()));
+}

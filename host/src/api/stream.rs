@@ -73,8 +73,9 @@ pub async fn stream(state: &Arc<AppState>, alloc_id: &str, req: &Request) -> Res
     let cursor =
         Cursor::open(&source(state, &alloc), &path, &path, start).await.map_err(|f| ApiError::from_failure(&f))?;
     let (mut sink, body) = Sink::new(false);
+    let following = follow.then(|| state.telemetry.followers.enter());
     tokio::spawn(async move {
-        let _permit = permit;
+        let _held = (permit, following);
         let result = engine::stream_file(cursor, follow, &mut sink).await;
         engine::finish(result, &mut sink).await;
     });
@@ -127,8 +128,9 @@ pub async fn logs(state: &Arc<AppState>, alloc_id: &str, req: &Request) -> Resul
     let permit = state.stream_permit()?;
     let source = source(state, &alloc);
     let (mut sink, body) = Sink::new(plain);
+    let following = follow.then(|| state.telemetry.followers.enter());
     tokio::spawn(async move {
-        let _permit = permit;
+        let _held = (permit, following);
         let result = logs::stream(&source, &task, &log_type, index, start, follow, &mut sink).await;
         engine::finish(result, &mut sink).await;
     });

@@ -17,7 +17,7 @@ pub mod served;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use self::own::{Distribution, RequestCounts};
+use self::own::{Distribution, Followers, RequestCounts};
 use self::served::ServedBytes;
 use crate::api::AppState;
 use crate::config;
@@ -59,6 +59,8 @@ pub struct Telemetry {
     pub requests: RequestCounts,
     /// Response bytes sent, per endpoint (the server counts them).
     pub served: Arc<ServedBytes>,
+    /// Responses following a file (`follow=true`) right now.
+    pub followers: Followers,
 }
 
 impl Telemetry {
@@ -76,6 +78,7 @@ impl Telemetry {
             started: SystemTime::now(),
             requests: RequestCounts::default(),
             served: Arc::default(),
+            followers: Followers::default(),
         }
     }
 
@@ -134,6 +137,7 @@ impl Telemetry {
         let collections = state.collector.collections.load(std::sync::atomic::Ordering::Relaxed);
         metrics.extend([
             unlabelled("allocd.streams.open", Value::Gauge(open as f32)),
+            unlabelled("allocd.follow.followers", Value::Gauge(self.followers.count() as f32)),
             unlabelled("allocd.follow.watched_paths", Value::Gauge(state.watch_hub.watched_paths() as f32)),
             unlabelled("allocd.follow.polls", Value::Gauge(state.watch_hub.polls() as f32)),
             unlabelled("allocd.gc.collections", Value::Counter(collections)),

@@ -5,8 +5,8 @@
 //! [`RequestCounts`]. They are plain atomics (and one small mutex per plugin for the latency
 //! aggregate), so recording costs nothing measurable and a scrape only reads them.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the plugin call latency histogram's buckets.
@@ -116,6 +116,31 @@ impl RequestCounts {
             .map(|status| (status, self.0[usize::from(status)].load(Ordering::Relaxed)))
             .filter(|(_, count)| *count > 0)
             .collect()
+    }
+}
+
+/// How many responses are following a file right now.
+#[derive(Default)]
+pub struct Followers(Arc<AtomicU64>);
+
+/// One follower, counted until dropped.
+pub struct Following(Arc<AtomicU64>);
+
+impl Followers {
+    /// Counts a follower for as long as the returned guard lives.
+    pub fn enter(&self) -> Following {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Following(Arc::clone(&self.0))
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
