@@ -9,7 +9,7 @@ const REFRESH_MS = 3000;
 export function allocationsPage(main) {
   const errors = el("div");
   const filter = el("input", {
-    id: "alloc-filter", type: "search", placeholder: "Filter by ID, namespace, status or task  ( / )",
+    id: "alloc-filter", type: "search", placeholder: "Filter by ID, namespace, status, task (press /)",
     "aria-label": "Filter allocations", autocomplete: "off", spellcheck: "false",
   });
   const count = el("p", { class: "muted", "aria-live": "polite" });

@@ -25,9 +25,9 @@ export class ApiError extends Error {
     const text = body.trim() || `HTTP ${status}`;
     let message = `${text} (${status})`;
     if (status === 403) {
-      const who = savedToken() ? "The saved ACL token" : "No ACL token is saved: this request";
-      message = `Permission denied (403). ${who} is not allowed ${capabilityFor(path)} here. ` +
-        "Enter a token with that capability in the ACL token field at the top.";
+      const why = savedToken() ? "the saved ACL token does not allow" : "no ACL token is saved, and this needs";
+      message = `Permission denied (403): ${why} ${capabilityFor(path)}. ` +
+        "Enter a token that allows it in the ACL token field at the top.";
     }
     super(message);
     this.status = status;

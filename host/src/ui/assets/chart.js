@@ -47,8 +47,13 @@ export class Chart {
       let series = this.series.get(name);
       if (!series) {
         const colour = `s${this.series.size % MAX_SERIES_COLOURS}`;
-        series = { points: [], line: svg("polyline", { class: `line ${colour}` }), now: el("span", { class: "value" }) };
-        this.plot.append(series.line);
+        series = {
+          points: [],
+          area: svg("polygon", { class: `area ${colour}` }),
+          line: svg("polyline", { class: `line ${colour}` }),
+          now: el("span", { class: "value" }),
+        };
+        this.plot.append(series.area, series.line);
         this.legend.append(el("li", {}, el("span", { class: `swatch ${colour}`, "aria-hidden": "true" }), `${name} `, series.now));
         this.series.set(name, series);
       }
@@ -71,6 +76,8 @@ export class Chart {
         return `${x.toFixed(2)},${y.toFixed(2)}`;
       });
       series.line.setAttribute("points", points.join(" "));
+      const first = points[0]?.split(",")[0] ?? WIDTH;
+      series.area.setAttribute("points", `${first},${HEIGHT} ${points.join(" ")} ${WIDTH},${HEIGHT}`);
     }
     this.plot.setAttribute("data-points", String(all.length ? all[0].points.length : 0));
   }
@@ -78,5 +85,5 @@ export class Chart {
 
 /** A scale top for values with no natural maximum: the largest seen, at least `floor`. */
 export function autoMax(floor) {
-  return (values) => Math.max(floor, ...values) * 1.1;
+  return (values) => Math.max(floor, Math.max(...values) * 1.1);
 }
