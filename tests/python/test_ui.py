@@ -244,12 +244,34 @@ def test_file_browser_navigates_into_alloc_logs(ui_env):
     _shot(ui_env, "file-text")
 
 
-def test_binary_file_is_offered_for_download(ui_env):
+def test_binary_file_is_offered_for_download(ui_env, tmp_path):
     browser = ui_env.browser
     _open(ui_env, f"/alloc/{ALLOC_ID}/fs/web/local/blob.bin")
     _wait(browser, lambda b: b.find_elements(By.ID, "binary-notice"), "the binary notice")
-    assert [b.text for b in browser.find_elements(By.TAG_NAME, "button") if b.text == "Download"]
     assert not browser.find_elements(By.ID, "file-text")
+    browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)})
+    next(b for b in browser.find_elements(By.TAG_NAME, "button") if b.text == "Download").click()
+    saved = tmp_path / "blob.bin"
+    _wait(browser, lambda b: saved.is_file() and saved.read_bytes() == bytes(range(256)) * 8, "the downloaded file")
+    _shot(ui_env, "file-binary")
+
+
+def test_large_text_file_is_paged_with_readat(ui_env):
+    browser = ui_env.browser
+    text = "".join(f"line {n:06}\n" for n in range(50_000))  # 600,000 bytes: three pages
+    (ui_env.alloc_dir / ALLOC_ID / "web/local/big.txt").write_text(text)
+    _open(ui_env, f"/alloc/{ALLOC_ID}/fs/web/local/big.txt")
+    shown = lambda b: b.find_element(By.ID, "file-text").get_attribute("textContent")
+    page = 256 * 1024
+    _wait(browser, lambda b: shown(b) == text[:page], "the first page")
+    button = lambda name: next(b for b in browser.find_elements(By.CSS_SELECTOR, ".pager button") if b.text == name)
+    button("Next").click()
+    _wait(browser, lambda b: shown(b) == text[page:2 * page], "the second page")
+    button("Last").click()
+    _wait(browser, lambda b: shown(b) == text[2 * page:], "the last page")
+    assert f"of {len(text)}" in browser.find_element(By.CSS_SELECTOR, ".toolbar").text
+    assert not button("Next").is_enabled()
+    _shot(ui_env, "file-paged")
 
 
 def test_html_file_is_shown_as_text_and_its_script_never_runs(ui_env):
@@ -304,6 +326,11 @@ def test_log_view_follows_appends_pause_search_rotation_and_megabytes(ui_env):
     _wait(browser, lambda b: last in output(b), "the end of a 4 MB burst")
     kept = browser.execute_script("return document.getElementById('log-output').textContent.length")
     assert kept <= 1024 * 1024, f"{kept} characters kept"
+    # Scrolled to the top, "Jump to end" brings the newest line back into view.
+    browser.execute_script("document.querySelector('.log-scroll').scrollTop = 0")
+    browser.find_element(By.ID, "log-end").click()
+    at_end = "const s = document.querySelector('.log-scroll'); return s.scrollHeight - s.scrollTop - s.clientHeight < 2"
+    _wait(browser, lambda b: b.execute_script(at_end), "the view at the end")
     _shot(ui_env, "logs")
 
 

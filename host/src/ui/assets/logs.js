@@ -1,5 +1,5 @@
 // A task's stdout or stderr, followed live through fs/logs (plain, follow=true; the agent
-// follows rotation). Only the newest MAX_KEPT_CHARS are kept in the page, so a log growing by
+// follows rotation), starting from the last MAX_KEPT_CHARS bytes. Only the newest MAX_KEPT_CHARS are kept in the page, so a log growing by
 // megabytes never freezes it; new text is drawn at most once per frame.
 
 import { enc, request } from "./api.js";
@@ -109,7 +109,7 @@ export function logsPage(main, id, task, type) {
 
   const controller = new AbortController();
   (async () => {
-    const path = `/v1/client/fs/logs/${enc(id)}?task=${enc(task)}&type=${enc(type)}&follow=true&plain=true&origin=start&offset=0`;
+    const path = `/v1/client/fs/logs/${enc(id)}?task=${enc(task)}&type=${enc(type)}&follow=true&plain=true&origin=end&offset=${MAX_KEPT_CHARS}`;
     const response = await request(path, { signal: controller.signal });
     updateState();
     const reader = response.body.getReader();

@@ -2,7 +2,7 @@
 // every second and drawn over the last five minutes.
 
 import { every, getJson } from "./api.js";
-import { Chart } from "./chart.js";
+import { Chart, autoMax } from "./chart.js";
 import { bytes, duration, el, percent, show, showError } from "./dom.js";
 
 const MAX_DISKS = 6;
@@ -14,6 +14,7 @@ export function nodePage(main) {
   let memoryTotal = 0;
   const memory = new Chart("Memory used", bytes, () => memoryTotal);
   const disks = new Chart("Disk used", percent, 100);
+  const uptime = new Chart("Uptime", duration, autoMax(60));
   const cores = new Map();
 
   show(main,
@@ -22,8 +23,8 @@ export function nodePage(main) {
     summary,
     el("h2", {}, "CPU per core"),
     cpuCharts,
-    el("h2", {}, "Memory and disks"),
-    el("div", { class: "charts" }, memory.element, disks.element));
+    el("h2", {}, "Memory, disks and uptime"),
+    el("div", { class: "charts" }, memory.element, disks.element, uptime.element));
 
   return every(1000, async (signal) => {
     const stats = await getJson("/v1/client/stats", { signal });
@@ -44,6 +45,7 @@ export function nodePage(main) {
     const diskValues = { "alloc dir": stats.AllocDirStats?.UsedPercent };
     for (const disk of (stats.DiskStats || []).slice(0, MAX_DISKS)) diskValues[disk.Mountpoint] = disk.UsedPercent;
     disks.push(at, diskValues);
+    uptime.push(at, { up: stats.Uptime });
     summary.replaceChildren(
       fact("Uptime", duration(stats.Uptime)),
       fact("Cores", String((stats.CPU || []).length)),
