@@ -16,13 +16,18 @@ import requests
 
 from conftest import ALLOC_ID, LOG_TEXT, running_allocd
 
-selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install -r tests/python/requirements.txt)")
-from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+try:
+    from selenium import webdriver
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+except ImportError:
+    if os.environ.get("CI"):
+        raise
+    print("SKIPPED test_ui: selenium is not installed (pip install -r tests/python/requirements.txt)")
+    pytest.skip("selenium is not installed (pip install -r tests/python/requirements.txt)", allow_module_level=True)
 
 HANG_BOUND_S = 30  # generous: only a hang fails, never a slow machine
 BUSY_TASK = "busy"
@@ -120,12 +125,14 @@ def ui_env(tmp_path_factory):
     (web / "web/local/blob.bin").write_bytes(bytes(range(256)) * 8)
     _write_alloc(alloc_dir, busy_id, BUSY_TASK, "busy started\n")
     _write_alloc(alloc_dir, other_id, "api", "api started\n")
+    # Only the cgroup test needs the real task: without it the other pages are still tested.
+    task, task_missing = None, None
     try:
         task = CgroupTask(busy_id, BUSY_TASK)
     except OSError as err:
         if os.geteuid() == 0:
             pytest.fail(f"root could not create cgroup v1 task cgroups: {err}")
-        _missing(f"cannot create cgroup v1 task cgroups: {err}")
+        task_missing = f"cannot create cgroup v1 task cgroups: {err}"
     config = (
         f'data_dir = "{tmp / "data"}"\n'
         'bind_addr = "127.0.0.1"\n'
@@ -141,11 +148,12 @@ def ui_env(tmp_path_factory):
         with running_allocd(tmp, config) as base:
             yield type("UiEnv", (), dict(
                 base=base, browser=browser, shots=shots, alloc_dir=alloc_dir,
-                ids=[ALLOC_ID, busy_id, other_id], busy_id=busy_id,
+                ids=[ALLOC_ID, busy_id, other_id], busy_id=busy_id, task_missing=task_missing,
             ))
     finally:
         browser.quit()
-        task.stop()
+        if task is not None:
+            task.stop()
 
 
 def _wait(browser, condition, what):
@@ -202,7 +210,9 @@ def test_allocations_list_shows_every_allocation_and_filters(ui_env):
     _open(ui_env, "/allocations")
     listed = lambda b: {row.get_attribute("data-alloc") for row in b.find_elements(By.CSS_SELECTOR, "#allocations tbody tr")}
     _wait(browser, lambda b: listed(b) == set(ui_env.ids), "every allocation listed")
-    assert "running" in browser.find_element(By.CSS_SELECTOR, f'tr[data-alloc="{ui_env.busy_id}"]').text
+    if not ui_env.task_missing:
+        _wait(browser, lambda b: "running" in b.find_element(By.CSS_SELECTOR, f'tr[data-alloc="{ui_env.busy_id}"]').text,
+              "the cgroup task's allocation listed as running")
     _shot(ui_env, "allocations")
     box = browser.find_element(By.ID, "alloc-filter")
     box.send_keys(BUSY_TASK)
@@ -216,6 +226,8 @@ def test_allocations_list_shows_every_allocation_and_filters(ui_env):
 
 
 def test_allocation_page_shows_a_real_cgroup_tasks_memory(ui_env):
+    if ui_env.task_missing:
+        _missing(ui_env.task_missing)
     browser = ui_env.browser
     _open(ui_env, f"/alloc/{ui_env.busy_id}")
     memory = f'.mem-now[data-task="{BUSY_TASK}"]'
@@ -353,11 +365,11 @@ def test_layout_at_phone_width_4k_and_dark(ui_env):
         _shot(ui_env, "4k-node")
         browser.set_window_size(1280, 900)
         browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
-        _open(ui_env, f"/alloc/{ui_env.busy_id}")
-        _wait(browser, lambda b: int(b.find_element(By.CSS_SELECTOR, "svg").get_attribute("data-points") or 0) >= 3, "charts")
+        _open(ui_env, "/node")
+        _wait(browser, lambda b: int(b.find_element(By.CSS_SELECTOR, "#cpu-charts svg").get_attribute("data-points") or 0) >= 3, "charts")
         background = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
         assert background == "rgb(15, 19, 24)", background
-        _shot(ui_env, "dark-allocation")
+        _shot(ui_env, "dark-node")
     finally:
         browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
         browser.set_window_size(1280, 900)
