@@ -20,3 +20,4 @@ pub mod server;
 pub mod stats;
 pub mod stream;
 pub mod telemetry;
+pub mod ui;

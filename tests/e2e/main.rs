@@ -37,3 +37,5 @@ mod wire;
 mod telemetry;
 // SIGHUP reloads (tokens, certificates, log level) and log formats.
 mod reload;
+// The web view: / → /ui/, embedded assets, their content types, gzip and total size.
+mod ui;

@@ -11,14 +11,14 @@ use crate::harness::{ALLOC_ID, Agent, Fixture, TaskCgroups, agent_with_fixture, 
 
 /// A raw HTTP/1.1 exchange, so that the request target reaches the agent exactly as written
 /// (HTTP client libraries resolve `.` and `..` before sending).
-struct RawResponse {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
 }
 
 impl RawResponse {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.head.lines().find_map(|line| {
             let (key, value) = line.split_once(':')?;
             key.eq_ignore_ascii_case(name).then(|| value.trim())
@@ -26,7 +26,7 @@ impl RawResponse {
     }
 }
 
-fn raw_request(agent: &Agent, method: &str, target: &str, headers: &str) -> RawResponse {
+pub fn raw_request(agent: &Agent, method: &str, target: &str, headers: &str) -> RawResponse {
     let addr = agent.base.trim_start_matches("http://");
     let mut socket = TcpStream::connect(addr).unwrap();
     socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

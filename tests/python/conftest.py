@@ -1,5 +1,6 @@
 """Fixtures: one Nomad-layout allocation on disk, the real allocd binary serving it, clients."""
 
+import contextlib
 import os
 import queue
 import signal
@@ -75,32 +76,23 @@ def alloc_dir(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="session")
-def allocd(tmp_path_factory, alloc_dir, cgroups):
-    """Starts allocd over a fresh allocation; yields its base URL ("http://127.0.0.1:PORT")."""
+def allocd_binary() -> Path:
     binary = Path(os.environ.get("ALLOCD_BIN", REPO / "target/debug/allocd"))
     if not binary.is_file():
         pytest.fail(f"allocd binary not found at {binary}: run `cargo build --workspace` or set ALLOCD_BIN")
+    return binary
 
-    tmp = tmp_path_factory.mktemp("allocd")
+
+@contextlib.contextmanager
+def running_allocd(tmp: Path, config_text: str):
+    """Runs the real agent with `config_text` (HCL) written under `tmp`; yields its base URL
+    ("http://127.0.0.1:PORT" or "https://..." when TLS is on) and stops it afterwards."""
     config = tmp / "allocd.hcl"
-    config.write_text(
-        f'data_dir = "{tmp / "data"}"\n'
-        'bind_addr = "127.0.0.1"\n'
-        'plugin "host-metrics" {}\n'
-        'plugin "local-disk" {\n'
-        f'  config {{ alloc_dir = "{alloc_dir}" }}\n'
-        '}\n'
-        'plugin "cgroup" {\n'
-        f'  config {{ root = "{cgroups.root}" \n mode = "v2" }}\n'
-        '}\n'
-        'telemetry { collection_interval = "100ms" }\n'
-        'client { gc_exit_grace = "0s" }\n'
-    )
+    config.write_text(config_text)
     stderr_path = tmp / "allocd.stderr"
     with open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen(
-            [str(binary), "agent", "-config", str(config), "-http-port", "0"],
+            [str(allocd_binary()), "agent", "-config", str(config), "-http-port", "0"],
             stdout=subprocess.PIPE, stderr=stderr, text=True,
         )
 
@@ -127,9 +119,32 @@ def allocd(tmp_path_factory, alloc_dir, cgroups):
         reason = err if isinstance(err, RuntimeError) else f"no listening line within {READY_TIMEOUT_S}s"
         pytest.fail(f"allocd did not start ({reason}); stderr:\n{stderr_path.read_text()}")
 
-    assert base.startswith("http://127.0.0.1:"), base
-    yield base
-    _stop(proc)
+    try:
+        yield base
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def allocd(tmp_path_factory, alloc_dir, cgroups):
+    """Starts allocd over a fresh allocation; yields its base URL ("http://127.0.0.1:PORT")."""
+    tmp = tmp_path_factory.mktemp("allocd")
+    config = (
+        f'data_dir = "{tmp / "data"}"\n'
+        'bind_addr = "127.0.0.1"\n'
+        'plugin "host-metrics" {}\n'
+        'plugin "local-disk" {\n'
+        f'  config {{ alloc_dir = "{alloc_dir}" }}\n'
+        '}\n'
+        'plugin "cgroup" {\n'
+        f'  config {{ root = "{cgroups.root}" \n mode = "v2" }}\n'
+        '}\n'
+        'telemetry { collection_interval = "100ms" }\n'
+        'client { gc_exit_grace = "0s" }\n'
+    )
+    with running_allocd(tmp, config) as base:
+        assert base.startswith("http://127.0.0.1:"), base
+        yield base
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ use warp::http::{Method, StatusCode};
 use super::response::{ApiResponse, Body};
 
 /// The subtrees allocd serves, registered as Go patterns ending in `/`: their bare roots redirect.
-const SUBTREES: [&str; 3] = ["/v1/client/fs", "/v1/client/allocation", "/v1/allocation"];
+const SUBTREES: [&str; 4] = ["/v1/client/fs", "/v1/client/allocation", "/v1/allocation", "/ui"];
 
 /// Where `ServeMux` redirects a request for `raw_path` (as sent, still escaped), query kept;
 /// `None` when the path is served as it is.
@@ -41,12 +41,18 @@ fn needs_cleaning(path: &str) -> bool {
 
 /// Go's `http.Redirect(w, r, location, 301)` for an absolute path.
 pub fn moved_permanently(method: &Method, location: &str) -> ApiResponse {
+    redirect(method, location, StatusCode::MOVED_PERMANENTLY)
+}
+
+/// Go's `http.Redirect(w, r, location, status)` for an absolute path.
+pub fn redirect(method: &Method, location: &str, status: StatusCode) -> ApiResponse {
     let body = if method == Method::GET {
-        Body::Full(Bytes::from(format!("<a href=\"{}\">Moved Permanently</a>.\n\n", html_escape(location))))
+        let text = status.canonical_reason().unwrap_or_default();
+        Body::Full(Bytes::from(format!("<a href=\"{}\">{text}</a>.\n\n", html_escape(location))))
     } else {
         Body::Empty
     };
-    let mut response = ApiResponse::new(StatusCode::MOVED_PERMANENTLY, body);
+    let mut response = ApiResponse::new(status, body);
     if matches!(*method, Method::GET | Method::HEAD) {
         response = response.with_header(header::CONTENT_TYPE, "text/html; charset=utf-8");
     }

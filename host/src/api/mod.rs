@@ -16,6 +16,7 @@
 //! | `/v1/allocation/:alloc_id` | — | [`listing::one`] | `read-job` |
 //! | `/v1/metrics` (GET) | `format=prometheus` | [`metrics::metrics`] | — |
 //! | `/v1/agent/health` (GET) | — | [`health::health`] | — |
+//! | `/` (307 to `/ui/`), `/ui/...` | — | [`crate::ui::serve`] | — (the pages' own API calls carry the token) |
 //!
 //! Every route answers any method (Nomad checks none), takes `?pretty` where it returns JSON,
 //! and answers errors as plain text. [`response::finish`] applies gzip, `Vary` and CORS.
@@ -92,6 +93,8 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
                 clean::moved_permanently(&meta.method, location)
             } else if meta.cors_applies() && meta.is_preflight() {
                 response::preflight(&meta)
+            } else if let Some(page) = crate::ui::serve(&meta, &query) {
+                page
             } else {
                 let request = Request { query: Query::parse(&query), token: crate::acl::request_token(&meta.headers) };
                 dispatch(&state, &meta, &request).await.unwrap_or_else(ApiResponse::from)
