@@ -13,7 +13,7 @@
 //! attempt bounded by [`ATTEMPT_TIMEOUT`]: a dead member costs one refused connection, a
 //! silent one at most that timeout.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -48,14 +48,12 @@ pub enum Event {
     Delete { key: String },
 }
 
-/// The client: the endpoints, one HTTP client, and a count of the calls made.
+/// The client: the endpoints and one HTTP client.
 pub struct Etcd {
     client: reqwest::Client,
     endpoints: Vec<Url>,
     /// Index of the endpoint that answered last.
     preferred: AtomicUsize,
-    /// Requests sent to etcd (unary calls and watch creations), for the load model.
-    requests: AtomicU64,
 }
 
 fn read(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
@@ -109,18 +107,11 @@ impl Etcd {
             client: builder.build().context("cluster: building the etcd client")?,
             endpoints: config.etcd_endpoints.clone(),
             preferred: AtomicUsize::new(0),
-            requests: AtomicU64::new(0),
         })
-    }
-
-    /// How many requests this client has sent.
-    pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
     }
 
     /// Sends `body` to `path` on the first endpoint that answers; `timeout: None` for a watch.
     async fn send(&self, path: &str, body: &Value, timeout: Option<Duration>) -> Result<reqwest::Response, EtcdError> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
         let start = self.preferred.load(Ordering::Relaxed);
         let mut failures = Vec::new();
         for offset in 0..self.endpoints.len() {
