@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use crate::acl::{Acl, LiveAcl};
 use crate::api::{self, AppState};
 use crate::cli::AgentFlags;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::dev;
 use crate::gc::Collector;
@@ -157,8 +158,22 @@ pub async fn run(flags: AgentFlags, config: Config, log: LogControl) -> anyhow::
     let watch_hub = Arc::new(WatchHub::new());
     let streams = Arc::new(tokio::sync::Semaphore::new(config.limits.max_streams));
     let telemetry = crate::telemetry::Telemetry::new(&config, &node_id);
+    let cluster = match &config.cluster {
+        Some(cluster) => Some(Arc::new(Cluster::start(cluster, &config.tls, &node_id, Arc::clone(&registry))?)),
+        None => None,
+    };
     let served = Arc::clone(&telemetry.served);
-    let state = Arc::new(AppState { registry, sampler, node_id, acl, collector, watch_hub, streams, telemetry });
+    let state = Arc::new(AppState {
+        registry,
+        sampler,
+        node_id,
+        acl,
+        collector,
+        watch_hub,
+        streams,
+        telemetry,
+        cluster: cluster.clone(),
+    });
     tokio::spawn(reload_on_hangup(hangups, flags.clone(), Arc::clone(&state), tls.clone(), log));
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
@@ -173,6 +188,9 @@ pub async fn run(flags: AgentFlags, config: Config, log: LogControl) -> anyhow::
     tokio::select! {
         () = server => {}
         () = grace => tracing::info!("open streams did not end within {SHUTDOWN_GRACE:?}; closing them"),
+    }
+    if let Some(cluster) = cluster {
+        cluster.leave().await;
     }
     tracing::info!("allocd stopped");
     drop(dev_dir);

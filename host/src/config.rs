@@ -36,6 +36,7 @@
 //!   max_streams = 1024                     # concurrent cat/readat/stream/logs responses
 //!   max_header_bytes = 16384               # request head size (8,192 to 1 MiB)
 //! }
+//! cluster { ... }                         # fleet mode, see crate::cluster::config
 //! plugin "local-disk" {
 //!   config { alloc_dir = "/srv/alloc" }
 //! }
@@ -61,6 +62,7 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 
 use crate::acl::AclConfig;
+use crate::cluster::config::{ClusterConfig, RawCluster};
 use crate::gc::GcPolicy;
 
 /// The plugins loaded when the config names none. cgroup and docker stay quiet (one
@@ -85,6 +87,8 @@ pub struct Config {
     pub tls: TlsConfig,
     pub limits: Limits,
     pub plugins: Vec<PluginSpec>,
+    /// Fleet mode; `None`: the single-node agent.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// The `tls { }` block (rustls).
@@ -194,6 +198,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             limits: Limits::default(),
             plugins: DEFAULT_BUNDLE.iter().map(|name| PluginSpec::named(name)).collect(),
+            cluster: None,
         }
     }
 }
@@ -213,6 +218,7 @@ struct RawConfig {
     acl: Option<AclConfig>,
     tls: Option<TlsConfig>,
     limits: Option<Limits>,
+    cluster: Option<RawCluster>,
     #[serde(default)]
     plugin: IndexMap<String, RawPlugin>,
 }
@@ -328,6 +334,7 @@ impl Config {
                 .collect::<anyhow::Result<_>>()?;
         }
         config.limits.validate()?;
+        config.cluster = raw.cluster.map(|cluster| cluster.resolve(config.tls.http)).transpose()?;
         Ok(config)
     }
 }

@@ -2,13 +2,14 @@
 //!
 //! [`cli`] and [`config`] decide what to run, [`agent`] runs it, [`plugins`] loads and calls
 //! the plugin libraries, [`stats`] keeps the latest samples, [`api`] serves Nomad's endpoints over [`server`] (TCP or TLS), [`acl`] decides who may
-//! and [`stream`] moves file bytes into response bodies. [`gc`] collects terminal allocations, [`telemetry`] gathers `/v1/metrics`, [`hcl1`] accepts Nomad's one-line HCL blocks, and [`dev`] is the `-dev` sample setup. [`client`] is the `allocd alloc`/`allocd node` CLI.
+//! and [`stream`] moves file bytes into response bodies. [`gc`] collects terminal allocations, [`telemetry`] gathers `/v1/metrics`, [`hcl1`] accepts Nomad's one-line HCL blocks, and [`dev`] is the `-dev` sample setup. [`client`] is the `allocd alloc`/`allocd node` CLI. [`cluster`] is fleet mode (etcd membership, forwarding).
 
 pub mod acl;
 pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod dev;
 pub mod gc;

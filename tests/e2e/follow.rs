@@ -9,17 +9,17 @@ use base64::engine::general_purpose::STANDARD;
 
 use crate::harness::{ALLOC_ID, Agent, agent_with_fixture, memory_kib};
 
-/// An open streaming response read on a thread.
-struct Stream {
+/// An open streaming response read on a thread (the fleet tests read through a forwarder with it).
+pub struct Stream {
     chunks: mpsc::Receiver<Vec<u8>>,
-    status: u16,
+    pub status: u16,
     content_type: Option<String>,
     buffer: Vec<u8>,
     ended: bool,
 }
 
 impl Stream {
-    fn open(agent: &Agent, path_and_query: &str) -> Stream {
+    pub fn open(agent: &Agent, path_and_query: &str) -> Stream {
         let client = reqwest::blocking::Client::builder().timeout(None).build().unwrap();
         let mut response = client.get(agent.url(path_and_query)).send().unwrap();
         let status = response.status().as_u16();
@@ -42,7 +42,7 @@ impl Stream {
     }
 
     /// Reads until `done(buffer)` holds; panics after `limit`.
-    fn read_until(&mut self, limit: Duration, done: impl Fn(&[u8]) -> bool) -> &[u8] {
+    pub fn read_until(&mut self, limit: Duration, done: impl Fn(&[u8]) -> bool) -> &[u8] {
         let deadline = Instant::now() + limit;
         while !done(&self.buffer) {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -60,7 +60,7 @@ impl Stream {
     }
 
     /// Reads to the end of the response (it must end within `limit`).
-    fn read_to_end(&mut self, limit: Duration) -> Vec<u8> {
+    pub fn read_to_end(&mut self, limit: Duration) -> Vec<u8> {
         let deadline = Instant::now() + limit;
         while !self.ended {
             match self.chunks.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -92,11 +92,11 @@ fn frames(bytes: &[u8]) -> Vec<serde_json::Value> {
 }
 
 /// The decoded `Data` of all frames, in order.
-fn frame_data(bytes: &[u8]) -> Vec<u8> {
+pub fn frame_data(bytes: &[u8]) -> Vec<u8> {
     frames(bytes).iter().filter_map(|f| f["Data"].as_str()).flat_map(|d| STANDARD.decode(d).unwrap()).collect()
 }
 
-fn append(path: &std::path::Path, bytes: &[u8]) {
+pub fn append(path: &std::path::Path, bytes: &[u8]) {
     std::fs::OpenOptions::new().append(true).open(path).unwrap().write_all(bytes).unwrap();
 }
 

@@ -35,6 +35,8 @@ mod startup;
 mod wire;
 // /v1/metrics (Nomad's names, JSON and Prometheus), health, allocd's own metrics.
 mod telemetry;
+// Fleet mode: a real etcd cluster and several agents forwarding to each other.
+mod fleet;
 // SIGHUP reloads (tokens, certificates, log level) and log formats.
 mod reload;
 // The web view: / → /ui/, embedded assets, their content types, gzip and total size.

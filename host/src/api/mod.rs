@@ -21,7 +21,8 @@
 //! Every route answers any method (Nomad checks none), takes `?pretty` where it returns JSON,
 //! and answers errors as plain text. [`response::finish`] applies gzip, `Vary` and CORS.
 //! Before any route, [`clean`] redirects unclean paths as Go's `ServeMux` does; a path no
-//! route serves is 404 with an empty body, as Nomad's fallthrough answers.
+//! route serves is 404 with an empty body, as Nomad's fallthrough answers. In fleet mode
+//! [`crate::cluster::Cluster::serve`] decides whether another agent answers instead.
 
 pub mod alloc;
 pub mod allocs;
@@ -47,6 +48,8 @@ use warp::http::{HeaderMap, Method, StatusCode};
 use self::error::ApiError;
 use self::params::{Query, Request};
 use self::response::{ApiResponse, RequestMeta};
+use crate::cluster::Answer;
+use crate::cluster::forward::Outgoing;
 use crate::plugins::Registry;
 use crate::stats::Sampler;
 
@@ -66,6 +69,8 @@ pub struct AppState {
     pub streams: Arc<tokio::sync::Semaphore>,
     /// What `/v1/metrics` publishes, and the agent's own counters.
     pub telemetry: crate::telemetry::Telemetry,
+    /// Fleet mode: the other agents answer for their allocations (`None`: single node).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl AppState {
@@ -87,20 +92,36 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
         .and(warp::any().map(move || Arc::clone(&state)))
         .then(|method: Method, path: warp::path::FullPath, query: String, headers: HeaderMap, state: Arc<AppState>| async move {
             let redirect = clean::redirect_target(path.as_str(), &query);
-            let path = percent_encoding::percent_decode_str(path.as_str()).decode_utf8_lossy().into_owned();
-            let meta = RequestMeta { method, path, headers, redirect };
-            let response = if let Some(location) = &meta.redirect {
-                clean::moved_permanently(&meta.method, location)
+            let decoded = percent_encoding::percent_decode_str(path.as_str()).decode_utf8_lossy().into_owned();
+            let meta = RequestMeta { method, path: decoded, headers, redirect };
+            let answer = if let Some(location) = &meta.redirect {
+                Answer::Local(clean::moved_permanently(&meta.method, location))
             } else if meta.cors_applies() && meta.is_preflight() {
-                response::preflight(&meta)
+                Answer::Local(response::preflight(&meta))
             } else if let Some(page) = crate::ui::serve(&meta, &query) {
-                page
+                Answer::Local(page)
             } else {
                 let request = Request { query: Query::parse(&query), token: crate::acl::request_token(&meta.headers) };
-                dispatch(&state, &meta, &request).await.unwrap_or_else(ApiResponse::from)
+                let local = || dispatch(&state, &meta, &request);
+                match &state.cluster {
+                    Some(cluster) => {
+                        let outgoing = Outgoing {
+                            method: &meta.method,
+                            raw_path: path.as_str(),
+                            raw_query: &query,
+                            headers: &meta.headers,
+                        };
+                        cluster.serve(&meta, &outgoing, &request, local).await
+                    }
+                    None => Answer::Local(local().await.unwrap_or_else(ApiResponse::from)),
+                }
             };
-            state.telemetry.requests.record(response.status.as_u16());
-            response::finish(response, &meta)
+            let reply = match answer {
+                Answer::Local(response) => response::finish(response, &meta),
+                Answer::Relayed(reply) => reply,
+            };
+            state.telemetry.requests.record(reply.status().as_u16());
+            reply
         })
 }
 

@@ -1,0 +1,440 @@
+//! Fleet mode against a real three-member etcd cluster (Debian's `etcd-server`) on loopback
+//! ports and several real agents, each with its own data dir and local-disk allocations:
+//! forwarding of every client endpoint, `?node_id=` routing, ACLs decided by the holder,
+//! Nomad's answers for unknown nodes and allocations, a killed holder, etcd faults, mutual TLS.
+//! Leases are 2 s so every fault test ends in seconds.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::follow::{Stream, append, frame_data};
+use crate::harness::{Agent, Fixture, Response, allocd_bin, eventually, skip_unless_ci};
+
+const LEASE_TTL: &str = "2s";
+/// A generous bound on anything that must not hang.
+const HANG: Duration = Duration::from_secs(30);
+
+/// `n` distinct free loopback ports.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+/// A real etcd cluster of three members on loopback; killed on drop.
+struct EtcdCluster {
+    dir: tempfile::TempDir,
+    /// (client port, peer port) per member.
+    ports: Vec<(u16, u16)>,
+    members: Vec<Option<Child>>,
+}
+
+impl EtcdCluster {
+    /// Starts the cluster; `None` (after `skip_unless_ci`) when etcd is not installed.
+    fn start(test: &str) -> Option<Self> {
+        if Command::new("etcd").arg("--version").output().is_err() {
+            skip_unless_ci(test, "etcd is not installed (Debian package etcd-server)");
+            return None;
+        }
+        let ports = free_ports(6);
+        let ports: Vec<(u16, u16)> = ports.chunks(2).map(|pair| (pair[0], pair[1])).collect();
+        let mut cluster = Self { dir: tempfile::tempdir().unwrap(), ports, members: Vec::new() };
+        cluster.members = (0..cluster.ports.len()).map(|i| Some(cluster.spawn(i))).collect();
+        cluster.wait_healthy();
+        Some(cluster)
+    }
+
+    fn spawn(&self, i: usize) -> Child {
+        let initial: Vec<String> =
+            self.ports.iter().enumerate().map(|(j, (_, peer))| format!("m{j}=http://127.0.0.1:{peer}")).collect();
+        let (client, peer) = self.ports[i];
+        Command::new("etcd")
+            .args(["--name", &format!("m{i}")])
+            .arg("--data-dir")
+            .arg(self.dir.path().join(format!("m{i}")))
+            .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
+            .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args(["--initial-cluster", &initial.join(",")])
+            .args(["--initial-cluster-state", "new", "--initial-cluster-token", &format!("t{}", self.ports[0].0)])
+            .args(["--logger", "zap", "--log-outputs", "stderr", "--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting etcd")
+    }
+
+    /// The `etcd_endpoints` list, HCL.
+    fn endpoints(&self) -> String {
+        let urls: Vec<String> = self.ports.iter().map(|(client, _)| format!("\"http://127.0.0.1:{client}\"")).collect();
+        format!("[{}]", urls.join(", "))
+    }
+
+    /// Every running member reports itself healthy (the cluster has a leader).
+    fn wait_healthy(&self) {
+        eventually(HANG, "etcd to be healthy", || {
+            self.ports
+                .iter()
+                .zip(&self.members)
+                .filter(|(_, child)| child.is_some())
+                .all(|((client, _), _)| {
+                    reqwest::blocking::get(format!("http://127.0.0.1:{client}/health"))
+                        .and_then(|r| r.text())
+                        .is_ok_and(|text| text.contains("\"true\""))
+                })
+                .then_some(())
+        });
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn stop_all(&mut self) {
+        (0..self.members.len()).for_each(|i| self.kill(i));
+    }
+
+    /// Starts the stopped members again over their data.
+    fn restart_stopped(&mut self) {
+        for i in 0..self.members.len() {
+            if self.members[i].is_none() {
+                self.members[i] = Some(self.spawn(i));
+            }
+        }
+        self.wait_healthy();
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+/// One agent of the fleet with its own allocation.
+struct Node {
+    fixture: Fixture,
+    agent: Agent,
+    id: String,
+    alloc: String,
+}
+
+/// An allocation ID unique to node `n` of a test.
+fn alloc_of(n: usize, salt: u32) -> String {
+    format!("{salt:08x}-2c5e-4b52-8a7e-{n:012x}")
+}
+
+impl Node {
+    /// Starts an agent in fleet mode holding `alloc` (and nothing else); `extra` adds HCL and
+    /// `scheme` is how the others reach it.
+    fn start(etcd: &EtcdCluster, alloc: &str, extra: &str, scheme: &str) -> Node {
+        let fixture = Fixture::new();
+        std::fs::remove_dir_all(fixture.alloc_root()).unwrap();
+        fixture.add_alloc(alloc, "web", format!("stdout of {alloc}\n").as_bytes());
+        let port = free_ports(1)[0];
+        let cluster = format!(
+            "cluster {{\n  etcd_endpoints = {}\n  advertise = \"{scheme}://127.0.0.1:{port}\"\n  lease_ttl = {LEASE_TTL:?}\n}}\n",
+            etcd.endpoints()
+        );
+        let config = fixture.config(&format!("{cluster}{extra}"));
+        let agent = Agent::try_start_on(Command::new(allocd_bin()), &["-config", config.to_str().unwrap()], port)
+            .unwrap_or_else(|stderr| panic!("allocd did not start:\n{stderr}"));
+        let id = std::fs::read_to_string(fixture.dir.path().join("data/client/node-id")).unwrap();
+        Node { fixture, agent, id, alloc: alloc.to_string() }
+    }
+
+    fn log_path(&self, alloc: &str) -> PathBuf {
+        self.fixture.alloc_dir().join(alloc).join("alloc/logs/web.stdout.0")
+    }
+
+    fn kill(&mut self) {
+        let _ = self.agent.child.kill();
+        let _ = self.agent.child.wait();
+    }
+}
+
+fn cat_url(alloc: &str) -> String {
+    format!("/v1/client/fs/cat/{alloc}?path=alloc/logs/web.stdout.0")
+}
+
+/// Waits until `via` routes to every other node's allocation.
+fn wait_for_fleet(nodes: &[&Node]) {
+    for via in nodes {
+        for holder in nodes {
+            eventually(HANG, "the fleet to form", || {
+                (via.agent.get(&cat_url(&holder.alloc)).status == 200).then_some(())
+            });
+        }
+    }
+}
+
+/// The response without its `date` header, for byte-for-byte comparison.
+fn wire(response: &Response) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut headers: Vec<(String, String)> = response
+        .headers
+        .iter()
+        .filter(|(name, _)| name.as_str() != "date")
+        .map(|(name, value)| (name.to_string(), value.to_str().unwrap_or_default().to_string()))
+        .collect();
+    headers.sort();
+    (response.status, headers, response.body.clone())
+}
+
+#[test]
+fn fleet_every_client_endpoint_through_another_agent_answers_as_the_holder() {
+    let test = "fleet_every_client_endpoint_through_another_agent_answers_as_the_holder";
+    let Some(etcd) = EtcdCluster::start(test) else { return };
+    let nodes: Vec<Node> = (0..3).map(|n| Node::start(&etcd, &alloc_of(n, 0xa11), "", "http")).collect();
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    wait_for_fleet(&[a, b, c]);
+
+    let id = &b.alloc;
+    let gzip = [("Accept-Encoding", "gzip")];
+    let same: Vec<(String, &[(&str, &str)])> = vec![
+        (format!("/v1/client/fs/ls/{id}?path=alloc/logs"), &[]),
+        (format!("/v1/client/fs/ls/{id}?path=alloc/logs&pretty"), &[]),
+        (format!("/v1/client/fs/stat/{id}?path=alloc/logs/web.stdout.0"), &[]),
+        (cat_url(id), &[]),
+        (cat_url(id), &gzip),
+        (format!("/v1/client/fs/readat/{id}?path=alloc/logs/web.stdout.0&offset=2&limit=5"), &[]),
+        (format!("/v1/client/fs/stream/{id}?path=alloc/logs/web.stdout.0&follow=false"), &[]),
+        (format!("/v1/client/fs/stream/{id}?path=alloc/logs/web.stdout.0&follow=false"), &gzip),
+        (format!("/v1/client/fs/logs/{id}?task=web&type=stdout"), &[]),
+        (format!("/v1/client/fs/logs/{id}?task=web&type=stdout&plain=true"), &gzip),
+        (format!("/v1/client/fs/cat/{id}?path=no/such/file"), &[]),
+        (format!("/v1/client/fs/logs/{id}?task=nope&type=stdout"), &[]),
+        (format!("/v1/client/allocation/{id}/gc"), &[]),
+        (format!("/v1/client/allocation/{id}/nope"), &[]),
+    ];
+    for (path, headers) in &same {
+        let direct = b.agent.get_with(path, headers);
+        let forwarded = a.agent.get_with(path, headers);
+        assert_eq!(wire(&forwarded), wire(&direct), "{path} {headers:?} through another agent");
+    }
+    let gzipped = a.agent.get_with(&cat_url(id), &gzip);
+    assert_eq!(gzipped.header("content-encoding"), Some("gzip"), "the holder's gzip is relayed as is");
+
+    // Allocation stats: a sample taken at one moment; the holder's answer in shape and task.
+    let stats = a.agent.get(&format!("/v1/client/allocation/{id}/stats"));
+    assert_eq!(stats.status, 200, "{}", stats.text());
+    assert!(stats.json()["ResourceUsage"].is_object(), "{}", stats.text());
+
+    // ?node_id= routes host stats and GC to that node.
+    let host = a.agent.get(&format!("/v1/client/stats?node_id={}", b.id));
+    assert_eq!(host.status, 200, "{}", host.text());
+    assert!(host.json()["AllocDirStats"].is_object());
+    let gc = a.agent.get(&format!("/v1/client/gc?node_id={}", c.id));
+    assert_eq!((gc.status, gc.body.len()), (200, 0), "{}", gc.text());
+
+    // Nomad's answers for what no member knows.
+    let stranger = "9d2a7c11-0000-4000-8000-000000000001";
+    let unknown = a.agent.get(&format!("/v1/client/stats?node_id={stranger}"));
+    assert_eq!((unknown.status, unknown.text()), (404, format!("Unknown node \"{stranger}\"")));
+    let unknown = a.agent.get(&format!("/v1/client/gc?node_id={stranger}"));
+    assert_eq!((unknown.status, unknown.text()), (500, format!("Unknown node {stranger}")));
+    let unknown = a.agent.get(&cat_url(stranger));
+    assert_eq!((unknown.status, unknown.text()), (404, format!("Unknown allocation \"{stranger}\"")));
+    let short = a.agent.get("/v1/client/fs/cat/abc?path=x");
+    assert_eq!(short.status, b.agent.get("/v1/client/fs/cat/abc?path=x").status, "a malformed ID answers locally");
+
+    // A forwarded request is never forwarded again.
+    let marked = a.agent.get_with(&cat_url(id), &[("X-Allocd-Forwarded-By", &c.id)]);
+    assert_eq!((marked.status, marked.text()), (404, format!("Unknown allocation \"{id}\"")));
+
+    // A follow through the forwarder: an append on the holder arrives as a frame.
+    let mut follow = Stream::open(&a.agent, &format!("/v1/client/fs/logs/{id}?task=web&type=stdout&follow=true"));
+    assert_eq!(follow.status, 200);
+    follow.read_until(HANG, |bytes| frame_data(bytes).ends_with(format!("stdout of {id}\n").as_bytes()));
+    append(&b.log_path(id), b"appended on the holder\n");
+    follow.read_until(HANG, |bytes| frame_data(bytes).ends_with(b"appended on the holder\n"));
+
+    // A new allocation on one node is routable from the others.
+    let fresh = alloc_of(9, 0xa11);
+    c.fixture.add_alloc(&fresh, "web", b"fresh\n");
+    let started = Instant::now();
+    eventually(HANG, "the new allocation to be routable", || {
+        (a.agent.get(&cat_url(&fresh)).text() == "fresh\n").then_some(())
+    });
+    println!("a new allocation was routable from another agent after {:?}", started.elapsed());
+}
+
+/// Writes an ACL setup giving token `secret` the capabilities `capabilities` in `default`.
+fn acl_block(dir: &Path, secret: &str, capabilities: &str) -> String {
+    let acl = dir.join("acl");
+    std::fs::create_dir_all(acl.join("policies")).unwrap();
+    std::fs::write(
+        acl.join("policies/p.hcl"),
+        format!("namespace \"default\" {{\n  capabilities = [{capabilities}]\n}}\nnode {{\n  policy = \"read\"\n}}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        acl.join("tokens.hcl"),
+        format!("token \"t\" {{\n  secret_id = {secret:?}\n  type = \"client\"\n  policies = [\"p\"]\n}}\n"),
+    )
+    .unwrap();
+    format!(
+        "acl {{\n  enabled = true\n  policy_dir = {:?}\n  token_file = {:?}\n}}\n",
+        acl.join("policies"),
+        acl.join("tokens.hcl")
+    )
+}
+
+#[test]
+fn fleet_acl_token_travels_and_the_holder_decides() {
+    let test = "fleet_acl_token_travels_and_the_holder_decides";
+    let Some(etcd) = EtcdCluster::start(test) else { return };
+    let secret = "00000000-0000-4000-8000-0000000000f1";
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    // The forwarder would let the token read files; the holder lets it read logs only.
+    let a = Node::start(
+        &etcd,
+        &alloc_of(0, 0xac1),
+        &acl_block(dirs[0].path(), secret, "\"read-fs\", \"read-logs\""),
+        "http",
+    );
+    let b = Node::start(&etcd, &alloc_of(1, 0xac1), &acl_block(dirs[1].path(), secret, "\"read-logs\""), "http");
+    let token = [("X-Nomad-Token", secret)];
+    eventually(HANG, "the fleet to form", || {
+        (a.agent.get_with(&format!("/v1/client/fs/logs/{}?task=web&type=stdout&plain=true", b.alloc), &token).status
+            == 200)
+            .then_some(())
+    });
+    let refused = a.agent.get_with(&cat_url(&b.alloc), &token);
+    assert_eq!((refused.status, refused.text()), (403, "Permission denied".to_string()), "the holder refuses read-fs");
+    assert_eq!(a.agent.get_with(&cat_url(&a.alloc), &token).status, 200, "the same token reads files on its own node");
+    let bearer = [("Authorization", &*format!("Bearer {secret}"))];
+    let logs = a.agent.get_with(&format!("/v1/client/fs/logs/{}?task=web&type=stdout&plain=true", b.alloc), &bearer);
+    assert_eq!(logs.text(), format!("stdout of {}\n", b.alloc), "a bearer token travels too");
+    let anonymous = a.agent.get(&format!("/v1/client/fs/logs/{}?task=web&type=stdout", b.alloc));
+    assert_eq!(anonymous.status, 403, "no token: the holder refuses");
+    let stats = a.agent.get_with(&format!("/v1/client/stats?node_id={}", b.id), &token);
+    assert_eq!(stats.status, 200, "node:read on the holder: {}", stats.text());
+}
+
+#[test]
+fn fleet_dead_holder_answers_no_path_fast_then_is_forgotten() {
+    let test = "fleet_dead_holder_answers_no_path_fast_then_is_forgotten";
+    let Some(etcd) = EtcdCluster::start(test) else { return };
+    let mut nodes: Vec<Node> = (0..3).map(|n| Node::start(&etcd, &alloc_of(n, 0xdead), "", "http")).collect();
+    wait_for_fleet(&nodes.iter().collect::<Vec<_>>());
+
+    // A follow of C's log through A ends cleanly when C dies.
+    let c_alloc = nodes[2].alloc.clone();
+    let mut follow = Stream::open(
+        &nodes[0].agent,
+        &format!("/v1/client/fs/stream/{c_alloc}?path=alloc/logs/web.stdout.0&follow=true"),
+    );
+    follow.read_until(HANG, |bytes| frame_data(bytes).ends_with(b"\n"));
+    nodes[2].kill();
+    follow.read_to_end(HANG);
+
+    let b_alloc = nodes[1].alloc.clone();
+    let b_id = nodes[1].id.clone();
+    nodes[1].kill();
+    let killed = Instant::now();
+    let a = &nodes[0].agent;
+    // Within the lease: Nomad's answer for a node it has no connection to, at once.
+    let started = Instant::now();
+    let dead = a.get(&cat_url(&b_alloc));
+    let failed_after = started.elapsed();
+    assert_eq!((dead.status, dead.text()), (404, "No path to node".to_string()));
+    let stats = a.get(&format!("/v1/client/stats?node_id={b_id}"));
+    assert_eq!((stats.status, stats.text()), (404, "No path to node".to_string()));
+    println!("a request for a dead holder's allocation failed after {failed_after:?}");
+    eventually(HANG, "the dead node to be forgotten", || {
+        let answer = a.get(&cat_url(&b_alloc));
+        (answer.status == 404 && answer.text().starts_with("Unknown allocation")).then_some(())
+    });
+    let unknown = a.get(&format!("/v1/client/stats?node_id={b_id}"));
+    assert_eq!((unknown.status, unknown.text()), (404, format!("Unknown node \"{b_id}\"")));
+    println!("the dead node was forgotten {:?} after it died (lease_ttl {LEASE_TTL})", killed.elapsed());
+}
+
+#[test]
+fn fleet_etcd_faults_leave_local_requests_alone_and_heal() {
+    let test = "fleet_etcd_faults_leave_local_requests_alone_and_heal";
+    let Some(mut etcd) = EtcdCluster::start(test) else { return };
+    let a = Node::start(&etcd, &alloc_of(0, 0xe7cd), "", "http");
+    let b = Node::start(&etcd, &alloc_of(1, 0xe7cd), "", "http");
+    wait_for_fleet(&[&a, &b]);
+
+    // One member down (the first endpoint every agent tries): the fleet keeps working.
+    etcd.kill(0);
+    let second = alloc_of(2, 0xe7cd);
+    b.fixture.add_alloc(&second, "web", b"second\n");
+    eventually(HANG, "routing with one etcd member down", || {
+        (a.agent.get(&cat_url(&second)).text() == "second\n").then_some(())
+    });
+
+    // All of etcd down, longer than the lease: local answers as ever, forwarded ones 500 with the reason.
+    etcd.stop_all();
+    std::thread::sleep(Duration::from_secs(3));
+    let local = a.agent.get(&cat_url(&a.alloc));
+    assert_eq!((local.status, local.text()), (200, format!("stdout of {}\n", a.alloc)));
+    let started = Instant::now();
+    let forwarded = a.agent.get(&cat_url(&b.alloc));
+    println!("with etcd down, a forwarded request failed after {:?}", started.elapsed());
+    assert_eq!(forwarded.status, 500, "{}", forwarded.text());
+    assert!(
+        forwarded.text().starts_with("cluster unavailable") && forwarded.text().contains("etcd"),
+        "{}",
+        forwarded.text()
+    );
+
+    // etcd back: both agents register again and route to each other.
+    etcd.restart_stopped();
+    let third = alloc_of(3, 0xe7cd);
+    a.fixture.add_alloc(&third, "web", b"third\n");
+    eventually(HANG, "routing after etcd came back", || {
+        (a.agent.get(&cat_url(&b.alloc)).status == 200 && b.agent.get(&cat_url(&third)).text() == "third\n")
+            .then_some(())
+    });
+}
+
+#[test]
+fn fleet_forwards_over_mutual_tls() {
+    let test = "fleet_forwards_over_mutual_tls";
+    let Some(etcd) = EtcdCluster::start(test) else { return };
+    let certs = tempfile::tempdir().unwrap();
+    crate::security::make_certs(certs.path());
+    let p = |name: &str| certs.path().join(name);
+    let tls = format!(
+        "tls {{\n  http = true\n  cert_file = {:?}\n  key_file = {:?}\n  ca_file = {:?}\n  verify_https_client = true\n}}\n",
+        p("server.pem"),
+        p("server-key.pem"),
+        p("ca.pem")
+    );
+    let a = Node::start(&etcd, &alloc_of(0, 0x7150), &tls, "https");
+    let b = Node::start(&etcd, &alloc_of(1, 0x7150), &tls, "https");
+    let client = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(p("ca.pem")).unwrap()).unwrap())
+        .identity(
+            reqwest::Identity::from_pem(
+                &[std::fs::read(p("client.pem")).unwrap(), std::fs::read(p("client-key.pem")).unwrap()].concat(),
+            )
+            .unwrap(),
+        )
+        .timeout(HANG)
+        .build()
+        .unwrap();
+    let cat = |via: &Node, alloc: &str| {
+        let response = client.get(via.agent.url(&cat_url(alloc))).send().unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    };
+    eventually(HANG, "forwarding over mutual TLS", || (cat(&a, &b.alloc).0 == 200).then_some(()));
+    assert_eq!(cat(&a, &b.alloc), (200, format!("stdout of {}\n", b.alloc)));
+    assert_eq!(cat(&b, &a.alloc), (200, format!("stdout of {}\n", a.alloc)));
+    // Mutual TLS is on: a caller without a certificate is refused, so the hop between the
+    // agents was made with the agent's own certificate.
+    let anonymous = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(p("ca.pem")).unwrap()).unwrap())
+        .timeout(HANG)
+        .build()
+        .unwrap();
+    assert!(anonymous.get(a.agent.url(&cat_url(&b.alloc))).send().is_err(), "no client certificate: refused");
+}
