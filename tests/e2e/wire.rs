@@ -84,7 +84,7 @@ fn unclean_paths_are_redirected_as_go_servemux_does() {
 #[test]
 fn unknown_paths_are_404_with_an_empty_body() {
     let (_fixture, agent) = agent_with_fixture("");
-    for path in ["/v1/nope", "/v1/client/stats/", "/v1/client/gcx", "/ui/"] {
+    for path in ["/v1/nope", "/v1/client/stats/", "/v1/client/gcx", "/uix/"] {
         let response = agent.get_with(path, &[("Accept-Encoding", "gzip")]);
         assert_eq!((response.status, response.body.len()), (404, 0), "GET {path}: {}", response.text());
         assert_eq!(response.header("content-length"), Some("0"), "GET {path}");

@@ -249,8 +249,8 @@ def test_file_browser_navigates_into_alloc_logs(ui_env):
     for name in ("alloc/", "logs/", "web.stdout.0"):
         link = _wait(browser, lambda b: next((a for a in b.find_elements(By.CSS_SELECTOR, "#files a") if a.text == name), None),
                      f"the {name} link")
-        if name == "logs/":
-            _shot(ui_env, "files-logs-dir")
+        if name == "web.stdout.0":
+            _shot(ui_env, "files-alloc-logs")
         link.click()
     _wait(browser, lambda b: b.find_element(By.ID, "file-text").text == LOG_TEXT, "the log file's text")
     _shot(ui_env, "file-text")

@@ -13,8 +13,17 @@ import { nodePage } from "./node.js";
 const main = document.getElementById("main");
 let stopPage = () => {};
 
+/** A URL part decoded, or as it is when it is not valid percent-encoding (a hand-typed URL). */
+function decodeOr(part) {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return part;
+  }
+}
+
 function route() {
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeOr);
   const [page, id, view, ...rest] = parts;
   if (page === "alloc" && id && view === "fs") return ["allocations", () => filesPage(main, id, rest.join("/"))];
   if (page === "alloc" && id && view === "logs" && rest[0]) {

@@ -53,7 +53,7 @@ function listing(id, path, entries) {
     el("td", {}, time(entry.ModTime))));
   const parent = path ? [el("tr", {}, el("td", { colspan: "4" }, el("a", { href: fsLink(id, path.split("/").filter(Boolean).slice(0, -1).join("/")) }, "../")))] : [];
   return el("div", { class: "table-wrap" }, el("table", { id: "files" },
-    el("thead", {}, el("tr", {}, ...["Name", "Size", "Mode", "Modified"].map((h) => el("th", { scope: "col" }, h)))),
+    el("thead", {}, el("tr", {}, ...["Name", "Size", "Mode", "Modified"].map((h) => el("th", { scope: "col", class: h === "Size" && "num" }, h)))),
     el("tbody", {}, ...parent, ...rows)));
 }
 
