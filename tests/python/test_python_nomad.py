@@ -140,7 +140,7 @@ def _finished_allocation(client, alloc_dir, cgroups, victim):
     cgroups.exited(victim, "web")
 
 
-def _eventually(probe, seconds=10):
+def _eventually(probe, seconds=60):
     deadline = time.monotonic() + seconds
     while not probe():
         assert time.monotonic() < deadline, "timed out"
