@@ -17,7 +17,7 @@
 //! }
 //! ```
 //!
-//! Everything here is plain Rust: the SDK (`allocd_plugin_api::sdk`) turns [`DriverMetrics`]
+//! Everything here is plain Rust: the SDK (`allocd_plugin_sdk::sdk`) turns [`DriverMetrics`]
 //! into an ABI object, catches panics, and forwards `log` records to the agent's log.
 
 pub mod status;
@@ -25,9 +25,9 @@ pub mod status;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use allocd_plugin_api::compute::Compute;
-use allocd_plugin_api::sdk::{MetricsPlugin, PluginConfig};
-use allocd_plugin_api::{PluginError, TaskReport};
+use allocd_plugin_sdk::compute::Compute;
+use allocd_plugin_sdk::{MetricsPlugin, PluginConfig};
+use allocd_plugin_sdk::{PluginError, TaskReport};
 use serde::Deserialize;
 
 use crate::status::{Conversion, StatusFile};
@@ -105,15 +105,15 @@ fn read_with_mtime(path: &Path) -> std::io::Result<(String, i64)> {
 
 // The library's root module: the name operators write in `plugin "driver-metrics" { }` and the
 // constructor of each kind this library provides (here: metrics only).
-allocd_plugin_api::export_plugin! {
+allocd_plugin_sdk::export_plugin! {
     name: "driver-metrics",
     metrics: DriverMetrics::new,
 }
 
 #[cfg(test)]
 mod tests {
-    use allocd_plugin_api::abi_stable::std_types::{RStr, RString};
-    use allocd_plugin_api::{ErrorKind, HostContext, LogLevel, PluginKinds, TaskState};
+    use allocd_plugin_sdk::abi_stable::std_types::{RStr, RString};
+    use allocd_plugin_sdk::{ErrorKind, HostContext, LogLevel, PluginKinds, TaskState};
 
     use super::*;
 

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use abi_stable::std_types::{ROption, RSliceMut, RStr, RString, RVec};
-use allocd_plugin_api::{
+use allocd_plugin_abi::{
     AllocInfo, FileIdentity, FileInfo, FileReaderBox, HostContext, HostStats, LogLevel, MetricsProviderBox,
     PluginKinds, StorageBackendBox, TaskReport,
 };
@@ -51,13 +51,13 @@ impl Registry {
             let library = loader::open(&path).map_err(|e| format!("plugin {:?}: {e}", spec.name))?;
             let kinds = library.descriptor.kinds;
             tracing::info!(
-                plugin = %spec.name, library = %path.display(), version = %library.descriptor.version,
+                plugin = %spec.name, library = %path.display(), version = %library.descriptor.version, abi = %library.abi_version,
                 kinds = ?kinds.names(), "loaded plugin"
             );
             let caller = Caller::new(&spec.name, spec.max_concurrency, spec.timeout);
             registry.libraries.push(caller.clone());
             let config = RStr::from(spec.config_json.as_str());
-            let rejected = |e: allocd_plugin_api::PluginError| {
+            let rejected = |e: allocd_plugin_abi::PluginError| {
                 format!("plugin {:?} ({}): rejected its config: {}", spec.name, path.display(), e.message)
             };
             if kinds.contains(PluginKinds::METRICS) {

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use allocd_plugin_api::{TaskReport, TaskSample, TaskState};
+use allocd_plugin_abi::{TaskReport, TaskSample, TaskState};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::join_all;

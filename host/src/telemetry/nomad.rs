@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use allocd_plugin_api::TaskState;
+use allocd_plugin_abi::TaskState;
 
 use super::{Labels, Metric, Value};
 use crate::api::model;

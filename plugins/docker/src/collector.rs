@@ -24,8 +24,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use allocd_plugin_api::compute::Compute;
-use allocd_plugin_api::{PluginError, TaskReport, TaskSample, TaskState};
+use allocd_plugin_sdk::compute::Compute;
+use allocd_plugin_sdk::{PluginError, TaskReport, TaskSample, TaskState};
 use hyper::StatusCode;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -380,7 +380,7 @@ mod tests {
         let collector = Collector::start(&settings).unwrap();
         std::thread::sleep(Duration::from_millis(200));
         let error = collector.latest().unwrap_err();
-        assert_eq!(error.kind, allocd_plugin_api::ErrorKind::UNAVAILABLE);
+        assert_eq!(error.kind, allocd_plugin_sdk::ErrorKind::UNAVAILABLE);
         assert!(error.message.starts_with("docker: "), "{error}");
         let started = Instant::now();
         drop(collector);

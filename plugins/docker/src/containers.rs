@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use allocd_plugin_api::TaskState;
+use allocd_plugin_sdk::TaskState;
 use serde::Deserialize;
 
 /// The label every Nomad task container carries.

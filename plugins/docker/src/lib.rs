@@ -19,9 +19,9 @@ pub mod config;
 pub mod containers;
 pub mod mapping;
 
-use allocd_plugin_api::compute::Compute;
-use allocd_plugin_api::sdk::{MetricsPlugin, PluginConfig};
-use allocd_plugin_api::{PluginError, TaskReport};
+use allocd_plugin_sdk::compute::Compute;
+use allocd_plugin_sdk::{MetricsPlugin, PluginConfig};
+use allocd_plugin_sdk::{PluginError, TaskReport};
 
 use crate::collector::Collector;
 use crate::config::Settings;
@@ -52,7 +52,7 @@ impl MetricsPlugin for DockerMetrics {
     }
 }
 
-allocd_plugin_api::export_plugin! {
+allocd_plugin_sdk::export_plugin! {
     name: "docker",
     metrics: DockerMetrics::new,
 }
