@@ -20,7 +20,7 @@ pub fn report(path: &Path) -> (String, bool) {
             out.push_str(&format!("name:            {}\n", d.name));
             out.push_str(&format!("version:         {}\n", d.version));
             out.push_str(&format!("kinds:           {}\n", d.kinds.names().join(", ")));
-            for method in OPTIONAL_METHODS {
+            for method in OPTIONAL_METHODS.iter().filter(|method| d.kinds.contains(method.kind)) {
                 let provided = inspection.optional_methods.contains(method);
                 let answer = if provided { "provided" } else { "not provided (answers \"not supported\")" };
                 let name = format!("{}.{}", method.interface, method.method);

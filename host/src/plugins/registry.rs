@@ -2,11 +2,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use abi_stable::std_types::{ROption, RSliceMut, RStr, RString, RVec};
 use allocd_plugin_abi::{
-    AllocInfo, FileIdentity, FileInfo, FileReaderBox, HostContext, HostStats, LogLevel, MetricsProviderBox,
-    PluginKinds, StorageBackendBox, TaskReport,
+    AllocInfo, ErrorKind, FileIdentity, FileInfo, FileReaderBox, HostContext, HostStats, LogLevel, MetricsProviderBox,
+    PluginKinds, StorageBackendBox, TaskLabels, TaskReport,
 };
 
 use super::call::{Caller, PluginFailure};
@@ -18,6 +19,9 @@ use crate::telemetry::own::CallStats;
 pub struct MetricsPlugin {
     provider: Arc<MetricsProviderBox>,
     caller: Caller,
+    /// Set once the provider answered that it does not support `task_labels` (a library built
+    /// against ABI 1.0, or one that leaves the method out): it is not asked again.
+    labels_unsupported: AtomicBool,
 }
 
 /// A constructed storage backend.
@@ -63,9 +67,12 @@ impl Registry {
             if kinds.contains(PluginKinds::METRICS) {
                 let made = (library.module.new_metrics())(config, host.clone()).into_result().map_err(rejected)?;
                 if let ROption::RSome(provider) = made {
-                    registry
-                        .metrics
-                        .push(MetricsPlugin { provider: Arc::new(provider), caller: caller.with_own_health() });
+                    let (provider, caller) = (Arc::new(provider), caller.with_own_health());
+                    registry.metrics.push(MetricsPlugin {
+                        provider,
+                        caller,
+                        labels_unsupported: AtomicBool::new(false),
+                    });
                 }
             }
             if kinds.contains(PluginKinds::STORAGE) {
@@ -105,6 +112,20 @@ impl MetricsPlugin {
     }
     pub async fn sample_tasks(&self) -> Result<TaskReport, PluginFailure> {
         self.caller.call(&self.provider, |p| p.sample_tasks()).await
+    }
+    /// The labels the provider knows of its tasks; none from a provider without the method.
+    pub async fn task_labels(&self) -> Result<Vec<TaskLabels>, PluginFailure> {
+        if self.labels_unsupported.load(Ordering::Relaxed) {
+            return Ok(Vec::new());
+        }
+        match self.caller.call(&self.provider, |p| p.task_labels()).await {
+            Err(failure) if failure.kind() == ErrorKind::UNSUPPORTED => {
+                tracing::debug!(plugin = self.name(), "provides no task labels: {}", failure.message());
+                self.labels_unsupported.store(true, Ordering::Relaxed);
+                Ok(Vec::new())
+            }
+            answer => answer.map(RVec::into_vec),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use abi_stable::library::{LibHeader, LibraryError, RootModule};
 use abi_stable::type_layout::{TLData, TypeLayout};
 
-use crate::{ABI_VERSION, PluginModRef, frozen};
+use crate::{ABI_VERSION, PluginKinds, PluginModRef, frozen};
 
 /// A `major.minor.patch` ABI version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -96,6 +96,8 @@ pub fn load_root_module(header: &LibHeader) -> Result<(AbiVersion, PluginModRef)
 pub struct OptionalMethod {
     /// The interface (`MetricsProvider`, `StorageBackend`).
     pub interface: &'static str,
+    /// The kind of plugin that interface is.
+    pub kind: PluginKinds,
     pub method: &'static str,
     /// The ABI version that added it.
     pub since: &'static str,
@@ -103,8 +105,8 @@ pub struct OptionalMethod {
 
 /// Every optional method of this ABI, oldest first.
 pub const OPTIONAL_METHODS: &[OptionalMethod] = &[
-    OptionalMethod { interface: "MetricsProvider", method: "task_labels", since: "1.1" },
-    OptionalMethod { interface: "StorageBackend", method: "alloc_index", since: "1.1" },
+    OptionalMethod { interface: "MetricsProvider", kind: PluginKinds::METRICS, method: "task_labels", since: "1.1" },
+    OptionalMethod { interface: "StorageBackend", kind: PluginKinds::STORAGE, method: "alloc_index", since: "1.1" },
 ];
 
 /// The optional methods whose slots the library's own vtables have (read from the layout it
