@@ -5,15 +5,16 @@
 //! * [`author`] holds the plain Rust traits ([`MetricsPlugin`], [`StoragePlugin`]), the adapter
 //!   that turns them into ABI objects and catches panics on every call, the [`export_plugin!`]
 //!   macro, and a `log` backend that forwards to the host.
-//! * [`paths`], [`files`], [`remove`] and [`sniff`] are helpers every storage backend shares, so
-//!   all of them enforce the same sandbox rules, delete alike and report the same content
-//!   types as Nomad.
+//! * [`paths`], [`files`], [`remove`], [`index`] and [`sniff`] are helpers every storage backend
+//!   shares, so all of them enforce the same sandbox rules, delete alike, keep the allocation
+//!   index alike and report the same content types as Nomad.
 //! * [`compute`] is a helper every metric provider shares: the node's `TotalCompute` (MHz) and
 //!   `NumCores` detected with Nomad's rules, so all of them normalise CPU ticks alike.
 
 pub mod author;
 pub mod compute;
 pub mod files;
+pub mod index;
 pub mod paths;
 pub mod remove;
 pub mod sniff;

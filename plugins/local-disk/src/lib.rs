@@ -9,9 +9,10 @@
 use std::path::PathBuf;
 
 use allocd_plugin_sdk::files::{self, LocalFile};
+use allocd_plugin_sdk::index;
 use allocd_plugin_sdk::paths::{AllocRoot, is_alloc_id};
 use allocd_plugin_sdk::remove::Trash;
-use allocd_plugin_sdk::{AllocInfo, FileIdentity, FileInfo, PluginError};
+use allocd_plugin_sdk::{AllocIndex, AllocInfo, FileIdentity, FileInfo, PluginError};
 use allocd_plugin_sdk::{PluginConfig, StoragePlugin};
 use serde::Deserialize;
 
@@ -79,6 +80,10 @@ impl StoragePlugin for LocalDisk {
             .map(|entry| entry.file_name().to_string_lossy().into_owned())
             .filter(|name| is_alloc_id(name) && self.alloc_dir.join(name).is_dir())
             .collect())
+    }
+
+    fn alloc_index(&self, known_generation: u64) -> Result<AllocIndex, PluginError> {
+        index::dir_index(&self.alloc_dir, known_generation, || self.list_allocs())
     }
 
     fn list(&self, alloc_id: &str, path: &str) -> Result<Vec<FileInfo>, PluginError> {

@@ -76,9 +76,10 @@ pub mod config;
 pub mod layers;
 
 use allocd_plugin_sdk::files::{self, LocalFile};
+use allocd_plugin_sdk::index;
 use allocd_plugin_sdk::paths::{check_readable, is_alloc_id};
 use allocd_plugin_sdk::remove::Trash;
-use allocd_plugin_sdk::{AllocInfo, FileIdentity, FileInfo, PluginError};
+use allocd_plugin_sdk::{AllocIndex, AllocInfo, FileIdentity, FileInfo, PluginError};
 use allocd_plugin_sdk::{PluginConfig, StoragePlugin};
 
 use crate::config::{Config, Settings};
@@ -139,6 +140,10 @@ impl StoragePlugin for Overlay {
             .collect();
         ids.sort();
         Ok(ids)
+    }
+
+    fn alloc_index(&self, known_generation: u64) -> Result<AllocIndex, PluginError> {
+        index::dir_index(self.settings.upper_dir(), known_generation, || self.list_allocs())
     }
 
     fn list(&self, alloc_id: &str, path: &str) -> Result<Vec<FileInfo>, PluginError> {
