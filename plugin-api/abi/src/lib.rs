@@ -424,15 +424,24 @@ impl TaskLabels {
     }
 }
 
+/// One allocation of an [`AllocIndex`]: what `alloc_info` would answer for it.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq)]
+pub struct IndexedAlloc {
+    pub alloc_id: RString,
+    pub info: AllocInfo,
+}
+
 /// The allocations a storage backend holds, as of one `generation`. The generation changes
 /// whenever the set changes (an allocation appeared or was deleted), so a host that asks with
-/// the generation it already has gets `allocs: None` and keeps its index: no listing per request.
+/// the generation it already has gets `allocs: None` and keeps its index: no listing and no
+/// `alloc_info` per request.
 #[repr(C)]
-#[derive(StableAbi, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq)]
 pub struct AllocIndex {
     pub generation: u64,
-    /// Every allocation ID the backend holds; `None` when `generation` is the one asked about.
-    pub allocs: ROption<RVec<RString>>,
+    /// Every allocation the backend holds; `None` when `generation` is the one asked about.
+    pub allocs: ROption<RVec<IndexedAlloc>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -490,8 +499,9 @@ pub trait StorageBackend: Send + Sync {
     #[sabi(last_prefix_field)]
     fn gc(&self, alloc_id: RStr<'_>) -> PluginResult<()>;
 
-    /// Since 1.1, optional: the allocations this backend holds, unless `known_generation` is
-    /// still current (see [`AllocIndex`]); cheap enough to call on every request. A library
+    /// Since 1.1, optional: the allocations this backend holds with their [`AllocInfo`], unless
+    /// `known_generation` is still current (see [`AllocIndex`]); cheap enough to call on every
+    /// request. A library
     /// without it answers [`ErrorKind::UNSUPPORTED`] and the host asks `alloc_info` instead.
     fn alloc_index(&self, known_generation: u64) -> PluginResult<AllocIndex> {
         let _ = known_generation;

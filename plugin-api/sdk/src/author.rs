@@ -53,7 +53,7 @@ pub trait StoragePlugin: Send + Sync + 'static {
     fn identify(&self, alloc_id: &str, path: &str) -> Result<FileIdentity, PluginError>;
     fn watch_paths(&self, alloc_id: &str, path: &str) -> Result<Vec<String>, PluginError>;
     fn gc(&self, alloc_id: &str) -> Result<(), PluginError>;
-    /// The allocations this backend holds unless `known_generation` is current (see
+    /// The allocations this backend holds, with their [`AllocInfo`], unless `known_generation` is current (see
     /// [`AllocIndex`]). Optional (ABI 1.1): without it the host asks `alloc_info`.
     fn alloc_index(&self, known_generation: u64) -> Result<AllocIndex, PluginError> {
         let _ = known_generation;

@@ -10,20 +10,22 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use abi_stable::std_types::{RNone, RSome, RString};
+use abi_stable::std_types::{RNone, RSome};
 
-use crate::abi::{AllocIndex, PluginError};
+use crate::abi::{AllocIndex, AllocInfo, IndexedAlloc, PluginError};
 
 /// How old a stamp must be before no further change can share it (well above the coarse
 /// clock's tick).
 pub const SETTLED: Duration = Duration::from_secs(1);
 
 /// The index of the allocations in `dir`: `None` when `known_generation` is still current,
-/// else what `list` returns.
+/// else each allocation `list` returns with what `info` says of it (those it says nothing of,
+/// deleted meanwhile, are left out).
 pub fn dir_index(
     dir: &Path,
     known_generation: u64,
     list: impl FnOnce() -> Result<Vec<String>, PluginError>,
+    info: impl Fn(&str) -> Result<Option<AllocInfo>, PluginError>,
 ) -> Result<AllocIndex, PluginError> {
     let meta = std::fs::metadata(dir).map_err(|e| PluginError::io("stat", dir, &e))?;
     let generation = (meta.mtime() as u64).saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec() as u64);
@@ -32,8 +34,13 @@ pub fn dir_index(
     if generation == known_generation && settled {
         return Ok(AllocIndex { generation, allocs: RNone });
     }
-    let allocs = list()?.into_iter().map(RString::from).collect();
-    Ok(AllocIndex { generation, allocs: RSome(allocs) })
+    let mut allocs = Vec::new();
+    for alloc_id in list()? {
+        if let Some(info) = info(&alloc_id)? {
+            allocs.push(IndexedAlloc { alloc_id: alloc_id.into(), info });
+        }
+    }
+    Ok(AllocIndex { generation, allocs: RSome(allocs.into()) })
 }
 
 #[cfg(test)]
@@ -41,21 +48,25 @@ mod tests {
     use super::*;
 
     fn ids(index: &AllocIndex) -> Option<Vec<String>> {
-        index.allocs.as_ref().map(|ids| ids.iter().map(|id| id.to_string()).collect()).into_option()
+        index.allocs.as_ref().map(|allocs| allocs.iter().map(|a| a.alloc_id.to_string()).collect()).into_option()
     }
 
     #[test]
     fn a_settled_generation_is_unchanged_and_a_change_moves_it() {
         let dir = tempfile::tempdir().unwrap();
-        let list = || Ok(vec!["a".to_string()]);
-        let first = dir_index(dir.path(), 0, list).unwrap();
+        let list = || Ok(vec!["a".to_string(), "gone".to_string()]);
+        let info = |id: &str| Ok((id != "gone").then(AllocInfo::default));
+        let first = dir_index(dir.path(), 0, list, info).unwrap();
         assert_eq!(ids(&first), Some(vec!["a".to_string()]));
         std::thread::sleep(SETTLED + Duration::from_millis(100));
-        assert_eq!(ids(&dir_index(dir.path(), first.generation, list).unwrap()), None, "settled and unchanged");
+        assert_eq!(ids(&dir_index(dir.path(), first.generation, list, info).unwrap()), None, "settled and unchanged");
         std::fs::create_dir(dir.path().join("b")).unwrap();
-        let changed = dir_index(dir.path(), first.generation, list).unwrap();
+        let changed = dir_index(dir.path(), first.generation, list, info).unwrap();
         assert_ne!(changed.generation, first.generation);
         assert!(ids(&changed).is_some(), "a change is listed");
-        assert!(ids(&dir_index(dir.path(), changed.generation, list).unwrap()).is_some(), "a fresh stamp is relisted");
+        assert!(
+            ids(&dir_index(dir.path(), changed.generation, list, info).unwrap()).is_some(),
+            "a fresh stamp is relisted"
+        );
     }
 }

@@ -274,7 +274,10 @@ fn exercise_metrics(metrics: &Service<MetricsProviderBox>, report: &mut Report) 
 
 fn exercise_storage(storage: &Service<StorageBackendBox>, report: &mut Report) {
     let index = storage.call(|s| s.alloc_index(0));
-    report.record("alloc_index", &index, |index| format!("generation {}", index.generation));
+    report.record("alloc_index", &index, |index| match index.allocs.as_ref().into_option() {
+        Some(allocs) => format!("{} allocations", allocs.len()),
+        None => "unchanged".to_string(),
+    });
     let allocs = storage.call(|s| s.list_allocs());
     report.record("list_allocs", &allocs, |ids| format!("{} allocations", ids.len()));
     let alloc = allocs.ok().and_then(|ids| ids.first().map(|id| id.to_string())).unwrap_or(UNKNOWN_ALLOC.to_string());

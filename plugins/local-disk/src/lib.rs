@@ -83,7 +83,7 @@ impl StoragePlugin for LocalDisk {
     }
 
     fn alloc_index(&self, known_generation: u64) -> Result<AllocIndex, PluginError> {
-        index::dir_index(&self.alloc_dir, known_generation, || self.list_allocs())
+        index::dir_index(&self.alloc_dir, known_generation, || self.list_allocs(), |id| self.alloc_info(id))
     }
 
     fn list(&self, alloc_id: &str, path: &str) -> Result<Vec<FileInfo>, PluginError> {

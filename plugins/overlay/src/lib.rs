@@ -143,7 +143,7 @@ impl StoragePlugin for Overlay {
     }
 
     fn alloc_index(&self, known_generation: u64) -> Result<AllocIndex, PluginError> {
-        index::dir_index(self.settings.upper_dir(), known_generation, || self.list_allocs())
+        index::dir_index(self.settings.upper_dir(), known_generation, || self.list_allocs(), |id| self.alloc_info(id))
     }
 
     fn list(&self, alloc_id: &str, path: &str) -> Result<Vec<FileInfo>, PluginError> {
