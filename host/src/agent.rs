@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use abi_stable::std_types::RString;
-use allocd_plugin_api::HostContext;
+use allocd_plugin_abi::HostContext;
 use anyhow::{Context, bail};
 
 use crate::acl::{Acl, LiveAcl};

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 
-use allocd_plugin_api::{TaskReport, TaskSample, TaskState};
+use allocd_plugin_abi::{TaskReport, TaskSample, TaskState};
 use anyhow::Context;
 
 use crate::gc::now_ns;

@@ -40,7 +40,7 @@ fn run(command: Command) -> anyhow::Result<i32> {
         }
         Command::Client(invocation) => allocd::client::run(invocation),
         Command::Version => {
-            println!("allocd {} (plugin-api {})", env!("CARGO_PKG_VERSION"), allocd_plugin_api::PLUGIN_API_VERSION);
+            println!("allocd {} (plugin-api {})", env!("CARGO_PKG_VERSION"), allocd_plugin_abi::ABI_VERSION);
             Ok(0)
         }
         Command::Help => {

@@ -1,5 +1,5 @@
 //! Failure containment: a plugin that panics, hangs, rejects its config or was built against
-//! another plugin-api costs a request (or refuses startup in one clear line), never the agent.
+//! a newer plugin ABI costs a request (or refuses startup in one clear line), never the agent.
 //! Also the out-of-tree example plugin (`examples/driver-metrics`) loaded by `path =`.
 //!
 //! The purpose-built plugins live in `tests/plugins/{misbehaving,foreign-version}`; the
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use allocd_plugin_api::PLUGIN_API_VERSION;
+use allocd_plugin_abi::ABI_VERSION;
 
 use crate::harness::{ALLOC_ID, Agent, Fixture, Response, agent_with_fixture, allocd_bin, build_dir, skip_unless_ci};
 
@@ -223,13 +223,13 @@ fn an_agent_with_a_hung_plugin_call_still_shuts_down() {
 }
 
 #[test]
-fn a_plugin_built_against_another_plugin_api_is_refused_in_one_line() {
+fn a_plugin_built_against_a_newer_abi_is_refused_in_one_line() {
     let fixture = Fixture::new();
     let config = fixture.config("plugin \"foreign-version\" {}\n");
     let line = startup_error(&fixture, &config);
     assert!(line.contains("plugin \"foreign-version\""), "{line}");
     assert!(line.contains("liballocd_plugin_foreign_version.so"), "{line}");
-    let versions = format!("built against allocd-plugin-api 0.9.0, this allocd has {PLUGIN_API_VERSION}");
+    let versions = format!("built against plugin ABI 1.99.0, newer than this allocd's {ABI_VERSION}");
     assert!(line.contains(&versions), "{line}");
 }
 
@@ -239,13 +239,16 @@ fn plugin_inspect_explains_a_foreign_plugin() {
         Command::new(allocd_bin()).args(["plugin", "inspect"]).arg(library("foreign-version")).output().unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "inspect must fail for an unloadable plugin:\n{text}");
-    assert!(text.contains("plugin-api:      0.9.0"), "{text}");
-    assert!(text.contains("loadable:        no:") && text.contains("built against allocd-plugin-api 0.9.0"), "{text}");
+    assert!(text.contains(&format!("plugin ABI:      1.99.0 (this allocd: {ABI_VERSION})")), "{text}");
+    assert!(text.contains("loadable:        no:") && text.contains("built against plugin ABI 1.99.0, newer"), "{text}");
 
     let output = Command::new(allocd_bin()).args(["plugin", "inspect"]).arg(library("misbehaving")).output().unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{text}");
     assert!(text.contains("kinds:           metrics, storage") && text.contains("loadable:        yes"), "{text}");
+    assert!(text.contains(&format!("plugin ABI:      {ABI_VERSION} (this allocd: {ABI_VERSION})")), "{text}");
+    assert!(text.contains("optional:        MetricsProvider.task_labels (ABI 1.1): provided"), "{text}");
+    assert!(text.contains("optional:        StorageBackend.alloc_index (ABI 1.1): provided"), "{text}");
 }
 
 #[test]

@@ -29,6 +29,8 @@ mod race;
 mod providers;
 // Failure containment: panicking, hanging, foreign and rejecting plugins; the example plugin.
 mod containment;
+// Plugin ABI compatibility: a plugin pinned to the previous ABI minor in this allocd.
+mod compat;
 // Startup: -dev, config errors, plugin loading errors, shutdown.
 mod startup;
 // Nomad's wire: Go's path redirects, the empty 404, CORS, key order, empty bodies, quoting.

@@ -25,6 +25,14 @@ fn docker(args: &[&str]) -> Result<String, String> {
 
 struct Container(String);
 
+/// The job, task group and namespace labels Nomad's docker driver puts on a task's container
+/// (with `extra_labels` allowing them), as the test containers carry them.
+const NOMAD_LABELS: [(&str, &str); 3] = [
+    ("com.hashicorp.nomad.job_name", "shop"),
+    ("com.hashicorp.nomad.task_group_name", "front"),
+    ("com.hashicorp.nomad.namespace", "prod"),
+];
+
 /// Builds the test image (or skips `test`), makes an allocation with task `web`, and runs
 /// `command` in a container named and labelled as Nomad's docker driver does.
 fn task_container(fixture: &Fixture, test: &str, command: &[&str]) -> Option<(String, Container)> {
@@ -37,8 +45,15 @@ fn task_container(fixture: &Fixture, test: &str, command: &[&str]) -> Option<(St
     }
     let id = new_alloc(fixture, "web");
     let name = format!("web-{id}");
-    let label = format!("com.hashicorp.nomad.alloc_id={id}");
-    let run = [&["run", "-d", "--name", &name, "--label", &label, "allocd-test-busybox:latest"], command].concat();
+    let mut labels = vec![format!("com.hashicorp.nomad.alloc_id={id}")];
+    labels.extend(NOMAD_LABELS.iter().map(|(key, value)| format!("{key}={value}")));
+    let label_args = labels.iter().flat_map(|label| ["--label", label.as_str()]);
+    let run: Vec<&str> = ["run", "-d", "--name", &name]
+        .into_iter()
+        .chain(label_args)
+        .chain(["allocd-test-busybox:latest"])
+        .chain(command.iter().copied())
+        .collect();
     docker(&run).expect("the task container starts");
     Some((id, Container(name)))
 }
@@ -57,7 +72,8 @@ fn docker_container_stats_and_gc_through_http() {
         return;
     };
     let config = fixture.config(
-        "plugin \"docker\" {\n  config { stats_interval = \"500ms\" }\n}\nclient {\n  gc_exit_grace = \"1s\"\n}\n",
+        "plugin \"docker\" {\n  config { stats_interval = \"500ms\" }\n}\nclient {\n  gc_exit_grace = \"1s\"\n}\n\
+         telemetry {\n  publish_allocation_metrics = true\n  disable_hostname = true\n}\n",
     );
     let agent = Agent::start(&["-config", config.to_str().unwrap(), "-log-level", "warn"]);
     let url = format!("/v1/client/allocation/{id}/stats");
@@ -76,6 +92,19 @@ fn docker_container_stats_and_gc_through_http() {
     assert_eq!(stats["Timestamp"], task["Timestamp"]);
     let only = agent.get(&format!("{url}?task=nope")).json();
     assert_eq!(only["Tasks"], serde_json::json!({}));
+
+    // The container's Nomad labels label the task's metrics.
+    let metrics = agent.get("/v1/metrics").json();
+    let usage = metrics["Gauges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["Name"] == "nomad.client.allocs.memory.usage" && g["Labels"]["alloc_id"] == id.as_str())
+        .cloned()
+        .expect("the task's memory usage gauge");
+    let labels =
+        serde_json::json!({ "job": "shop", "task_group": "front", "alloc_id": id, "task": "web", "namespace": "prod" });
+    assert_eq!(usage["Labels"], labels, "{usage}");
 
     let gc = agent.get(&format!("/v1/client/allocation/{id}/gc"));
     assert_eq!(

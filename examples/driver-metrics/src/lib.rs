@@ -17,7 +17,7 @@
 //! }
 //! ```
 //!
-//! Everything here is plain Rust: the SDK (`allocd_plugin_api::sdk`) turns [`DriverMetrics`]
+//! Everything here is plain Rust: the SDK (`allocd_plugin_sdk::sdk`) turns [`DriverMetrics`]
 //! into an ABI object, catches panics, and forwards `log` records to the agent's log.
 
 pub mod status;
@@ -25,9 +25,9 @@ pub mod status;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use allocd_plugin_api::compute::Compute;
-use allocd_plugin_api::sdk::{MetricsPlugin, PluginConfig};
-use allocd_plugin_api::{PluginError, TaskReport};
+use allocd_plugin_sdk::compute::Compute;
+use allocd_plugin_sdk::{MetricsPlugin, PluginConfig};
+use allocd_plugin_sdk::{PluginError, TaskReport};
 use serde::Deserialize;
 
 use crate::status::{Conversion, StatusFile};
@@ -105,15 +105,15 @@ fn read_with_mtime(path: &Path) -> std::io::Result<(String, i64)> {
 
 // The library's root module: the name operators write in `plugin "driver-metrics" { }` and the
 // constructor of each kind this library provides (here: metrics only).
-allocd_plugin_api::export_plugin! {
+allocd_plugin_sdk::export_plugin! {
     name: "driver-metrics",
     metrics: DriverMetrics::new,
 }
 
 #[cfg(test)]
 mod tests {
-    use allocd_plugin_api::abi_stable::std_types::{RStr, RString};
-    use allocd_plugin_api::{ErrorKind, HostContext, LogLevel, PluginKinds, TaskState};
+    use allocd_plugin_sdk::abi_stable::std_types::{RStr, RString};
+    use allocd_plugin_sdk::{ErrorKind, HostContext, LogLevel, TaskState};
 
     use super::*;
 
@@ -193,31 +193,5 @@ mod tests {
         assert!(refuse(serde_json::json!({ "status_file": "s", "typo": 1 })).message.contains("unknown field `typo`"));
         let error = refuse(serde_json::json!({ "status_file": "s", "cpu_mhz_per_core": -1 }));
         assert_eq!(error.kind, ErrorKind::INVALID_ARGUMENT);
-    }
-
-    /// The same path the agent takes: the exported root module, its constructor, and the ABI
-    /// object (with the SDK's panic guard) rather than the plain Rust type.
-    #[test]
-    fn the_exported_module_works_through_the_abi() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("status.json"), status_json().to_string()).unwrap();
-        let module = allocd_plugin_root();
-
-        let descriptor = (module.descriptor())();
-        assert_eq!(descriptor.name.as_str(), "driver-metrics");
-        assert_eq!(descriptor.kinds, PluginKinds::METRICS);
-
-        let config = serde_json::json!({ "status_file": "status.json" }).to_string();
-        let provider = (module.new_metrics())(RStr::from(config.as_str()), host(dir.path()))
-            .into_result()
-            .unwrap()
-            .into_option()
-            .expect("a metrics library provides a metric provider");
-        assert_eq!(provider.host_stats().into_result().unwrap().into_option(), None);
-        assert_eq!(provider.sample_tasks().into_result().unwrap().tasks.len(), 2);
-        assert!((module.new_storage())(RStr::from("{}"), host(dir.path())).into_result().unwrap().is_none());
-
-        let error = (module.new_metrics())(RStr::from("{}"), host(dir.path())).into_result().err().unwrap();
-        assert!(error.message.contains("status_file"), "{error}");
     }
 }

@@ -28,8 +28,8 @@
 
 use std::collections::BTreeMap;
 
-use allocd_plugin_api::abi_stable::std_types::{RString, RVec};
-use allocd_plugin_api::{CpuStats, MemoryStats, PidUsage, ResourceUsage, TaskSample, TaskState};
+use allocd_plugin_sdk::abi_stable::std_types::{RString, RVec};
+use allocd_plugin_sdk::{CpuStats, MemoryStats, PidUsage, ResourceUsage, TaskSample, TaskState};
 use serde::Deserialize;
 
 /// The whole file: allocation ID → task name → status.

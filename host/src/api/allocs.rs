@@ -6,8 +6,8 @@
 //! when another backend fails; an ID that no backend holds is a 500 naming the failing
 //! backend (it might hold it), not a 404.
 
-use allocd_plugin_api::AllocInfo;
-use allocd_plugin_api::paths::is_alloc_id;
+use allocd_plugin_abi::AllocInfo;
+use allocd_plugin_sdk::paths::is_alloc_id;
 use futures_util::future::join_all;
 
 use super::AppState;

@@ -6,7 +6,7 @@
 //! accidental 200s. Their bodies carry Nomad's untrusted-content headers, and each holds a
 //! `max_streams` slot until it ends or its client leaves.
 
-use allocd_plugin_api::sniff::detect_content_type;
+use allocd_plugin_sdk::sniff::detect_content_type;
 use warp::http::StatusCode;
 use warp::http::header::{self, HeaderName, HeaderValue};
 

@@ -14,8 +14,8 @@
 
 use std::collections::BTreeMap;
 
-use allocd_plugin_api::TaskState;
-use allocd_plugin_api::paths::is_alloc_id;
+use allocd_plugin_abi::TaskState;
+use allocd_plugin_sdk::paths::is_alloc_id;
 use futures_util::future::join_all;
 use serde::Serialize;
 

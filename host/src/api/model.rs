@@ -6,7 +6,7 @@
 //! or `?pretty`, at no cost per request. Maps are `BTreeMap`s, sorted too. The tests check
 //! the order recursively.
 
-use allocd_plugin_api as abi;
+use allocd_plugin_abi as abi;
 use serde::Serialize;
 
 use super::wire::{file_mode_string, rfc3339_nano};

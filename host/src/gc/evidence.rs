@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use allocd_plugin_api::{TaskReport, TaskState};
+use allocd_plugin_abi::{TaskReport, TaskState};
 use serde::{Deserialize, Serialize};
 
 /// One task as one provider has seen it.
@@ -297,7 +297,7 @@ fn write_atomically(file: &Path, saved: &[Saved]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use allocd_plugin_api::TaskSample;
+    use allocd_plugin_abi::TaskSample;
 
     const A: &str = "5fb2d3a4-0b9e-4f0a-8f8e-2a1c3d4e5f60";
     const SEC: i64 = 1_000_000_000;

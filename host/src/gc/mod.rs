@@ -159,7 +159,7 @@ impl Collector {
         }
         let used_before = self.disk_used_bytes();
         backend.gc(alloc_id).await.map_err(|failure| match failure.kind() {
-            allocd_plugin_api::ErrorKind::NOT_FOUND => NOT_ELIGIBLE.to_string(),
+            allocd_plugin_abi::ErrorKind::NOT_FOUND => NOT_ELIGIBLE.to_string(),
             _ => failure.describe(),
         })?;
         self.collected.lock().unwrap_or_else(|e| e.into_inner()).put(alloc_id.to_string(), namespace.to_string());

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use abi_stable::std_types::RResult;
-use allocd_plugin_api::{ErrorKind, PluginError};
+use allocd_plugin_abi::{ErrorKind, PluginError};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -52,7 +52,7 @@ impl PluginFailure {
 
     /// True for failures of the plugin itself rather than answers about the request.
     pub fn is_plugin_fault(&self) -> bool {
-        matches!(self.error.kind, ErrorKind::PANICKED | ErrorKind::UNAVAILABLE | ErrorKind::INTERNAL)
+        self.error.kind.is_plugin_fault()
     }
 }
 

@@ -1,25 +1,31 @@
 //! Opening plugin libraries and checking, in one readable line each, that they are allocd
-//! plugins built against this host's plugin-api.
+//! plugins this host can load.
 //!
-//! Each library is opened with `lib_header_from_path` + `init_root_module` (never
-//! `load_from_file`, which caches one library per root-module type). Libraries are never
-//! unloaded. Versions must match exactly: plugins are built in lockstep with the host.
+//! Each library is opened with `lib_header_from_path` (never `load_from_file`, which caches one
+//! library per root-module type); the ABI crate's `compat` then checks its ABI version (same
+//! major, a minor no newer than this host's) and its layout against that minor's, the same
+//! checks the plugin test kit runs. Libraries are never unloaded.
 
 use std::path::{Path, PathBuf};
 
-use abi_stable::library::{LibraryError, RootModule, lib_header_from_path};
-use allocd_plugin_api::{PLUGIN_API_VERSION, PluginDescriptor, PluginModRef};
+use abi_stable::library::{LibraryError, lib_header_from_path};
+use allocd_plugin_abi::compat::{self, AbiVersion, OptionalMethod};
+use allocd_plugin_abi::{PluginDescriptor, PluginModRef};
 
 /// A library whose root module passed every check.
 pub struct OpenedLibrary {
     pub path: PathBuf,
     pub module: PluginModRef,
     pub descriptor: PluginDescriptor,
+    /// The ABI version it was built against.
+    pub abi_version: AbiVersion,
 }
 
 /// What `allocd plugin inspect` shows, loadable or not.
 pub struct Inspection {
     pub built_against: Option<String>,
+    /// The optional ABI methods the library's vtables have.
+    pub optional_methods: Vec<OptionalMethod>,
     pub result: Result<OpenedLibrary, String>,
 }
 
@@ -37,39 +43,34 @@ pub fn open(path: &Path) -> Result<OpenedLibrary, String> {
 pub fn inspect(path: &Path) -> Inspection {
     let shown = path.display();
     if !path.exists() {
-        return Inspection { built_against: None, result: Err(format!("{shown}: no such plugin library")) };
+        let result = Err(format!("{shown}: no such plugin library"));
+        return Inspection { built_against: None, optional_methods: Vec::new(), result };
     }
     let header = match lib_header_from_path(path) {
         Ok(header) => header,
         Err(LibraryError::GetSymbolError { .. }) => {
             let message = format!("{shown}: not an allocd plugin (no abi_stable root module)");
-            return Inspection { built_against: None, result: Err(message) };
+            return Inspection { built_against: None, optional_methods: Vec::new(), result: Err(message) };
         }
         Err(err) => {
             let message = format!("{shown}: cannot be loaded: {}", reason(&err));
-            return Inspection { built_against: None, result: Err(message) };
+            return Inspection { built_against: None, optional_methods: Vec::new(), result: Err(message) };
         }
     };
     let consts = header.root_mod_consts();
     let built_against = consts.version_strings().version.as_str().to_string();
     let module_name = consts.name().to_string();
     let check = || -> Result<OpenedLibrary, String> {
-        if module_name != PluginModRef::NAME {
+        if module_name != compat::module_name() {
             return Err(format!("{shown}: not an allocd plugin (it exports the {module_name:?} module)"));
         }
-        if built_against != PLUGIN_API_VERSION {
-            return Err(format!(
-                "{shown}: built against allocd-plugin-api {built_against}, this allocd has {PLUGIN_API_VERSION}; rebuild the plugin with this allocd"
-            ));
-        }
-        let module = header.init_root_module::<PluginModRef>().map_err(|err| {
-            format!("{shown}: ABI layout differs from this allocd's plugin-api {PLUGIN_API_VERSION}: {}", reason(&err))
-        })?;
+        let (abi_version, module) = compat::load_root_module(header).map_err(|reason| format!("{shown}: {reason}"))?;
         let descriptor = (module.descriptor())();
-        Ok(OpenedLibrary { path: path.to_path_buf(), module, descriptor })
+        Ok(OpenedLibrary { path: path.to_path_buf(), module, descriptor, abi_version })
     };
     let result = check();
-    Inspection { built_against: Some(built_against), result }
+    let optional_methods = if result.is_ok() { compat::provided_methods(header) } else { Vec::new() };
+    Inspection { built_against: Some(built_against), optional_methods, result }
 }
 
 /// The whole of a loader error on one line. For a library the dynamic loader refused, that is

@@ -2,11 +2,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use abi_stable::std_types::{ROption, RSliceMut, RStr, RString, RVec};
-use allocd_plugin_api::{
-    AllocInfo, FileIdentity, FileInfo, FileReaderBox, HostContext, HostStats, LogLevel, MetricsProviderBox,
-    PluginKinds, StorageBackendBox, TaskReport,
+use allocd_plugin_abi::{
+    AllocInfo, ErrorKind, FileIdentity, FileInfo, FileReaderBox, HostContext, HostStats, LogLevel, MetricsProviderBox,
+    PluginKinds, StorageBackendBox, TaskLabels, TaskReport,
 };
 
 use super::call::{Caller, PluginFailure};
@@ -18,6 +19,9 @@ use crate::telemetry::own::CallStats;
 pub struct MetricsPlugin {
     provider: Arc<MetricsProviderBox>,
     caller: Caller,
+    /// Set once the provider answered that it does not support `task_labels` (a library built
+    /// against ABI 1.0, or one that leaves the method out): it is not asked again.
+    labels_unsupported: AtomicBool,
 }
 
 /// A constructed storage backend.
@@ -51,21 +55,24 @@ impl Registry {
             let library = loader::open(&path).map_err(|e| format!("plugin {:?}: {e}", spec.name))?;
             let kinds = library.descriptor.kinds;
             tracing::info!(
-                plugin = %spec.name, library = %path.display(), version = %library.descriptor.version,
+                plugin = %spec.name, library = %path.display(), version = %library.descriptor.version, abi = %library.abi_version,
                 kinds = ?kinds.names(), "loaded plugin"
             );
             let caller = Caller::new(&spec.name, spec.max_concurrency, spec.timeout);
             registry.libraries.push(caller.clone());
             let config = RStr::from(spec.config_json.as_str());
-            let rejected = |e: allocd_plugin_api::PluginError| {
+            let rejected = |e: allocd_plugin_abi::PluginError| {
                 format!("plugin {:?} ({}): rejected its config: {}", spec.name, path.display(), e.message)
             };
             if kinds.contains(PluginKinds::METRICS) {
                 let made = (library.module.new_metrics())(config, host.clone()).into_result().map_err(rejected)?;
                 if let ROption::RSome(provider) = made {
-                    registry
-                        .metrics
-                        .push(MetricsPlugin { provider: Arc::new(provider), caller: caller.with_own_health() });
+                    let (provider, caller) = (Arc::new(provider), caller.with_own_health());
+                    registry.metrics.push(MetricsPlugin {
+                        provider,
+                        caller,
+                        labels_unsupported: AtomicBool::new(false),
+                    });
                 }
             }
             if kinds.contains(PluginKinds::STORAGE) {
@@ -105,6 +112,20 @@ impl MetricsPlugin {
     }
     pub async fn sample_tasks(&self) -> Result<TaskReport, PluginFailure> {
         self.caller.call(&self.provider, |p| p.sample_tasks()).await
+    }
+    /// The labels the provider knows of its tasks; none from a provider without the method.
+    pub async fn task_labels(&self) -> Result<Vec<TaskLabels>, PluginFailure> {
+        if self.labels_unsupported.load(Ordering::Relaxed) {
+            return Ok(Vec::new());
+        }
+        match self.caller.call(&self.provider, |p| p.task_labels()).await {
+            Err(failure) if failure.kind() == ErrorKind::UNSUPPORTED => {
+                tracing::debug!(plugin = self.name(), "provides no task labels: {}", failure.message());
+                self.labels_unsupported.store(true, Ordering::Relaxed);
+                Ok(Vec::new())
+            }
+            answer => answer.map(RVec::into_vec),
+        }
     }
 }
 

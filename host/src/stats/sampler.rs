@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use allocd_plugin_api::{TaskReport, TaskSample, TaskState};
+use allocd_plugin_abi::{TaskLabels, TaskReport, TaskSample, TaskState};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::join_all;
@@ -39,11 +39,13 @@ pub struct HostSample {
     pub compact_json: Bytes,
 }
 
-/// A task sample and the provider that reported it.
+/// A task sample, the provider that reported it, and the labels (job, task group, namespace)
+/// the provider knows for the task.
 #[derive(Clone)]
 pub struct Sampled {
     pub provider: Arc<str>,
     pub sample: TaskSample,
+    pub labels: Option<Arc<TaskLabels>>,
 }
 
 /// Task samples by allocation ID, then by task name.
@@ -130,9 +132,24 @@ impl Sampler {
 
     async fn collect_tasks(&self, registry: &Registry) {
         // Providers are asked concurrently, so a slow one delays no other.
-        let answers = join_all(registry.metrics.iter().map(|p| async move { (p, p.sample_tasks().await) })).await;
+        let answers = join_all(registry.metrics.iter().map(|p| async move {
+            let report = p.sample_tasks().await;
+            let labels = if report.is_ok() { p.task_labels().await } else { Ok(Vec::new()) };
+            (p, report, labels)
+        }))
+        .await;
         let mut reports: Vec<(&str, Option<TaskReport>)> = Vec::new();
-        for (provider, answer) in answers {
+        let mut labels: HashMap<(String, String), Arc<TaskLabels>> = HashMap::new();
+        for (provider, answer, known) in answers {
+            match known {
+                Ok(known) => {
+                    self.report(provider.name(), "task labels", None);
+                    let by_task =
+                        known.into_iter().map(|l| ((l.alloc_id.to_string(), l.task.to_string()), Arc::new(l)));
+                    labels.extend(by_task);
+                }
+                Err(failure) => self.report(provider.name(), "task labels", Some(failure.message())),
+            }
             match answer {
                 Ok(report) => {
                     self.report(provider.name(), "task samples", None);
@@ -158,8 +175,10 @@ impl Sampler {
                     continue; // a running container beats an old stopped one of the same task
                 }
                 let old = previous.get(sample.alloc_id.as_str()).and_then(|t| t.get(sample.task.as_str()));
+                let key = (sample.alloc_id.to_string(), sample.task.to_string());
+                let labels = labels.get(&key).cloned().or_else(|| old.and_then(|old| old.labels.clone()));
                 let sample = keep_last_usage(sample, old);
-                by_task.insert(sample.task.to_string(), Sampled { provider: Arc::clone(&provider), sample });
+                by_task.insert(sample.task.to_string(), Sampled { provider: Arc::clone(&provider), sample, labels });
             }
         }
         // A task missing from this round keeps its last sample, in the state the evidence gives.
@@ -168,7 +187,8 @@ impl Sampler {
                 let by_task = fresh.entry(alloc_id.clone()).or_default();
                 by_task.entry(task.clone()).or_insert_with(|| {
                     let state = self.evidence.state(alloc_id, task, &old.provider);
-                    Sampled { provider: Arc::clone(&old.provider), sample: TaskSample { state, ..old.sample.clone() } }
+                    let sample = TaskSample { state, ..old.sample.clone() };
+                    Sampled { provider: Arc::clone(&old.provider), sample, labels: old.labels.clone() }
                 });
             }
         }

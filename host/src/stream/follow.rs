@@ -14,7 +14,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use allocd_plugin_api::{ErrorKind, FileIdentity};
+use allocd_plugin_abi::{ErrorKind, FileIdentity};
 
 use super::frame::{Disconnected, FILE_DELETED, FILE_TRUNCATED, Sink};
 use super::watch::{Poll, Probe, Subscription, WatchHub};

@@ -1,7 +1,7 @@
 //! Task logs: `alloc/logs/<task>.<stdout|stderr>.<n>`, Nomad's start selection
 //! (`findClosest`), and walking rotated files while streaming (`spec/nomad-fs.md` §11).
 
-use allocd_plugin_api::FileInfo;
+use allocd_plugin_abi::FileInfo;
 
 use super::follow::{Change, Cursor, Source, StreamEnd, wait};
 use super::frame::Sink;
@@ -98,7 +98,7 @@ pub async fn stream(
         let path = log_path(task, log_type, index);
         let mut cursor = match Cursor::open(source, &path, &path, offset).await {
             Ok(cursor) => Some(cursor),
-            Err(failure) if failure.kind() == allocd_plugin_api::ErrorKind::NOT_FOUND => None,
+            Err(failure) if failure.kind() == allocd_plugin_abi::ErrorKind::NOT_FOUND => None,
             Err(failure) => return Err(failure.into()),
         };
         // Read this file; at its end move on to a newer one, or wait.

@@ -4,13 +4,15 @@
 //!
 //! Nomad labels host gauges with the node's `node_id`, `datacenter`, `node_class`, `node_pool`,
 //! status and eligibility, and task gauges with `job`, `task_group`, `alloc_id`, `task` and
-//! `namespace`; allocd publishes the labels it knows: `node_id`, and `alloc_id` and `task`.
+//! `namespace` (in that order, `task_runner.go`: `initLabels`); allocd publishes the labels it
+//! knows: `node_id`, and `alloc_id` and `task` plus `job`, `task_group` and `namespace` where the
+//! task's provider knows them (its `task_labels`, e.g. Docker's container labels).
 //! Like Nomad's task runner, only running tasks publish, and a memory figure is published when
 //! it is non-zero or its provider lists it as measured.
 
 use std::sync::Arc;
 
-use allocd_plugin_api::TaskState;
+use allocd_plugin_abi::{TaskLabels, TaskState};
 
 use super::{Labels, Metric, Value};
 use crate::api::model;
@@ -76,6 +78,16 @@ pub fn host_gauges(stats: &model::HostStats, prefix: &str, node_id: &str) -> Vec
     gauges
 }
 
+/// A task gauge's labels in Nomad's order; those the provider does not know are left out.
+fn task_labels(alloc_id: &str, task: &str, known: Option<&TaskLabels>) -> Labels {
+    let known = |name: &'static str| known.and_then(|labels| labels.get(name)).map(|value| (name, Arc::from(value)));
+    let (alloc_id, task) = (Some(("alloc_id", Arc::from(alloc_id))), Some(("task", Arc::from(task))));
+    [known(TaskLabels::JOB), known(TaskLabels::TASK_GROUP), alloc_id, task, known(TaskLabels::NAMESPACE)]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 /// `client.allocs.memory.*` and `client.allocs.cpu.*` for every running task.
 pub fn task_gauges(tasks: &TaskSamples, prefix: &str) -> Vec<Metric> {
     let memory_names = names(prefix, "client.allocs.memory", TASK_MEMORY);
@@ -89,7 +101,7 @@ pub fn task_gauges(tasks: &TaskSamples, prefix: &str) -> Vec<Metric> {
     running.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     let mut gauges = Vec::with_capacity(running.len() * (TASK_MEMORY.len() + TASK_CPU.len()));
     for (alloc_id, task, sampled) in running {
-        let labels: Labels = Arc::new([("alloc_id", Arc::from(alloc_id.as_str())), ("task", Arc::from(task.as_str()))]);
+        let labels = task_labels(alloc_id, task, sampled.labels.as_deref());
         let (memory, cpu) = (&sampled.sample.usage.memory, &sampled.sample.usage.cpu);
         let memory_values = [
             memory.rss,
@@ -119,4 +131,30 @@ pub fn task_gauges(tasks: &TaskSamples, prefix: &str) -> Vec<Metric> {
         }
     }
     gauges
+}
+
+#[cfg(test)]
+mod tests {
+    use allocd_plugin_abi::Label;
+
+    use super::*;
+
+    fn names(labels: &Labels) -> Vec<(&str, &str)> {
+        labels.iter().map(|(name, value)| (*name, value.as_ref())).collect()
+    }
+
+    #[test]
+    fn task_labels_follow_nomads_order_and_leave_out_the_unknown() {
+        let label = |name: &str, value: &str| Label { name: name.into(), value: value.into() };
+        let known = TaskLabels {
+            alloc_id: "a".into(),
+            task: "web".into(),
+            labels: vec![label("namespace", "prod"), label("job", "shop"), label("task_group", "front")].into(),
+        };
+        let all = task_labels("a", "web", Some(&known));
+        let want =
+            [("job", "shop"), ("task_group", "front"), ("alloc_id", "a"), ("task", "web"), ("namespace", "prod")];
+        assert_eq!(names(&all), want);
+        assert_eq!(names(&task_labels("a", "web", None)), [("alloc_id", "a"), ("task", "web")]);
+    }
 }

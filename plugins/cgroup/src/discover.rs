@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 
-use allocd_plugin_api::paths::is_alloc_id;
+use allocd_plugin_sdk::paths::is_alloc_id;
 
 use crate::detect::{ControllerMask, V1Controllers};
 use crate::warn::{Problem, Warnings};

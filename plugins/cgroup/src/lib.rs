@@ -17,7 +17,7 @@
 //! * [`v1`], [`v2`] — one task's counters from its cgroup files;
 //! * [`procs`] — the per-process `Pids` map (5 s cache, like Nomad);
 //! * [`tracker`] — CPU percent trackers and tick normalisation over the node's compute
-//!   (detected by [`allocd_plugin_api::compute`]);
+//!   (detected by [`allocd_plugin_sdk::compute`]);
 //! * [`usage`] — counters to `ResourceUsage`, `Measured` lists;
 //! * [`sampler`] — one sample of everything, per-task state;
 //! * [`read`], [`parse`], [`warn`] — allocation-free file reading and parsing, warn-once logs.
@@ -42,8 +42,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use allocd_plugin_api::sdk::{MetricsPlugin, PluginConfig};
-use allocd_plugin_api::{PluginError, TaskReport};
+use allocd_plugin_sdk::{MetricsPlugin, PluginConfig};
+use allocd_plugin_sdk::{PluginError, TaskReport};
 use serde::Deserialize;
 
 use crate::detect::Mode;
@@ -131,7 +131,7 @@ impl MetricsPlugin for CgroupMetrics {
     }
 }
 
-allocd_plugin_api::export_plugin! {
+allocd_plugin_sdk::export_plugin! {
     name: "cgroup",
     metrics: CgroupMetrics::new,
 }
@@ -140,7 +140,7 @@ allocd_plugin_api::export_plugin! {
 mod tests {
     use super::*;
     use abi_stable::std_types::{RStr, RString};
-    use allocd_plugin_api::{HostContext, LogLevel};
+    use allocd_plugin_sdk::{HostContext, LogLevel};
 
     /// The host's log callback. Constructing through the ABI installs it as this test binary's
     /// logger and panic hook, so it prints (a silent one would swallow assertion messages).
@@ -198,7 +198,7 @@ mod tests {
             r#"[]"#,
         ] {
             let err = CgroupMetrics::new(&config(json)).err().unwrap_or_else(|| panic!("{json} accepted"));
-            assert_eq!(err.kind, allocd_plugin_api::ErrorKind::INVALID_ARGUMENT, "{json}");
+            assert_eq!(err.kind, allocd_plugin_sdk::ErrorKind::INVALID_ARGUMENT, "{json}");
             assert!(err.message.starts_with("invalid config"), "{json}: {}", err.message);
         }
     }
@@ -208,15 +208,15 @@ mod tests {
         let module = allocd_plugin_root();
         let descriptor = module.descriptor()();
         assert_eq!(descriptor.name.as_str(), "cgroup");
-        assert!(descriptor.kinds.contains(allocd_plugin_api::PluginKinds::METRICS));
-        assert!(!descriptor.kinds.contains(allocd_plugin_api::PluginKinds::STORAGE));
+        assert!(descriptor.kinds.contains(allocd_plugin_sdk::PluginKinds::METRICS));
+        assert!(!descriptor.kinds.contains(allocd_plugin_sdk::PluginKinds::STORAGE));
         let host = HostContext { log: print_log, data_dir: RString::new(), alloc_dir: RString::new() };
         let provider = module.new_metrics()(RStr::from(r#"{"root":"/nonexistent"}"#), host.clone()).unwrap().unwrap();
         assert!(provider.host_stats().unwrap().is_none(), "host stats are host-metrics' job");
         assert!(provider.sample_tasks().unwrap().tasks.is_empty());
         assert!(module.new_storage()(RStr::from("{}"), host).unwrap().is_none());
         match module.new_metrics()(RStr::from(r#"{"x":1}"#), config("").host) {
-            abi_stable::std_types::RErr(err) => assert_eq!(err.kind, allocd_plugin_api::ErrorKind::INVALID_ARGUMENT),
+            abi_stable::std_types::RErr(err) => assert_eq!(err.kind, allocd_plugin_sdk::ErrorKind::INVALID_ARGUMENT),
             abi_stable::std_types::ROk(_) => panic!("unknown field accepted"),
         }
     }

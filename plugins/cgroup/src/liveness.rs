@@ -10,7 +10,7 @@
 use std::io;
 use std::path::Path;
 
-use allocd_plugin_api::TaskState;
+use allocd_plugin_sdk::TaskState;
 
 /// The task's state from its own pid list (`listed`: whether it could be read) and its subtree.
 pub fn task_state(listed: bool, pids: &[u32], dir: &Path) -> TaskState {

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use abi_stable::std_types::RVec;
-use allocd_plugin_api::{CpuStats, MemoryStats, PidUsage, ResourceUsage};
+use allocd_plugin_sdk::{CpuStats, MemoryStats, PidUsage, ResourceUsage};
 
 use crate::parse::{proc_stat, statm_resident};
 use crate::read::Reader;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use abi_stable::std_types::RSome;
-use allocd_plugin_api::{TaskReport, TaskSample, TaskState};
+use allocd_plugin_sdk::{TaskReport, TaskSample, TaskState};
 
 use crate::detect::{ControllerMask, Detected, Mode, V1Controllers, detect};
 use crate::discover::{self, V2_PARTITIONS, V2Task, split_task};

@@ -67,9 +67,9 @@ pub struct Compute {
 }
 
 impl Compute {
-    /// This node's compute, detected by the SDK ([`allocd_plugin_api::compute`]) with Nomad's rules.
+    /// This node's compute, detected by the SDK ([`allocd_plugin_sdk::compute`]) with Nomad's rules.
     pub fn detect() -> Self {
-        allocd_plugin_api::compute::Compute::detect().into()
+        allocd_plugin_sdk::compute::Compute::detect().into()
     }
 
     /// `TicksConsumed`: `percent/100 × TotalCompute / NumCores`, MHz-equivalent.
@@ -82,8 +82,8 @@ impl Compute {
 }
 
 /// The SDK's whole MHz as this crate's float MHz (a `cpu_total_compute` override may be fractional).
-impl From<allocd_plugin_api::compute::Compute> for Compute {
-    fn from(detected: allocd_plugin_api::compute::Compute) -> Self {
+impl From<allocd_plugin_sdk::compute::Compute> for Compute {
+    fn from(detected: allocd_plugin_sdk::compute::Compute) -> Self {
         Self { total_compute: detected.total_compute as f64, num_cores: detected.num_cores }
     }
 }
@@ -142,8 +142,8 @@ mod tests {
 
     #[test]
     fn from_the_sdk_compute() {
-        let detected = allocd_plugin_api::compute::Compute { total_compute: 5192, num_cores: 2 };
+        let detected = allocd_plugin_sdk::compute::Compute { total_compute: 5192, num_cores: 2 };
         assert_eq!(Compute::from(detected), Compute { total_compute: 5192.0, num_cores: 2 });
-        assert_eq!(Compute::detect(), Compute::from(allocd_plugin_api::compute::Compute::detect()));
+        assert_eq!(Compute::detect(), Compute::from(allocd_plugin_sdk::compute::Compute::detect()));
     }
 }

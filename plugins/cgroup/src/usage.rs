@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use abi_stable::std_types::{RString, RVec};
-use allocd_plugin_api::{CpuStats, MemoryStats, ResourceUsage, TaskState};
+use allocd_plugin_sdk::{CpuStats, MemoryStats, ResourceUsage, TaskState};
 
 use crate::detect::Mode;
 use crate::tracker::{Compute, CpuTrackers};

@@ -177,7 +177,7 @@ mod tests {
                 cpu_system_ns: 1_500_000_000,
                 throttled_periods: 7,
                 throttled_time_ns: 123456,
-                state: allocd_plugin_api::TaskState::RUNNING,
+                state: allocd_plugin_sdk::TaskState::RUNNING,
             }
         );
         assert!(!warnings.reported(Problem::Missing, "memory.stat"));

@@ -102,7 +102,7 @@ mod tests {
                 cpu_system_ns: 500_000_000,
                 throttled_periods: 3,
                 throttled_time_ns: 250_000,
-                state: allocd_plugin_api::TaskState::RUNNING,
+                state: allocd_plugin_sdk::TaskState::RUNNING,
             }
         );
     }

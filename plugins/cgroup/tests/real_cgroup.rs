@@ -20,9 +20,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use abi_stable::std_types::{RStr, RString};
-use allocd_plugin_api::sdk::{MetricsPlugin, PluginConfig};
-use allocd_plugin_api::{HostContext, LogLevel, TaskSample, TaskState};
 use allocd_plugin_cgroup::CgroupMetrics;
+use allocd_plugin_sdk::{HostContext, LogLevel, TaskSample, TaskState};
+use allocd_plugin_sdk::{MetricsPlugin, PluginConfig};
 
 const ROOT: &str = "/sys/fs/cgroup";
 const V1_CONTROLLERS: [&str; 4] = ["memory", "cpuacct", "cpu", "freezer"];

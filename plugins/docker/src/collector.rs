@@ -24,8 +24,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use allocd_plugin_api::compute::Compute;
-use allocd_plugin_api::{PluginError, TaskReport, TaskSample, TaskState};
+use allocd_plugin_sdk::compute::Compute;
+use allocd_plugin_sdk::{PluginError, TaskLabels, TaskReport, TaskSample, TaskState};
 use hyper::StatusCode;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -133,6 +133,12 @@ impl Collector {
             .collect();
         samples.sort_by(|a, b| (&a.alloc_id, &a.task).cmp(&(&b.alloc_id, &b.task)));
         Ok(TaskReport::complete(samples))
+    }
+
+    /// The labels of the task containers of the last listing that carry any.
+    pub fn task_labels(&self) -> Vec<TaskLabels> {
+        let listing = self.listing.lock().unwrap_or_else(|e| e.into_inner());
+        listing.iter().flatten().filter_map(Target::task_labels).collect()
     }
 }
 
@@ -380,7 +386,7 @@ mod tests {
         let collector = Collector::start(&settings).unwrap();
         std::thread::sleep(Duration::from_millis(200));
         let error = collector.latest().unwrap_err();
-        assert_eq!(error.kind, allocd_plugin_api::ErrorKind::UNAVAILABLE);
+        assert_eq!(error.kind, allocd_plugin_sdk::ErrorKind::UNAVAILABLE);
         assert!(error.message.starts_with("docker: "), "{error}");
         let started = Instant::now();
         drop(collector);

@@ -14,8 +14,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use allocd_plugin_api::PluginError;
-use allocd_plugin_api::compute::Compute;
+use allocd_plugin_sdk::PluginError;
+use allocd_plugin_sdk::compute::Compute;
 use serde::Deserialize;
 
 /// The config block as written.
@@ -161,7 +161,7 @@ mod tests {
             r#"{"cpu_total_compute":-5}"#,
         ] {
             let err = Settings::parse(json, || DETECTED).unwrap_err();
-            assert_eq!(err.kind, allocd_plugin_api::ErrorKind::INVALID_ARGUMENT, "{json}");
+            assert_eq!(err.kind, allocd_plugin_sdk::ErrorKind::INVALID_ARGUMENT, "{json}");
             assert!(err.message.starts_with("invalid config: "), "{json}: {}", err.message);
         }
     }

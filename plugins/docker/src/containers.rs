@@ -6,16 +6,26 @@
 //! name with the `-<allocID>` suffix removed (the optional `com.hashicorp.nomad.task_name` label
 //! is only a fallback). Pause containers, named `nomad_init_<allocID>`, carry the label too and are
 //! excluded, as are containers that are not running.
+//!
+//! The job, task group and namespace come from the labels Nomad adds when the driver's
+//! `extra_labels` allow them (`com.hashicorp.nomad.job_name`, `…task_group_name`,
+//! `…namespace`); a task whose container lacks one simply has no such metric label.
 
 use std::collections::HashMap;
 
-use allocd_plugin_api::TaskState;
+use allocd_plugin_sdk::{Label, TaskLabels, TaskState};
 use serde::Deserialize;
 
 /// The label every Nomad task container carries.
 pub const ALLOC_LABEL: &str = "com.hashicorp.nomad.alloc_id";
 /// Optional label (only with matching `extra_labels`), used when the name does not fit.
 const TASK_LABEL: &str = "com.hashicorp.nomad.task_name";
+/// Nomad's optional container labels → the metric labels they give (Nomad's task metric labels).
+const METRIC_LABELS: [(&str, &str); 3] = [
+    ("com.hashicorp.nomad.job_name", TaskLabels::JOB),
+    ("com.hashicorp.nomad.task_group_name", TaskLabels::TASK_GROUP),
+    ("com.hashicorp.nomad.namespace", TaskLabels::NAMESPACE),
+];
 /// Name prefix of the pause containers Nomad creates for network namespaces.
 const PAUSE_PREFIX: &str = "nomad_init_";
 
@@ -39,6 +49,21 @@ pub struct Target {
     pub alloc_id: String,
     pub task: String,
     pub state: TaskState,
+    /// The metric labels its container's Nomad labels give (name, value), in Nomad's order.
+    pub labels: Vec<(&'static str, String)>,
+}
+
+impl Target {
+    /// The task's labels for the host, if its container has any.
+    pub fn task_labels(&self) -> Option<TaskLabels> {
+        let labels =
+            self.labels.iter().map(|(name, value)| Label { name: (*name).into(), value: value.as_str().into() });
+        (!self.labels.is_empty()).then(|| TaskLabels {
+            alloc_id: self.alloc_id.as_str().into(),
+            task: self.task.as_str().into(),
+            labels: labels.collect(),
+        })
+    }
 }
 
 /// The task containers of a listing, in listing order.
@@ -79,6 +104,10 @@ fn target(container: &ContainerSummary) -> Option<Target> {
         alloc_id: alloc_id.clone(),
         task: task.to_string(),
         state: task_state(&container.state),
+        labels: METRIC_LABELS
+            .iter()
+            .filter_map(|(key, name)| Some((*name, labels.get(*key).filter(|v| !v.is_empty())?.clone())))
+            .collect(),
     })
 }
 
@@ -138,6 +167,22 @@ mod tests {
             ("i", "from-label", running),
         ];
         assert_eq!(got, want.map(|(c, t, s)| (c.to_string(), t.to_string(), s)));
+        assert!(targets(&list).iter().all(|t| t.task_labels().is_none()), "no Nomad metric labels, no task labels");
+    }
+
+    #[test]
+    fn nomads_job_group_and_namespace_labels_become_task_labels() {
+        let labels = [
+            (ALLOC_LABEL, ALLOC),
+            ("com.hashicorp.nomad.namespace", "prod"),
+            ("com.hashicorp.nomad.job_name", "shop"),
+            ("com.hashicorp.nomad.task_group_name", ""),
+        ];
+        let found = targets(&[container("a", &format!("/web-{ALLOC}"), "running", &labels)]);
+        let task = found[0].task_labels().expect("labels");
+        assert_eq!((task.alloc_id.as_str(), task.task.as_str()), (ALLOC, "web"));
+        assert_eq!((task.get(TaskLabels::JOB), task.get(TaskLabels::NAMESPACE)), (Some("shop"), Some("prod")));
+        assert_eq!(task.get(TaskLabels::TASK_GROUP), None, "an empty label is not known");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! * [`config`] — the `config { ... }` block (endpoint, `stats_interval`, and the
 //!   `cpu_total_compute`/`num_cores` overrides of the [`Compute`] the SDK detects);
 //! * [`client`] — HTTP/1 over the unix socket (hyper 1), with a deadline per request;
-//! * [`containers`] — which containers are Nomad tasks (label + `<task>-<allocID>` name);
+//! * [`containers`] — which containers are Nomad tasks (label + `<task>-<allocID>` name), and
+//!   their job, task group and namespace (Nomad's labels, served as [`MetricsPlugin::task_labels`]);
 //! * [`mapping`] — the pure stats → `ResourceUsage` mapping;
 //! * [`collector`] — the private runtime on its own thread that keeps the latest samples.
 //!
@@ -19,9 +20,9 @@ pub mod config;
 pub mod containers;
 pub mod mapping;
 
-use allocd_plugin_api::compute::Compute;
-use allocd_plugin_api::sdk::{MetricsPlugin, PluginConfig};
-use allocd_plugin_api::{PluginError, TaskReport};
+use allocd_plugin_sdk::compute::Compute;
+use allocd_plugin_sdk::{MetricsPlugin, PluginConfig};
+use allocd_plugin_sdk::{PluginError, TaskLabels, TaskReport};
 
 use crate::collector::Collector;
 use crate::config::Settings;
@@ -50,9 +51,12 @@ impl MetricsPlugin for DockerMetrics {
     fn sample_tasks(&self) -> Result<TaskReport, PluginError> {
         self.collector.latest()
     }
+    fn task_labels(&self) -> Result<Vec<TaskLabels>, PluginError> {
+        Ok(self.collector.task_labels())
+    }
 }
 
-allocd_plugin_api::export_plugin! {
+allocd_plugin_sdk::export_plugin! {
     name: "docker",
     metrics: DockerMetrics::new,
 }

@@ -16,8 +16,8 @@
 
 use std::collections::HashMap;
 
-use allocd_plugin_api::compute::Compute;
-use allocd_plugin_api::{CpuStats, MemoryStats, ResourceUsage, TaskSample, TaskState};
+use allocd_plugin_sdk::compute::Compute;
+use allocd_plugin_sdk::{CpuStats, MemoryStats, ResourceUsage, TaskSample, TaskState};
 
 use crate::containers::Target;
 use serde::Deserialize;

@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use allocd_plugin_api::abi_stable::std_types::RStr;
-use allocd_plugin_api::sdk::{MetricsPlugin, PluginConfig};
-use allocd_plugin_api::{HostContext, LogLevel, TaskReport, TaskSample, TaskState};
 use allocd_plugin_docker::DockerMetrics;
+use allocd_plugin_sdk::abi_stable::std_types::RStr;
+use allocd_plugin_sdk::{HostContext, LogLevel, TaskReport, TaskSample, TaskState};
+use allocd_plugin_sdk::{MetricsPlugin, PluginConfig};
 
 const IMAGE: &str = "allocd-test-busybox:latest";
 const ALLOC_LABEL: &str = "com.hashicorp.nomad.alloc_id";
@@ -120,7 +120,7 @@ fn now_ns() -> i64 {
 }
 
 fn names(
-    list: &allocd_plugin_api::abi_stable::std_types::RVec<allocd_plugin_api::abi_stable::std_types::RString>,
+    list: &allocd_plugin_sdk::abi_stable::std_types::RVec<allocd_plugin_sdk::abi_stable::std_types::RString>,
 ) -> Vec<&str> {
     list.iter().map(|s| s.as_str()).collect()
 }
@@ -219,7 +219,7 @@ fn absent_daemon_is_reported_as_unavailable() {
     let plugin = plugin(&json);
     std::thread::sleep(Duration::from_millis(300));
     let error = plugin.sample_tasks().unwrap_err();
-    assert_eq!(error.kind, allocd_plugin_api::ErrorKind::UNAVAILABLE, "{error}");
+    assert_eq!(error.kind, allocd_plugin_sdk::ErrorKind::UNAVAILABLE, "{error}");
     let started = Instant::now();
     drop(plugin);
     assert!(started.elapsed() < Duration::from_secs(1), "the collector thread stops promptly");

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use allocd_plugin_api::HostCpuStats;
+use allocd_plugin_sdk::HostCpuStats;
 
 /// The ten /proc/stat counters of one CPU, in ticks.
 #[derive(Clone, Copy, Default)]

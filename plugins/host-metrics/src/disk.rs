@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use allocd_plugin_api::DiskStats;
+use allocd_plugin_sdk::DiskStats;
 use nix::sys::statvfs::statvfs;
 
 /// statvfs of `path` with Nomad's formulas; `None` when statvfs fails.

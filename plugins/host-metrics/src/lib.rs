@@ -6,7 +6,7 @@
 //! (iowait counts as busy; the first sample is the average since boot), and the mount table;
 //! statvfs supplies sizes and inode counts. `TotalCompute`, which the per-CPU `TotalTicks`
 //! spread, is the `cpu_total_compute` override or else what the SDK's
-//! [`allocd_plugin_api::compute`] detects with Nomad's rules (the same figure every task
+//! [`allocd_plugin_sdk::compute`] detects with Nomad's rules (the same figure every task
 //! provider uses).
 
 mod cpu;
@@ -17,9 +17,9 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use allocd_plugin_api::compute::Compute;
-use allocd_plugin_api::sdk::{MetricsPlugin, PluginConfig};
-use allocd_plugin_api::{HostStats, PluginError};
+use allocd_plugin_sdk::compute::Compute;
+use allocd_plugin_sdk::{HostStats, PluginError};
+use allocd_plugin_sdk::{MetricsPlugin, PluginConfig};
 use serde::Deserialize;
 
 #[derive(Deserialize, Default)]
@@ -81,7 +81,7 @@ impl MetricsPlugin for HostMetrics {
     }
 }
 
-allocd_plugin_api::export_plugin! {
+allocd_plugin_sdk::export_plugin! {
     name: "host-metrics",
     metrics: HostMetrics::new,
 }

@@ -1,6 +1,6 @@
 //! Host memory from /proc/meminfo with gopsutil's formulas.
 
-use allocd_plugin_api::HostMemoryStats;
+use allocd_plugin_sdk::HostMemoryStats;
 
 /// Reads /proc/meminfo; `None` when it cannot (Nomad then reports zeros).
 pub fn read() -> Option<HostMemoryStats> {

@@ -3,16 +3,17 @@
 //! allocd can serve the same allocations as a Nomad client running beside it.
 //!
 //! Config: `alloc_dir` (default: the agent's alloc dir). Every user path is resolved beneath
-//! the allocation's open directory by [`allocd_plugin_api::paths::AllocRoot`], the sandbox all
+//! the allocation's open directory by [`allocd_plugin_sdk::paths::AllocRoot`], the sandbox all
 //! storage backends share, and answered from the descriptor it yields ([`files`]).
 
 use std::path::PathBuf;
 
-use allocd_plugin_api::files::{self, LocalFile};
-use allocd_plugin_api::paths::{AllocRoot, is_alloc_id};
-use allocd_plugin_api::remove::Trash;
-use allocd_plugin_api::sdk::{PluginConfig, StoragePlugin};
-use allocd_plugin_api::{AllocInfo, FileIdentity, FileInfo, PluginError};
+use allocd_plugin_sdk::files::{self, LocalFile};
+use allocd_plugin_sdk::index;
+use allocd_plugin_sdk::paths::{AllocRoot, is_alloc_id};
+use allocd_plugin_sdk::remove::Trash;
+use allocd_plugin_sdk::{AllocIndex, AllocInfo, FileIdentity, FileInfo, PluginError};
+use allocd_plugin_sdk::{PluginConfig, StoragePlugin};
 use serde::Deserialize;
 
 #[derive(Deserialize, Default)]
@@ -37,7 +38,7 @@ impl LocalDisk {
         }
         log::info!("serving allocations from {}", alloc_dir.display());
         let trash = Trash::start(&alloc_dir)
-            .map_err(|e| PluginError::io("create", &alloc_dir.join(allocd_plugin_api::remove::TRASH_DIR), &e))?;
+            .map_err(|e| PluginError::io("create", &alloc_dir.join(allocd_plugin_sdk::remove::TRASH_DIR), &e))?;
         Ok(Self { alloc_dir, trash })
     }
 
@@ -81,6 +82,10 @@ impl StoragePlugin for LocalDisk {
             .collect())
     }
 
+    fn alloc_index(&self, known_generation: u64) -> Result<AllocIndex, PluginError> {
+        index::dir_index(&self.alloc_dir, known_generation, || self.list_allocs(), |id| self.alloc_info(id))
+    }
+
     fn list(&self, alloc_id: &str, path: &str) -> Result<Vec<FileInfo>, PluginError> {
         files::list(&self.root(alloc_id)?, path)
     }
@@ -108,14 +113,14 @@ impl StoragePlugin for LocalDisk {
     }
 
     /// Out of sight at once (a rename into the trash); deleted in the background without
-    /// following symlinks or crossing mounts ([`allocd_plugin_api::remove`]).
+    /// following symlinks or crossing mounts ([`allocd_plugin_sdk::remove`]).
     fn gc(&self, alloc_id: &str) -> Result<(), PluginError> {
         let dir = self.alloc_path(alloc_id)?;
         self.trash.discard(&dir, alloc_id).map_err(|e| PluginError::io("remove", &dir, &e))
     }
 }
 
-allocd_plugin_api::export_plugin! {
+allocd_plugin_sdk::export_plugin! {
     name: "local-disk",
     storage: LocalDisk::new,
 }

@@ -24,8 +24,8 @@
 
 use std::path::{Path, PathBuf};
 
-use allocd_plugin_api::PluginError;
-use allocd_plugin_api::paths::{AllocRoot, is_alloc_id, os_error_text};
+use allocd_plugin_sdk::PluginError;
+use allocd_plugin_sdk::paths::{AllocRoot, is_alloc_id, os_error_text};
 use serde::Deserialize;
 
 use crate::layers::Stack;

@@ -34,8 +34,8 @@ use std::collections::HashSet;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use allocd_plugin_api::paths::{AllocRoot, ESCAPE_MESSAGE, clean_components, kind};
-use allocd_plugin_api::{FileInfo, PluginError, files};
+use allocd_plugin_sdk::paths::{AllocRoot, ESCAPE_MESSAGE, clean_components, kind};
+use allocd_plugin_sdk::{FileInfo, PluginError, files};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, fgetxattr, openat, statat};
 use rustix::io::Errno;
 

@@ -19,7 +19,7 @@
 //! `<task>/local/...`; with a container, its root filesystem. Merging, whiteouts (OCI `.wh.`
 //! files and overlayfs 0/0 character devices), opaque directories and how symlinks are treated
 //! are described in [`layers`]. Each layer is sandboxed on its own with
-//! [`allocd_plugin_api::paths::AllocRoot`]: a `..` escape or a symlink leaving the layer it lives
+//! [`allocd_plugin_sdk::paths::AllocRoot`]: a `..` escape or a symlink leaving the layer it lives
 //! in is refused with `Path escapes the alloc directory`, and reading below `<task>/secrets` or
 //! `<task>/private` is refused as in local-disk. A path that is absent or whited out is not
 //! found with Go's text, naming the path joined onto the upper layer
@@ -75,11 +75,12 @@
 pub mod config;
 pub mod layers;
 
-use allocd_plugin_api::files::{self, LocalFile};
-use allocd_plugin_api::paths::{check_readable, is_alloc_id};
-use allocd_plugin_api::remove::Trash;
-use allocd_plugin_api::sdk::{PluginConfig, StoragePlugin};
-use allocd_plugin_api::{AllocInfo, FileIdentity, FileInfo, PluginError};
+use allocd_plugin_sdk::files::{self, LocalFile};
+use allocd_plugin_sdk::index;
+use allocd_plugin_sdk::paths::{check_readable, is_alloc_id};
+use allocd_plugin_sdk::remove::Trash;
+use allocd_plugin_sdk::{AllocIndex, AllocInfo, FileIdentity, FileInfo, PluginError};
+use allocd_plugin_sdk::{PluginConfig, StoragePlugin};
 
 use crate::config::{Config, Settings};
 use crate::layers::{Target, list_merged};
@@ -103,7 +104,7 @@ impl Overlay {
         );
         let upper = settings.upper_dir();
         let trash = Trash::start(upper)
-            .map_err(|e| PluginError::io("create", &upper.join(allocd_plugin_api::remove::TRASH_DIR), &e))?;
+            .map_err(|e| PluginError::io("create", &upper.join(allocd_plugin_sdk::remove::TRASH_DIR), &e))?;
         Ok(Self { settings, trash })
     }
 }
@@ -139,6 +140,10 @@ impl StoragePlugin for Overlay {
             .collect();
         ids.sort();
         Ok(ids)
+    }
+
+    fn alloc_index(&self, known_generation: u64) -> Result<AllocIndex, PluginError> {
+        index::dir_index(self.settings.upper_dir(), known_generation, || self.list_allocs(), |id| self.alloc_info(id))
     }
 
     fn list(&self, alloc_id: &str, path: &str) -> Result<Vec<FileInfo>, PluginError> {
@@ -204,7 +209,7 @@ impl StoragePlugin for Overlay {
     }
 }
 
-allocd_plugin_api::export_plugin! {
+allocd_plugin_sdk::export_plugin! {
     name: "overlay",
     storage: Overlay::new,
 }

@@ -7,10 +7,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use abi_stable::std_types::RStr;
-use allocd_plugin_api::paths::ESCAPE_MESSAGE;
-use allocd_plugin_api::sdk::{FilePlugin, PluginConfig, StoragePlugin};
-use allocd_plugin_api::{ErrorKind, FileInfo, HostContext, LogLevel, PluginError};
 use allocd_plugin_overlay::Overlay;
+use allocd_plugin_sdk::paths::ESCAPE_MESSAGE;
+use allocd_plugin_sdk::{ErrorKind, FileInfo, HostContext, LogLevel, PluginError};
+use allocd_plugin_sdk::{FilePlugin, PluginConfig, StoragePlugin};
 use serde_json::json;
 
 const ID: &str = "3a7b9c2e-1f4d-4e8a-9b6c-0d2e4f6a8b1c";
@@ -497,6 +497,6 @@ fn exported_descriptor_names_the_plugin() {
     let root = allocd_plugin_overlay::allocd_plugin_root();
     let descriptor = root.descriptor()();
     assert_eq!(descriptor.name.as_str(), "overlay");
-    assert!(descriptor.kinds.contains(allocd_plugin_api::PluginKinds::STORAGE));
-    assert!(!descriptor.kinds.contains(allocd_plugin_api::PluginKinds::METRICS));
+    assert!(descriptor.kinds.contains(allocd_plugin_sdk::PluginKinds::STORAGE));
+    assert!(!descriptor.kinds.contains(allocd_plugin_sdk::PluginKinds::METRICS));
 }

@@ -1,10 +1,10 @@
-//! `foreign-version`: a library that claims to be an allocd plugin built against a plugin-api
-//! this allocd does not have (0.2.0), so the tests can check how the host refuses it.
+//! `foreign-version`: a library that claims to be an allocd plugin built against a plugin ABI
+//! newer than this allocd's (1.99.0), so the tests can check how the host refuses it.
 //!
-//! It depends on abi_stable alone, as a plugin built from another allocd release would look
-//! from this host's point of view: a root module with the right name ([`NAME`]) and a foreign
-//! version string. The host must refuse it by version, in one line, before trusting its
-//! layout; the module's contents are a stand-in and are never called.
+//! It depends on abi_stable alone, as a plugin built for a later allocd release would look
+//! from this host's point of view: a root module with the right name ([`NAME`]) and a newer
+//! version string. The host must refuse it by version, in one line naming both versions,
+//! before trusting its layout; the module's contents are a stand-in and are never called.
 
 use abi_stable::{
     StableAbi, declare_root_module_statics, export_root_module,
@@ -17,8 +17,8 @@ use abi_stable::{
 /// The root module name every allocd plugin library exports.
 pub const NAME: &str = "allocd_plugin";
 
-/// The plugin-api version this library pretends to be built against.
-pub const FOREIGN_PLUGIN_API_VERSION: &str = "0.9.0";
+/// The plugin ABI version this library pretends to be built against.
+pub const FOREIGN_ABI_VERSION: &str = "1.99.0";
 
 /// A stand-in for another release's root module.
 #[repr(C)]
@@ -34,11 +34,11 @@ impl RootModule for ForeignModRef {
     declare_root_module_statics! {ForeignModRef}
     const BASE_NAME: &'static str = NAME;
     const NAME: &'static str = NAME;
-    const VERSION_STRINGS: VersionStrings = VersionStrings { version: RStr::from_str(FOREIGN_PLUGIN_API_VERSION) };
+    const VERSION_STRINGS: VersionStrings = VersionStrings { version: RStr::from_str(FOREIGN_ABI_VERSION) };
 }
 
 extern "C" fn describe() -> RString {
-    RString::from("foreign-version: a plugin from another allocd release")
+    RString::from("foreign-version: a plugin from a later allocd release")
 }
 
 /// The exported root module.

@@ -15,8 +15,8 @@
 //! `config { while_exists = "/path" }` limits `panic-metrics` to while that file exists, so a
 //! test can make the plugin recover.
 
-use allocd_plugin_api::sdk::{FilePlugin, MetricsPlugin, PluginConfig, StoragePlugin};
-use allocd_plugin_api::{AllocInfo, FileIdentity, FileInfo, HostStats, PluginError, TaskReport};
+use allocd_plugin_sdk::{AllocInfo, FileIdentity, FileInfo, HostStats, PluginError, TaskReport};
+use allocd_plugin_sdk::{FilePlugin, MetricsPlugin, PluginConfig, StoragePlugin};
 use serde::Deserialize;
 
 /// The failure a plugin instance acts out.
@@ -156,7 +156,7 @@ impl MetricsPlugin for Metrics {
     }
 }
 
-allocd_plugin_api::export_plugin! {
+allocd_plugin_sdk::export_plugin! {
     name: "misbehaving",
     metrics: Metrics::new,
     storage: Storage::new,
@@ -165,8 +165,8 @@ allocd_plugin_api::export_plugin! {
 #[cfg(test)]
 mod tests {
     use abi_stable::std_types::{RStr, RString};
-    use allocd_plugin_api::sdk::guard;
-    use allocd_plugin_api::{ErrorKind, HostContext, LogLevel};
+    use allocd_plugin_sdk::guard;
+    use allocd_plugin_sdk::{ErrorKind, HostContext, LogLevel};
 
     use super::*;
 

@@ -1,11 +1,25 @@
-//! The stable ABI between the allocd host and its plugin libraries.
+//! The stable ABI between the allocd host and its plugin libraries: only the `StableAbi` types,
+//! the `#[sabi_trait]` interfaces and the root module, versioned on their own (this crate's
+//! version is the ABI version a plugin was built against) and changed rarely. The author SDK
+//! (`allocd-plugin-sdk`) and its helpers live elsewhere and may change in every release.
 //!
 //! Everything here is `#[repr(C)]` + `StableAbi`, checked by abi_stable when a library is
 //! loaded. The data types mirror Nomad's model (host stats, per-task `ResourceUsage` with
 //! `Measured` lists, file info) but carry no wire format: the host alone turns them into
 //! Nomad's JSON. Traits are synchronous `&self` interfaces; the host calls them on its
-//! blocking pool. Append-only evolution: new trait methods and root-module fields go after the
-//! `last_prefix_field`, and every change bumps this crate's version.
+//! blocking pool.
+//!
+//! Evolution (the promise of `docs/plugin-abi.md`): a minor version only appends *optional*
+//! trait methods (with a default body answering [`ErrorKind::UNSUPPORTED`], so a library built
+//! against an older minor, whose vtable lacks them, answers "not supported") and new types.
+//! [`compat`] checks a library's version and layout against the layout of the minor it was
+//! built for, kept frozen in [`frozen`]. Anything else is a new major version.
+#![allow(non_local_definitions)] // #[sabi_trait] expansions trip this lint on current rustc.
+
+pub mod compat;
+pub mod frozen;
+
+pub use abi_stable;
 
 use abi_stable::{
     StableAbi, declare_root_module_statics,
@@ -28,6 +42,27 @@ impl ErrorKind {
     pub const UNAVAILABLE: Self = Self(5);
     pub const INTERNAL: Self = Self(6);
     pub const PANICKED: Self = Self(7);
+
+    /// True for failures of the plugin itself (a panic, an outage, an internal error), which
+    /// the host answers with 500 naming the plugin; the other kinds are answers about the
+    /// request and keep the plugin's own text (Nomad's wording).
+    pub fn is_plugin_fault(self) -> bool {
+        matches!(self, Self::PANICKED | Self::UNAVAILABLE | Self::INTERNAL)
+    }
+
+    /// The kind's name, for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NOT_FOUND => "not found",
+            Self::INVALID_ARGUMENT => "invalid argument",
+            Self::PERMISSION_DENIED => "permission denied",
+            Self::UNSUPPORTED => "unsupported",
+            Self::UNAVAILABLE => "unavailable",
+            Self::INTERNAL => "internal",
+            Self::PANICKED => "panicked",
+            _ => "unknown",
+        }
+    }
 }
 
 /// A plugin failure: a kind for the status code and Nomad's message text.
@@ -57,6 +92,10 @@ impl PluginError {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::UNAVAILABLE, message)
     }
+    /// What an optional method answers when the library does not provide it.
+    pub fn unsupported(method: &str) -> Self {
+        Self::new(ErrorKind::UNSUPPORTED, format!("{method} is not supported by this plugin"))
+    }
     /// Maps an OS error on a requested path the way Go reports it: `<op> <path>: <text>`.
     /// It is an answer about the request, not a fault of the plugin.
     pub fn io(op: &str, path: &std::path::Path, err: &std::io::Error) -> Self {
@@ -65,7 +104,21 @@ impl PluginError {
             std::io::ErrorKind::PermissionDenied => ErrorKind::PERMISSION_DENIED,
             _ => ErrorKind::INVALID_ARGUMENT,
         };
-        Self::new(kind, format!("{op} {}: {}", path.display(), crate::paths::os_error_text(err)))
+        Self::new(kind, format!("{op} {}: {}", path.display(), os_error_text(err)))
+    }
+}
+
+/// Go's wording for an OS error: strerror text with a lower-case first letter.
+pub fn os_error_text(err: &std::io::Error) -> String {
+    let Some(code) = err.raw_os_error() else {
+        return err.to_string();
+    };
+    let text = std::io::Error::from_raw_os_error(code).to_string();
+    let text = text.split(" (os error").next().unwrap_or_default();
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text.to_string(),
     }
 }
 
@@ -287,6 +340,17 @@ pub struct TaskReport {
     pub complete: bool,
 }
 
+impl TaskReport {
+    /// Every task the provider covers.
+    pub fn complete(tasks: Vec<TaskSample>) -> Self {
+        Self { tasks: tasks.into(), complete: true }
+    }
+    /// Some tasks may be missing: those the host saw before stay unknown.
+    pub fn partial(tasks: Vec<TaskSample>) -> Self {
+        Self { tasks: tasks.into(), complete: false }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Allocation storage.
 
@@ -325,6 +389,62 @@ pub struct FileIdentity {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Since 1.1: task labels and the allocation index.
+
+/// One label: a name and its value.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Label {
+    pub name: RString,
+    pub value: RString,
+}
+
+/// What a provider knows about a task beyond its usage, as labels (`job`, `task_group`,
+/// `namespace`: [`TaskLabels::JOB`] ...). A list of name/value pairs rather than fields, so
+/// that new labels need no ABI change; a label the provider does not know is left out.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskLabels {
+    pub alloc_id: RString,
+    pub task: RString,
+    pub labels: RVec<Label>,
+}
+
+impl TaskLabels {
+    /// The job's name (Nomad's `job` metric label).
+    pub const JOB: &'static str = "job";
+    /// The task group's name (`task_group`).
+    pub const TASK_GROUP: &'static str = "task_group";
+    /// The job's namespace (`namespace`).
+    pub const NAMESPACE: &'static str = "namespace";
+
+    /// The value of label `name`, if the provider knows it.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.labels.iter().find(|label| label.name == name).map(|label| label.value.as_str())
+    }
+}
+
+/// One allocation of an [`AllocIndex`]: what `alloc_info` would answer for it.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq)]
+pub struct IndexedAlloc {
+    pub alloc_id: RString,
+    pub info: AllocInfo,
+}
+
+/// The allocations a storage backend holds, as of one `generation`. The generation changes
+/// whenever the set changes (an allocation appeared or was deleted), so a host that asks with
+/// the generation it already has gets `allocs: None` and keeps its index: no listing and no
+/// `alloc_info` per request.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq)]
+pub struct AllocIndex {
+    pub generation: u64,
+    /// Every allocation the backend holds; `None` when `generation` is the one asked about.
+    pub allocs: ROption<RVec<IndexedAlloc>>,
+}
+
+// ---------------------------------------------------------------------------------------------
 // Interfaces.
 
 /// A source of host and task metrics.
@@ -336,6 +456,12 @@ pub trait MetricsProvider: Send + Sync {
     /// Latest usage and state of every task this provider can see.
     #[sabi(last_prefix_field)]
     fn sample_tasks(&self) -> PluginResult<TaskReport>;
+
+    /// Since 1.1, optional: labels of the tasks this provider knows them for (those of its
+    /// latest sample). A library without it answers [`ErrorKind::UNSUPPORTED`].
+    fn task_labels(&self) -> PluginResult<RVec<TaskLabels>> {
+        RResult::RErr(PluginError::unsupported("task_labels"))
+    }
 }
 
 /// An open file inside an allocation.
@@ -350,7 +476,7 @@ pub trait FileReader: Send + Sync {
 }
 
 /// An allocation storage backend. Paths are relative to the allocation root as the user gave
-/// them; backends resolve them with [`crate::paths`].
+/// them; backends resolve them beneath the allocation root (the SDK's `paths` module).
 #[sabi_trait]
 pub trait StorageBackend: Send + Sync {
     /// `None` when this backend does not hold the allocation.
@@ -372,13 +498,22 @@ pub trait StorageBackend: Send + Sync {
     /// allocation (no symlink followed, no mount crossed). Not found when already gone.
     #[sabi(last_prefix_field)]
     fn gc(&self, alloc_id: RStr<'_>) -> PluginResult<()>;
+
+    /// Since 1.1, optional: the allocations this backend holds with their [`AllocInfo`], unless
+    /// `known_generation` is still current (see [`AllocIndex`]); cheap enough to call on every
+    /// request. A library
+    /// without it answers [`ErrorKind::UNSUPPORTED`] and the host asks `alloc_info` instead.
+    fn alloc_index(&self, known_generation: u64) -> PluginResult<AllocIndex> {
+        let _ = known_generation;
+        RResult::RErr(PluginError::unsupported("alloc_index"))
+    }
 }
 
 pub type MetricsProviderBox = MetricsProvider_TO<'static, RBox<()>>;
 pub type StorageBackendBox = StorageBackend_TO<'static, RBox<()>>;
 pub type FileReaderBox = FileReader_TO<'static, RBox<()>>;
 
-/// The root module every plugin library exports (use [`crate::export_plugin!`]).
+/// The root module every plugin library exports (the SDK's `export_plugin!` builds it).
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModRef)))]
@@ -399,5 +534,6 @@ impl RootModule for PluginModRef {
     const VERSION_STRINGS: VersionStrings = package_version_strings!();
 }
 
-/// The plugin-api version this crate is (what a plugin was built against).
-pub const PLUGIN_API_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The ABI version this crate is: what a plugin built against it reports, and what a host
+/// built with it speaks (it loads plugins of the same major and an equal or older minor).
+pub const ABI_VERSION: &str = env!("CARGO_PKG_VERSION");

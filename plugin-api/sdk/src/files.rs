@@ -16,8 +16,8 @@ use rustix::fs::{AtFlags, Dir, FileType, Stat, statat};
 use rustix::io::Errno;
 
 use crate::abi::{FileIdentity, FileInfo, PluginError};
+use crate::author::FilePlugin;
 use crate::paths::{AllocRoot, Found, kind, os_error_text};
-use crate::sdk::FilePlugin;
 use crate::sniff::{SNIFF_LEN, detect_content_type};
 
 /// `FileInfo` for `name` from (l)stat data; `content_type` left empty.

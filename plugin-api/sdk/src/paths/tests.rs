@@ -8,8 +8,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use super::*;
+use crate::author::FilePlugin;
 use crate::files::{self, LocalFile};
-use crate::sdk::FilePlugin;
 
 const BOTH: [Resolver; 2] = [Resolver::Openat2, Resolver::Walk];
 

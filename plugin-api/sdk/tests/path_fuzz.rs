@@ -8,9 +8,9 @@ use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::Path;
 
-use allocd_plugin_api::files::LocalFile;
-use allocd_plugin_api::paths::{AllocRoot, Resolver, clean_components};
-use allocd_plugin_api::sdk::FilePlugin;
+use allocd_plugin_sdk::FilePlugin;
+use allocd_plugin_sdk::files::LocalFile;
+use allocd_plugin_sdk::paths::{AllocRoot, Resolver, clean_components};
 use proptest::prelude::*;
 
 const OUTSIDE: &[u8] = b"outside the allocation";

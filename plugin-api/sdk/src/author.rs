@@ -1,6 +1,9 @@
 //! The plugin author's side: plain Rust traits, the adapter that makes them ABI objects, and
 //! the [`export_plugin!`](crate::export_plugin) macro.
 //!
+//! Optional ABI methods (added in a minor ABI version) are trait methods with a default that
+//! answers "not supported", so a plugin implements only what it knows.
+//!
 //! A plugin crate implements [`MetricsPlugin`] and/or [`StoragePlugin`] with ordinary
 //! `Result`/`&str`/`Vec` signatures and exports them with one macro call. The adapter wraps
 //! every call in `catch_unwind`: a panicking plugin returns a `panicked` error instead of
@@ -25,6 +28,11 @@ pub trait MetricsPlugin: Send + Sync + 'static {
     fn sample_tasks(&self) -> Result<TaskReport, PluginError> {
         Ok(TaskReport::complete(Vec::new()))
     }
+    /// Labels (`job`, `task_group`, `namespace`) of the tasks of the latest sample, where this
+    /// plugin knows them; the host puts them on the task's metrics. Optional (ABI 1.1).
+    fn task_labels(&self) -> Result<Vec<TaskLabels>, PluginError> {
+        Err(PluginError::unsupported("task_labels"))
+    }
 }
 
 /// An open file handed out by a [`StoragePlugin`].
@@ -45,16 +53,11 @@ pub trait StoragePlugin: Send + Sync + 'static {
     fn identify(&self, alloc_id: &str, path: &str) -> Result<FileIdentity, PluginError>;
     fn watch_paths(&self, alloc_id: &str, path: &str) -> Result<Vec<String>, PluginError>;
     fn gc(&self, alloc_id: &str) -> Result<(), PluginError>;
-}
-
-impl TaskReport {
-    /// Every task the provider covers.
-    pub fn complete(tasks: Vec<TaskSample>) -> Self {
-        Self { tasks: tasks.into(), complete: true }
-    }
-    /// Some tasks may be missing: those the host saw before stay unknown.
-    pub fn partial(tasks: Vec<TaskSample>) -> Self {
-        Self { tasks: tasks.into(), complete: false }
+    /// The allocations this backend holds, with their [`AllocInfo`], unless `known_generation` is current (see
+    /// [`AllocIndex`]). Optional (ABI 1.1): without it the host asks `alloc_info`.
+    fn alloc_index(&self, known_generation: u64) -> Result<AllocIndex, PluginError> {
+        let _ = known_generation;
+        Err(PluginError::unsupported("alloc_index"))
     }
 }
 
@@ -95,6 +98,9 @@ impl<T: MetricsPlugin> MetricsProvider for MetricsAdapter<T> {
     }
     fn sample_tasks(&self) -> PluginResult<TaskReport> {
         guard(|| self.0.sample_tasks())
+    }
+    fn task_labels(&self) -> PluginResult<RVec<TaskLabels>> {
+        guard(|| self.0.task_labels().map(RVec::from))
     }
 }
 
@@ -141,6 +147,9 @@ impl<S: StoragePlugin> StorageBackend for StorageAdapter<S> {
     }
     fn gc(&self, alloc_id: RStr<'_>) -> PluginResult<()> {
         guard(|| self.0.gc(alloc_id.as_str()))
+    }
+    fn alloc_index(&self, known_generation: u64) -> PluginResult<AllocIndex> {
+        guard(|| self.0.alloc_index(known_generation))
     }
 }
 
@@ -221,13 +230,14 @@ pub fn descriptor(name: &str, version: &str, kinds: PluginKinds) -> PluginDescri
 /// Exports a plugin library's root module.
 ///
 /// ```ignore
-/// allocd_plugin_api::export_plugin! {
+/// allocd_plugin_sdk::export_plugin! {
 ///     name: "my-driver",
 ///     metrics: MyDriverMetrics::new,   // fn(&PluginConfig) -> Result<MyDriverMetrics, PluginError>
 /// }
 /// ```
 /// `metrics:` and `storage:` may each be given or left out; the plugin version is the crate's.
 /// The plugin crate needs `abi_stable` as a dependency (the export attribute names it).
+/// The library reports the ABI version of the `allocd-plugin-abi` it was built against.
 #[macro_export]
 macro_rules! export_plugin {
     (name: $name:expr $(, metrics: $metrics:path)? $(, storage: $storage:path)? $(,)?) => {
@@ -240,7 +250,7 @@ macro_rules! export_plugin {
                 let mut kinds = $crate::PluginKinds::default();
                 $( let _ = $metrics; kinds = kinds.union($crate::PluginKinds::METRICS); )?
                 $( let _ = $storage; kinds = kinds.union($crate::PluginKinds::STORAGE); )?
-                $crate::sdk::descriptor($name, env!("CARGO_PKG_VERSION"), kinds)
+                $crate::author::descriptor($name, env!("CARGO_PKG_VERSION"), kinds)
             }
 
             extern "C" fn new_metrics(
@@ -248,9 +258,9 @@ macro_rules! export_plugin {
                 host: $crate::HostContext,
             ) -> $crate::PluginResult<::abi_stable::std_types::ROption<$crate::MetricsProviderBox>> {
                 let _ = (&config, &host);
-                $( return $crate::sdk::construct_metrics(config, host, $metrics); )?
+                $( return $crate::author::construct_metrics(config, host, $metrics); )?
                 #[allow(unreachable_code)]
-                $crate::sdk::not_provided()
+                $crate::author::not_provided()
             }
 
             extern "C" fn new_storage(
@@ -258,9 +268,9 @@ macro_rules! export_plugin {
                 host: $crate::HostContext,
             ) -> $crate::PluginResult<::abi_stable::std_types::ROption<$crate::StorageBackendBox>> {
                 let _ = (&config, &host);
-                $( return $crate::sdk::construct_storage(config, host, $storage); )?
+                $( return $crate::author::construct_storage(config, host, $storage); )?
                 #[allow(unreachable_code)]
-                $crate::sdk::not_provided()
+                $crate::author::not_provided()
             }
 
             $crate::PluginMod { descriptor, new_metrics, new_storage }.leak_into_prefix()

@@ -71,19 +71,7 @@ pub fn escapes_lexically(user_path: &str) -> bool {
     clean_components(user_path).is_none()
 }
 
-/// Go's wording for an OS error: strerror text with a lower-case first letter.
-pub fn os_error_text(err: &std::io::Error) -> String {
-    let Some(code) = err.raw_os_error() else {
-        return err.to_string();
-    };
-    let text = std::io::Error::from_raw_os_error(code).to_string();
-    let text = text.split(" (os error").next().unwrap_or_default();
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => text.to_string(),
-    }
-}
+pub use crate::abi::os_error_text;
 
 /// Refuses content reads below `<task>/secrets` and `<task>/private` (case-insensitively, and
 /// any name starting so, as Nomad) for the path `components`.
