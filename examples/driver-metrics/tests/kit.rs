@@ -5,7 +5,8 @@
 use allocd_plugin_testkit::{ErrorKind, Library, PluginKinds, exercise_with, host_context, library_path};
 
 fn library() -> Library {
-    Library::open(library_path("driver-metrics")).expect("the agent would load it")
+    // `cargo test` does not write the .so: `cargo build` it first (scripts/test-all does).
+    Library::open(library_path("driver-metrics")).unwrap_or_else(|reason| panic!("{reason}"))
 }
 
 #[test]
