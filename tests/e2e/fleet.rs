@@ -2,7 +2,7 @@
 //! ports and several real agents, each with its own data dir and local-disk allocations:
 //! forwarding of every client endpoint, `?node_id=` routing, ACLs decided by the holder,
 //! Nomad's answers for unknown nodes and allocations, a killed holder, etcd faults, mutual TLS.
-//! Leases are 2 s so every fault test ends in seconds.
+//! Leases are 3 s so every fault test ends in seconds.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::follow::{Stream, append, frame_data};
 use crate::harness::{ALLOC_ID, Agent, Fixture, Response, allocd_bin, eventually, memory_kib, skip_unless_ci};
 
-const LEASE_TTL: &str = "2s";
+const LEASE_TTL: &str = "3s";
 /// A generous bound on anything that must not hang.
 const HANG: Duration = Duration::from_secs(30);
 
