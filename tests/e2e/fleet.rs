@@ -2,7 +2,7 @@
 //! ports and several real agents, each with its own data dir and local-disk allocations:
 //! forwarding of every client endpoint, `?node_id=` routing, ACLs decided by the holder,
 //! Nomad's answers for unknown nodes and allocations, a killed holder, etcd faults, mutual TLS.
-//! Leases are 2 s so every fault test ends in seconds.
+//! Leases are 3 s so every fault test ends in seconds.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -10,9 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::follow::{Stream, append, frame_data};
-use crate::harness::{Agent, Fixture, Response, allocd_bin, eventually, skip_unless_ci};
+use crate::harness::{ALLOC_ID, Agent, Fixture, Response, allocd_bin, eventually, memory_kib, skip_unless_ci};
 
-const LEASE_TTL: &str = "2s";
+const LEASE_TTL: &str = "3s";
 /// A generous bound on anything that must not hang.
 const HANG: Duration = Duration::from_secs(30);
 
@@ -27,19 +27,27 @@ struct EtcdCluster {
     dir: tempfile::TempDir,
     /// (client port, peer port) per member.
     ports: Vec<(u16, u16)>,
+    flags: Vec<String>,
     members: Vec<Option<Child>>,
 }
 
 impl EtcdCluster {
     /// Starts the cluster; `None` (after `skip_unless_ci`) when etcd is not installed.
     fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, &[])
+    }
+
+    /// Starts the cluster with extra etcd flags, its data in memory when `/dev/shm` exists.
+    fn start_with(test: &str, flags: &[&str]) -> Option<Self> {
         if Command::new("etcd").arg("--version").output().is_err() {
             skip_unless_ci(test, "etcd is not installed (Debian package etcd-server)");
             return None;
         }
         let ports = free_ports(6);
         let ports: Vec<(u16, u16)> = ports.chunks(2).map(|pair| (pair[0], pair[1])).collect();
-        let mut cluster = Self { dir: tempfile::tempdir().unwrap(), ports, members: Vec::new() };
+        let dir = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap();
+        let flags = flags.iter().map(|f| f.to_string()).collect();
+        let mut cluster = Self { dir, ports, flags, members: Vec::new() };
         cluster.members = (0..cluster.ports.len()).map(|i| Some(cluster.spawn(i))).collect();
         cluster.wait_healthy();
         Some(cluster)
@@ -60,6 +68,7 @@ impl EtcdCluster {
             .args(["--initial-cluster", &initial.join(",")])
             .args(["--initial-cluster-state", "new", "--initial-cluster-token", &format!("t{}", self.ports[0].0)])
             .args(["--logger", "zap", "--log-outputs", "stderr", "--log-level", "error"])
+            .args(&self.flags)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -146,6 +155,13 @@ impl Node {
             .unwrap_or_else(|stderr| panic!("allocd did not start:\n{stderr}"));
         let id = std::fs::read_to_string(fixture.dir.path().join("data/client/node-id")).unwrap();
         Node { fixture, agent, id, alloc: alloc.to_string() }
+    }
+
+    /// A single-node agent (no `cluster` block) holding one allocation, as a baseline.
+    fn start_single() -> Node {
+        let fixture = Fixture::new();
+        let agent = Agent::start(&["-config", fixture.config("").to_str().unwrap()]);
+        Node { fixture, agent, id: String::new(), alloc: ALLOC_ID.to_string() }
     }
 
     fn log_path(&self, alloc: &str) -> PathBuf {
@@ -437,4 +453,130 @@ fn fleet_forwards_over_mutual_tls() {
         .build()
         .unwrap();
     assert!(anonymous.get(a.agent.url(&cat_url(&b.alloc))).send().is_err(), "no client certificate: refused");
+}
+
+/// A call to etcd's JSON gateway, as the simulated registrants make it.
+fn etcd_call(port: u16, path: &str, body: serde_json::Value) -> serde_json::Value {
+    // One client for every call (building one reads the system's root certificates).
+    static CLIENT: std::sync::LazyLock<reqwest::blocking::Client> =
+        std::sync::LazyLock::new(|| reqwest::blocking::Client::builder().timeout(HANG).build().unwrap());
+    let client = &*CLIENT;
+    let response = client.post(format!("http://127.0.0.1:{port}{path}")).body(body.to_string()).send().unwrap();
+    assert!(response.status().is_success(), "etcd {path}: {}", response.status());
+    serde_json::from_slice(&response.bytes().unwrap()).unwrap()
+}
+
+/// Range requests served by the running members, from their own `/metrics`.
+fn etcd_ranges(etcd: &EtcdCluster) -> u64 {
+    let mut total = 0;
+    for ((client, _), child) in etcd.ports.iter().zip(&etcd.members) {
+        if child.is_none() {
+            continue;
+        }
+        let metrics = reqwest::blocking::get(format!("http://127.0.0.1:{client}/metrics")).unwrap().text().unwrap();
+        total += metrics
+            .lines()
+            .filter(|line| line.starts_with("grpc_server_handled_total{") && line.contains("grpc_method=\"Range\""))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    total
+}
+
+/// Asks `base` for 10,000 simulated allocations on 4 connections; each answer starts with `answer`.
+fn ask_for_simulated_allocations(base: &str, answer: &'static str) {
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let base = base.to_string();
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::builder().timeout(HANG).build().unwrap();
+                for n in (t..100).step_by(4) {
+                    for i in 0..100 {
+                        let response = client.get(format!("{base}{}", cat_url(&simulated_alloc(n, i)))).send().unwrap();
+                        let text = response.text().unwrap();
+                        assert!(text.starts_with(answer), "{text}");
+                    }
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+}
+
+/// Allocation `a` of simulated node `n`.
+fn simulated_alloc(n: usize, a: usize) -> String {
+    format!("{n:08x}-{a:04x}-4000-8000-5a0000000000")
+}
+
+#[test]
+fn fleet_of_a_thousand_simulated_nodes_routes_from_its_cache() {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde_json::json;
+
+    let test = "fleet_of_a_thousand_simulated_nodes_routes_from_its_cache";
+    let Some(etcd) = EtcdCluster::start_with(test, &["--max-txn-ops", "1024"]) else { return };
+    let port = etcd.ports[0].0;
+    let b64 = |text: &str| STANDARD.encode(text);
+    // 1,000 registrants × 100 allocations, each registrant under its own lease, all at an
+    // address nobody serves (so a forwarded request is a fast "No path to node").
+    let nobody = format!("http://127.0.0.1:{}", free_ports(1)[0]);
+    let record = |node: &str| json!({ "ID": node, "Address": nobody, "Version": "simulated" }).to_string();
+    let started = Instant::now();
+    let mut ops = Vec::new();
+    let mut leases = Vec::new();
+    for n in 0..1001 {
+        let lease = etcd_call(port, "/v3/lease/grant", json!({ "TTL": "600" }))["ID"].as_str().unwrap().to_string();
+        let node = format!("{n:08x}-0000-4000-8000-5a0000000000");
+        ops.push(json!({ "request_put": { "key": b64(&format!("/allocd/nodes/{node}")), "value": b64(&record(&node)), "lease": lease } }));
+        for a in 0..100 {
+            let key = format!("/allocd/allocs/{}", simulated_alloc(n, a));
+            ops.push(json!({ "request_put": { "key": b64(&key), "value": b64(&node), "lease": lease } }));
+        }
+        if ops.len() >= 900 {
+            etcd_call(port, "/v3/kv/txn", json!({ "success": std::mem::take(&mut ops) }));
+        }
+        leases.push(lease);
+    }
+    etcd_call(port, "/v3/kv/txn", json!({ "success": ops }));
+    println!("1,001 simulated registrants × 100 allocations written in {:?}", started.elapsed());
+
+    let single = Node::start_single();
+    let a = Node::start(&etcd, &alloc_of(0, 0x5a), "", "http");
+    let cold = |alloc: &str| a.agent.get(&cat_url(alloc));
+    eventually(HANG, "the agent to know the simulated fleet", || {
+        (cold(&simulated_alloc(1, 1)).text() == "No path to node").then_some(())
+    });
+
+    // A cold lookup is one etcd read; a cached one none.
+    let before = etcd_ranges(&etcd);
+    assert_eq!(cold(&simulated_alloc(7, 7)).text(), "No path to node");
+    let after_cold = etcd_ranges(&etcd);
+    for _ in 0..10 {
+        assert_eq!(cold(&simulated_alloc(7, 7)).text(), "No path to node");
+    }
+    let after_cached = etcd_ranges(&etcd);
+    assert_eq!((after_cold - before, after_cached - after_cold), (1, 0), "etcd reads: one cold lookup, ten cached");
+
+    // Memory for the fleet: 1,001 members and 10,000 cached allocations, against a
+    // single-node agent asked the same 10,000 requests (answered `Unknown allocation`). The
+    // figures are printed, not judged: the 32 MiB target is not met yet (see
+    // docs/fleet.md).
+    ask_for_simulated_allocations(&a.agent.base, "No path to node");
+    ask_for_simulated_allocations(&single.agent.base, "Unknown allocation");
+    let fleet_kib = memory_kib(a.agent.child.id(), "VmRSS");
+    let single_kib = memory_kib(single.agent.child.id(), "VmRSS");
+    println!(
+        "RSS with 1,001 members and 10,000 cached allocations: {fleet_kib} KiB; single-node agent: {single_kib} KiB"
+    );
+
+    // A registrant whose lease ends is forgotten: its allocations become unknown.
+    let gone = simulated_alloc(1000, 0);
+    assert_eq!(cold(&gone).text(), "No path to node");
+    etcd_call(port, "/v3/lease/revoke", json!({ "ID": leases[1000] }));
+    let revoked = Instant::now();
+    eventually(HANG, "the departed registrant to be forgotten", || {
+        cold(&gone).text().starts_with("Unknown allocation").then_some(())
+    });
+    println!("a registrant whose lease ended was forgotten after {:?}", revoked.elapsed());
 }

@@ -25,6 +25,14 @@ pub const SYNC_INTERVAL: Duration = Duration::from_millis(250);
 /// How long to wait before registering again after etcd failed.
 const RETRY: Duration = Duration::from_millis(500);
 
+/// Why a registration ended.
+enum Ended {
+    /// etcd answered that the lease is gone (a partition or a stall longer than `lease_ttl`).
+    Expired(i64),
+    /// etcd did not answer.
+    Etcd(EtcdError),
+}
+
 /// Keeps this agent registered.
 pub struct Registration {
     pub etcd: Arc<Etcd>,
@@ -56,51 +64,69 @@ impl Registration {
     /// Registers, and registers again after every failure, for as long as the agent runs.
     pub async fn run(self: Arc<Self>) {
         loop {
-            let fault = self.register_and_renew().await;
-            tracing::warn!("cluster registration: {fault}; registering again");
-            self.membership.set_lease_fault(Some(format!("this agent's etcd lease is not renewed: {fault}")));
+            match self.register_and_renew().await {
+                // etcd answered: the fleet's view stays trustworthy while this agent re-registers.
+                Ended::Expired(lease) => {
+                    tracing::warn!("cluster registration: lease {lease} expired; registering again")
+                }
+                Ended::Etcd(fault) => {
+                    tracing::warn!("cluster registration: {fault}; registering again");
+                    let reason = format!("this agent's etcd lease is not renewed: {fault}");
+                    self.membership.set_lease_fault(Some(reason));
+                }
+            }
             tokio::time::sleep(RETRY).await;
         }
     }
 
-    /// One registration: returns why it ended.
-    async fn register_and_renew(&self) -> EtcdError {
-        let ttl = self.lease_ttl.as_secs();
-        let lease = match self.etcd.grant(ttl).await {
-            Ok(lease) => lease,
-            Err(err) => return err,
+    /// One registration, renewed until it ends: why it did.
+    async fn register_and_renew(&self) -> Ended {
+        let (lease, mut published) = match self.register().await {
+            Ok(registered) => registered,
+            Err(err) => return Ended::Etcd(err),
         };
+        // Renewing and syncing interleave, so a slow sync never delays a renewal.
+        let renew = async {
+            loop {
+                tokio::time::sleep(self.lease_ttl / 3).await;
+                match self.etcd.keep_alive(lease).await {
+                    Ok(0) => return Ended::Expired(lease),
+                    Ok(_) => {}
+                    Err(err) => return Ended::Etcd(err),
+                }
+            }
+        };
+        let sync = async {
+            loop {
+                tokio::time::sleep(SYNC_INTERVAL).await;
+                if let Err(err) = self.sync(&mut published, lease).await {
+                    return Ended::Etcd(err);
+                }
+            }
+        };
+        tokio::select! {
+            ended = renew => ended,
+            ended = sync => ended,
+        }
+    }
+
+    /// A new lease with the node record and every held allocation under it.
+    async fn register(&self) -> Result<(i64, BTreeSet<String>), EtcdError> {
+        let ttl = self.lease_ttl.as_secs();
+        let lease = self.etcd.grant(ttl).await?;
         let previous = self.lease.swap(lease, Ordering::Relaxed);
         let node_key = format!("{}/nodes/{}", self.prefix, self.record.id);
         let record = serde_json::to_vec(&self.record).expect("a node record serializes");
-        if let Err(err) = self.etcd.put(&node_key, &record, lease).await {
-            return err;
-        }
+        self.etcd.put(&node_key, &record, lease).await?;
         let mut published = BTreeSet::new();
-        if let Err(err) = self.sync(&mut published, lease).await {
-            return err;
-        }
+        self.sync(&mut published, lease).await?;
         if previous != 0 {
             // Nothing is left under the old lease; free it if etcd still has it.
             let _ = self.etcd.revoke(previous).await;
         }
         tracing::info!(node_id = %self.record.id, lease, allocations = published.len(), "registered in the fleet");
         self.membership.set_lease_fault(None);
-        let renew_every = self.lease_ttl / 3;
-        let mut renewed = tokio::time::Instant::now();
-        loop {
-            tokio::time::sleep(SYNC_INTERVAL).await;
-            if renewed.elapsed() >= renew_every {
-                match self.etcd.keep_alive(lease).await {
-                    Ok(0) => return EtcdError(format!("lease {lease} expired")),
-                    Ok(_) => renewed = tokio::time::Instant::now(),
-                    Err(err) => return err,
-                }
-            }
-            if let Err(err) = self.sync(&mut published, lease).await {
-                return err;
-            }
-        }
+        Ok((lease, published))
     }
 
     /// Writes the allocations that appeared and deletes those that went since `published`.
