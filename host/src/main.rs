@@ -2,12 +2,6 @@
 
 use allocd::cli::{self, Command};
 
-/// mimalloc gives freed memory back to the system on its own (a thousand followers leaving,
-/// a burst of blocking-pool threads ending), where glibc's per-thread arenas keep most of it.
-/// Plugins keep their own allocator: every buffer crossing the ABI carries its own deallocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match cli::parse(&args).and_then(run) {

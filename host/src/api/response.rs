@@ -21,6 +21,9 @@ use super::wire;
 use crate::stream::body::BodyReceiver;
 use crate::stream::compress::{self, Encoding, Input};
 
+/// Lists up to this long are encoded where they are (well under a millisecond).
+const LIST_INLINE_LIMIT: usize = 512;
+
 /// A response body.
 pub enum Body {
     Empty,
@@ -44,6 +47,18 @@ impl ApiResponse {
     /// 200 with Nomad's JSON encoding of `value`.
     pub fn json<T: Serialize>(value: &T, pretty: bool) -> Self {
         Self::json_bytes(Bytes::from(wire::to_json(value, pretty)))
+    }
+
+    /// [`Self::json`] for a list; a long one is encoded on the blocking pool, off the async
+    /// workers that answer everyone else.
+    pub async fn json_list<T: Serialize + Send + 'static>(items: Vec<T>, pretty: bool) -> Self {
+        if items.len() <= LIST_INLINE_LIMIT {
+            return Self::json(&items, pretty);
+        }
+        match tokio::task::spawn_blocking(move || wire::to_json(&items, pretty)).await {
+            Ok(json) => Self::json_bytes(Bytes::from(json)),
+            Err(err) => ApiError::internal(format!("encoding the answer failed: {err}")).into(),
+        }
     }
 
     /// 200 with already-encoded JSON.
