@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Runs every bench script after one release build: run.sh (idle RSS, stats and cat vs nginx),
-# follow.sh (follow latency, idle followers, 1 GiB stream), stats.sh (alloc stats with the cgroup
-# plugin, sampling cost), metrics.sh (/v1/metrics with 500 task cgroups). Each writes its own bench/results/*-latest.txt; this concatenates
+# Runs every bench script after one release build: run.sh (idle RSS, stats vs nginx and a
+# minimal warp server, cat vs nginx), follow.sh (follow latency, 1,000 followers: fan-out and
+# memory given back, 1 GiB stream), stats.sh (alloc stats with the cgroup plugin, sampling
+# cost), gzip.sh (gzip cat vs gzip -1), isolation.sh (stats latency under gzip downloads and
+# followers), metrics.sh (/v1/metrics with 500 task cgroups). Ports: free ones from
+# BENCH_PORTS (LOW-HIGH, see lib.sh); missing tools stop a script with the command that
+# installs them (BENCH_INSTALL=1 lets the scripts run apt-get, saying so). Each writes its own bench/results/*-latest.txt; this concatenates
 # them into bench/results/all-latest.txt. Exit status: non-zero if a script failed to run
 # (a FAIL against a target is reported in the tables, not in the exit status).
 set -uo pipefail
@@ -12,7 +16,8 @@ RESULTS_DIR="$BENCH_DIR/results"
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     echo "==> cargo build --release --workspace" >&2
-    (cd "$ROOT" && unset CARGO_TARGET_DIR && cargo build --release --workspace) || exit 1
+    (cd "$ROOT" && unset CARGO_TARGET_DIR && cargo build --release --workspace \
+        && cargo build --release -p allocd --example warp-stats) || exit 1
     export BENCH_BUILT=1
 fi
 export SKIP_BUILD=1
@@ -21,11 +26,13 @@ rc=0
 start=$SECONDS
 mkdir -p "$RESULTS_DIR"
 : >"$RESULTS_DIR/all-latest.txt"
-for script in run.sh follow.sh stats.sh gzip.sh metrics.sh; do
+for script in run.sh follow.sh stats.sh gzip.sh isolation.sh metrics.sh; do
     t0=$SECONDS
     echo "==> bench/$script" >&2
-    if ! "$BENCH_DIR/$script"; then
-        echo "bench/$script FAILED to run (exit status $?)" | tee -a "$RESULTS_DIR/all-latest.txt" >&2
+    "$BENCH_DIR/$script"
+    status=$?
+    if ((status != 0)); then
+        echo "bench/$script FAILED to run (exit status $status)" | tee -a "$RESULTS_DIR/all-latest.txt" >&2
         rc=1
         continue
     fi

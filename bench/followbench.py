@@ -6,6 +6,9 @@
       --interval apart) and measures, per line, the time from just before the write to the
       moment the line's bytes are decoded at the client. Prints one JSON object.
 
+  followbench.py loglines --file F --mib N
+      Writes N MiB of access-log-like lines to F (gzip.sh, isolation.sh).
+
   followbench.py verify --file F < body
       Checks a follow=false frames body against F: payload sha256, contiguous Offsets.
 
@@ -441,6 +444,25 @@ def cmd_verify(args):
     return 0 if ok else 1
 
 
+# --------------------------------------------------------------------------- loglines
+def cmd_loglines(args):
+    """Writes --mib MiB of access-log-like lines (seeded, so every run writes the same)."""
+    import random
+    rng = random.Random(7)
+    paths = ["/api/v1/items", "/api/v1/users", "/healthz", "/api/v1/orders", "/static/app.js"]
+    with open(args.file, "w") as out:
+        written, n = 0, 0
+        while written < args.mib << 20:
+            n += 1
+            line = (f"2026-12-01T14:{n // 60000 % 60:02d}:{n // 1000 % 60:02d}.{n % 1000:03d}Z INFO "
+                    f"request id={rng.getrandbits(64):016x} path={rng.choice(paths)} "
+                    f"status={rng.choice((200, 200, 200, 404, 500))} "
+                    f"bytes={rng.randrange(100, 90000)} duration={rng.randrange(1, 900)}ms\n")
+            out.write(line)
+            written += len(line)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -465,8 +487,11 @@ def main():
     idle.add_argument("--timeout", type=float, default=20.0)
     ver = sub.add_parser("verify")
     ver.add_argument("--file", required=True)
+    lines = sub.add_parser("loglines")
+    lines.add_argument("--file", required=True)
+    lines.add_argument("--mib", type=int, default=256)
     args = ap.parse_args()
-    return {"latency": cmd_latency, "idle": cmd_idle, "verify": cmd_verify}[args.cmd](args)
+    return {"latency": cmd_latency, "idle": cmd_idle, "verify": cmd_verify, "loglines": cmd_loglines}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -25,18 +25,22 @@ find_nginx() {
     fi
 }
 
-# ensure_tools TOOL... (curl, wrk, nginx, python3): installs the missing ones with apt-get.
+# ensure_tools TOOL... (curl, wrk, nginx, python3, gzip): stops with what is missing and the
+# command that installs it; installs it (saying so) only when BENCH_INSTALL=1.
 ensure_tools() {
     local missing=() t
     for t in "$@"; do
         case "$t" in
             nginx) find_nginx; [[ -n "$NGINX_BIN" ]] || missing+=(nginx) ;;
-            python3) command -v python3 >/dev/null || missing+=(python3) ;;
             *) command -v "$t" >/dev/null || missing+=("$t") ;;
         esac
     done
     if ((${#missing[@]} > 0)); then
-        log "installing: ${missing[*]}"
+        local install="apt-get install -y --no-install-recommends ${missing[*]}"
+        if [[ "${BENCH_INSTALL:-0}" != 1 ]]; then
+            die "missing: ${missing[*]}; install with \`$install\` (as root), or rerun with BENCH_INSTALL=1 to let the script do it"
+        fi
+        log "BENCH_INSTALL=1: installing ${missing[*]} with apt-get"
         local sudo=()
         if [[ "$(id -u)" -ne 0 ]]; then
             command -v sudo >/dev/null || die "need root or sudo to install ${missing[*]}"
@@ -80,16 +84,20 @@ port_in_use() {
     [[ -n "$(ss -Htln "sport = :$1" 2>/dev/null)" ]]
 }
 
+# free_port: a port that nothing listens on, from BENCH_PORTS (a range "LOW-HIGH", default
+# 20000-59999).
+BENCH_PORTS="${BENCH_PORTS:-20000-59999}"
 free_port() {
-    local p i
+    local p i low="${BENCH_PORTS%-*}" high="${BENCH_PORTS#*-}"
+    [[ "$low" =~ ^[0-9]+$ && "$high" =~ ^[0-9]+$ ]] && ((low <= high)) || die "BENCH_PORTS=$BENCH_PORTS: want LOW-HIGH"
     for ((i = 0; i < 200; i++)); do
-        p=$((20000 + RANDOM % 40000))
+        p=$((low + (RANDOM * 32768 + RANDOM) % (high - low + 1)))
         if ! port_in_use "$p"; then
             echo "$p"
             return 0
         fi
     done
-    die "no free port found"
+    die "no free port found in $BENCH_PORTS"
 }
 
 # VmRSS of a pid in KiB (0 if gone).
@@ -132,6 +140,8 @@ kib_to_mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b != "n/a" && a != "n/a" && b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 ratio3() { awk -v a="$1" -v b="$2" 'BEGIN { if (b != "n/a" && a != "n/a" && b > 0) printf "%.3f", a / b; else print "n/a" }'; }
 gbps() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1e9 }'; }
+# median VALUE...: the middle value (the lower middle for an even count).
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 mbps() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1e6 }'; }
 # pass_if OP VALUE TARGET  (OP: ge | lt | le)
 pass_if() {

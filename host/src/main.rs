@@ -23,6 +23,7 @@ fn run(command: Command) -> anyhow::Result<i32> {
             allocd::agent::raise_open_file_limit();
             // Sized from the plugins' limits: a burst (a thousand followers connecting at once)
             // leaves no more idle threads behind than the limits allow.
+            give_back_freed_memory();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .max_blocking_threads(allocd::agent::blocking_threads(&config))
@@ -47,5 +48,20 @@ fn run(command: Command) -> anyhow::Result<i32> {
             print!("{}\n{}", cli::USAGE, allocd::client::args::USAGE);
             Ok(0)
         }
+    }
+}
+
+/// glibc keeps what a burst (a thousand followers, a pool of blocking threads) freed in its
+/// arenas; every 10 s a trim hands the free pages back to the system (microseconds when idle).
+fn give_back_freed_memory() {
+    let spawned = std::thread::Builder::new().name("allocd-trim".into()).spawn(|| {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(10));
+            // SAFETY: malloc_trim only releases free memory; it is safe to call at any time.
+            unsafe { libc::malloc_trim(0) };
+        }
+    });
+    if let Err(err) = spawned {
+        eprintln!("allocd: no memory trim thread: {err}");
     }
 }

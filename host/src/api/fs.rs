@@ -43,7 +43,7 @@ pub async fn ls(state: &AppState, alloc_id: &str, req: &Request) -> Result<ApiRe
     let alloc = allocs::find(state, alloc_id, req, acl::READ_FS).await?;
     let entries = alloc.backend.list(alloc.id, path).await.map_err(|f| ApiError::from_fs_failure(&f))?;
     let entries: Vec<AllocFileInfo> = entries.iter().map(AllocFileInfo::from).collect();
-    Ok(ApiResponse::json(&entries, req.query.pretty()))
+    Ok(ApiResponse::json_list(entries, req.query.pretty()).await)
 }
 
 /// `GET /v1/client/fs/stat/:alloc_id?path=`

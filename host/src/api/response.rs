@@ -1,17 +1,15 @@
 //! Responses and the wrapping Nomad puts around every one of them: gzip/deflate exactly as
 //! gorilla/handlers chooses it (the first `Accept-Encoding` token that is exactly `gzip` or
-//! `deflate`; streams are flushed through the compressor chunk by chunk), `Vary`, and rs/cors'
+//! `deflate`; streams are flushed through the compressor chunk by chunk, see
+//! [`compress`](crate::stream::compress): anything but a small body is compressed off the
+//! async workers), `Vary`, and rs/cors'
 //! headers on `/v1/client/stats` and the `/v1/client/fs/` and `/v1/client/allocation/` subtrees.
 //!
 //! An empty body is never compressed (a deliberate difference): Nomad wraps it in a 20-byte
 //! gzip stream, which Nomad's own Go API client then fails to decode (`EOF`) on the GC calls.
 //! allocd sends `Content-Length: 0` and no `Content-Encoding`.
 
-use std::io::Write;
-
 use bytes::Bytes;
-use flate2::Compression;
-use flate2::write::{DeflateEncoder, GzEncoder};
 use serde::Serialize;
 use tokio_stream::StreamExt;
 use warp::Reply;
@@ -20,7 +18,11 @@ use warp::http::{Method, StatusCode};
 
 use super::error::ApiError;
 use super::wire;
-use crate::stream::body::{self, BodyReceiver};
+use crate::stream::body::BodyReceiver;
+use crate::stream::compress::{self, Encoding, Input};
+
+/// Lists up to this long are encoded where they are (well under a millisecond).
+const LIST_INLINE_LIMIT: usize = 512;
 
 /// A response body.
 pub enum Body {
@@ -45,6 +47,18 @@ impl ApiResponse {
     /// 200 with Nomad's JSON encoding of `value`.
     pub fn json<T: Serialize>(value: &T, pretty: bool) -> Self {
         Self::json_bytes(Bytes::from(wire::to_json(value, pretty)))
+    }
+
+    /// [`Self::json`] for a list; a long one is encoded on the blocking pool, off the async
+    /// workers that answer everyone else.
+    pub async fn json_list<T: Serialize + Send + 'static>(items: Vec<T>, pretty: bool) -> Self {
+        if items.len() <= LIST_INLINE_LIMIT {
+            return Self::json(&items, pretty);
+        }
+        match tokio::task::spawn_blocking(move || wire::to_json(&items, pretty)).await {
+            Ok(json) => Self::json_bytes(Bytes::from(json)),
+            Err(err) => ApiError::internal(format!("encoding the answer failed: {err}")).into(),
+        }
     }
 
     /// 200 with already-encoded JSON.
@@ -126,55 +140,6 @@ pub fn preflight(meta: &RequestMeta) -> ApiResponse {
     response
 }
 
-#[derive(Clone, Copy)]
-enum Encoding {
-    Gzip,
-    Deflate,
-}
-
-impl Encoding {
-    fn name(self) -> &'static str {
-        match self {
-            Encoding::Gzip => "gzip",
-            Encoding::Deflate => "deflate",
-        }
-    }
-}
-
-/// A streaming compressor that can be flushed after every chunk. Level 1 (zlib-rs): the agent
-/// compresses log lines on the fly, where throughput matters more than the last few percent
-/// of size.
-enum Compressor {
-    Gzip(GzEncoder<Vec<u8>>),
-    Deflate(DeflateEncoder<Vec<u8>>),
-}
-
-impl Compressor {
-    fn new(encoding: Encoding) -> Self {
-        match encoding {
-            Encoding::Gzip => Self::Gzip(GzEncoder::new(Vec::new(), Compression::fast())),
-            Encoding::Deflate => Self::Deflate(DeflateEncoder::new(Vec::new(), Compression::fast())),
-        }
-    }
-
-    /// Compresses `data` and sync-flushes, returning the bytes ready to send.
-    fn push(&mut self, data: &[u8]) -> Vec<u8> {
-        let result = match self {
-            Self::Gzip(encoder) => encoder.write_all(data).and_then(|_| encoder.flush()).map(|_| encoder.get_mut()),
-            Self::Deflate(encoder) => encoder.write_all(data).and_then(|_| encoder.flush()).map(|_| encoder.get_mut()),
-        };
-        result.map(std::mem::take).unwrap_or_default()
-    }
-
-    fn finish(self) -> Vec<u8> {
-        match self {
-            Self::Gzip(encoder) => encoder.finish(),
-            Self::Deflate(encoder) => encoder.finish(),
-        }
-        .unwrap_or_default()
-    }
-}
-
 /// Applies compression, `Vary` and CORS, and hands the response to warp.
 pub fn finish(response: ApiResponse, meta: &RequestMeta) -> warp::reply::Response {
     let ApiResponse { status, mut headers, body } = response;
@@ -183,13 +148,11 @@ pub fn finish(response: ApiResponse, meta: &RequestMeta) -> warp::reply::Respons
         (Body::Empty, _) => warp::reply::Response::new(Default::default()),
         (Body::Full(bytes), None) => warp::reply::Response::new(bytes.into()),
         (Body::Stream(rx), None) => stream_reply(rx),
-        (Body::Full(bytes), Some(encoding)) => {
-            let mut compressor = Compressor::new(encoding);
-            let mut out = compressor.push(&bytes);
-            out.extend(compressor.finish());
-            warp::reply::Response::new(out.into())
+        (Body::Full(bytes), Some(encoding)) if bytes.len() <= compress::INLINE_LIMIT => {
+            warp::reply::Response::new(compress::compress_small(&bytes, encoding).into())
         }
-        (Body::Stream(rx), Some(encoding)) => stream_reply(compress_stream(rx, encoding)),
+        (Body::Full(bytes), Some(encoding)) => stream_reply(compress::compress(Input::Whole(bytes), encoding)),
+        (Body::Stream(rx), Some(encoding)) => stream_reply(compress::compress(Input::Stream(rx), encoding)),
     };
     let mut reply = body;
     *reply.status_mut() = status;
@@ -207,38 +170,6 @@ pub fn finish(response: ApiResponse, meta: &RequestMeta) -> warp::reply::Respons
     }
     reply.headers_mut().extend(headers);
     reply
-}
-
-/// Compresses a streamed body in a task of its own. Each chunk (at most a body budget) is
-/// compressed on the blocking pool, so downloads never hold the async workers that answer
-/// everyone else. The task ends as soon as the client leaves, not only at the producer's next
-/// chunk, so that the producer (an idle follower) sees the client go at once.
-fn compress_stream(mut rx: BodyReceiver, encoding: Encoding) -> BodyReceiver {
-    let (tx, compressed) = body::channel();
-    tokio::spawn(async move {
-        let mut compressor = Compressor::new(encoding);
-        loop {
-            let chunk = tokio::select! {
-                chunk = rx.recv() => chunk,
-                () = tx.closed() => return,
-            };
-            let Some(chunk) = chunk else { break };
-            let Ok((returned, out)) = tokio::task::spawn_blocking(move || {
-                let out = compressor.push(&chunk);
-                (compressor, out)
-            })
-            .await
-            else {
-                return;
-            };
-            compressor = returned;
-            if tx.send(Bytes::from(out)).await.is_err() {
-                return;
-            }
-        }
-        let _ = tx.send(Bytes::from(compressor.finish())).await;
-    });
-    compressed
 }
 
 fn stream_reply(rx: BodyReceiver) -> warp::reply::Response {

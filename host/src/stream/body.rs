@@ -71,6 +71,11 @@ impl BodyReceiver {
         self.rx.recv().await
     }
 
+    /// A chunk that is already waiting, if any.
+    pub fn try_recv(&mut self) -> Option<Bytes> {
+        self.rx.try_recv().ok()
+    }
+
     pub fn into_stream(self) -> tokio_stream::wrappers::UnboundedReceiverStream<Bytes> {
         tokio_stream::wrappers::UnboundedReceiverStream::new(self.rx)
     }

@@ -8,7 +8,8 @@
 //! [`Cursor::check`] tells truncation (the file shrank below the read position) from deletion
 //! (the path is gone or names another file), as Nomad's tail does. A truncation is announced
 //! in the frame of the data read next from offset 0 (alone when there is none yet), as
-//! Nomad's `streamFile` sends it. An idle follower makes no plugin calls at all.
+//! Nomad's `streamFile` sends it. An idle follower makes no plugin calls at all, and followers
+//! of the same file share their reads and checks ([`shared`](super::shared)).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
@@ -16,7 +17,10 @@ use std::time::Duration;
 
 use allocd_plugin_abi::{ErrorKind, FileIdentity};
 
+use bytes::Bytes;
+
 use super::frame::{Disconnected, FILE_DELETED, FILE_TRUNCATED, Sink};
+use super::shared::{FileKey, FileShare};
 use super::watch::{Poll, Probe, Subscription, WatchHub};
 use crate::plugins::registry::OpenFile;
 use crate::plugins::{PluginFailure, StoragePlugin};
@@ -120,6 +124,8 @@ pub struct Cursor {
     frame_name: String,
     pub offset: u64,
     subscription: Subscription,
+    /// Reads and checks shared with the other followers of this file.
+    share: Arc<FileShare>,
     /// An event for the next frame (`file truncated`).
     pending_event: Option<&'static str>,
 }
@@ -129,6 +135,13 @@ impl Cursor {
         let subscription = source.subscribe_file(path).await;
         let file = source.backend().open(&source.alloc_id, path).await?;
         let identity = file.identity().await?;
+        let share = source.hub.reads().file(FileKey {
+            backend: source.registry_index,
+            alloc_id: source.alloc_id.clone(),
+            path: path.to_owned(),
+            device: identity.device,
+            inode: identity.inode,
+        });
         Ok(Self {
             source: source.clone(),
             file,
@@ -137,19 +150,26 @@ impl Cursor {
             frame_name: frame_name.to_owned(),
             offset,
             subscription,
+            share,
             pending_event: None,
         })
     }
 
     /// Sends everything up to end of file, or until `limit` bytes have been sent in all.
-    /// Returns true when the limit was reached.
+    /// Returns true when the limit was reached. While a full chunk is being sent the next one
+    /// is already read (one chunk ahead, no more).
     pub async fn drain(&mut self, sink: &mut Sink, limit: &mut Option<u64>) -> Result<bool, StreamEnd> {
+        let since = self.source.hub.changes_seen();
+        let mut ahead = None;
         loop {
             if *limit == Some(0) {
                 return Ok(true);
             }
             let len = super::raw::next_len(*limit);
-            let chunk = self.file.read_at(self.offset, len).await?;
+            let chunk = match ahead.take() {
+                Some(read) => read?,
+                None => self.read(self.offset, len, since).await?,
+            };
             let event = self.pending_event.take();
             if chunk.is_empty() {
                 if let Some(event) = event {
@@ -161,8 +181,21 @@ impl Cursor {
             if let Some(left) = limit {
                 *left -= chunk.len() as u64;
             }
-            sink.data(&self.frame_name, event.unwrap_or_default(), &chunk, self.offset).await?;
+            let send = sink.data(&self.frame_name, event.unwrap_or_default(), &chunk, self.offset);
+            if chunk.len() == len && *limit != Some(0) {
+                let (read, sent) = tokio::join!(self.read(self.offset, super::raw::next_len(*limit), since), send);
+                sent?;
+                ahead = Some(read);
+            } else {
+                send.await?;
+            }
         }
+    }
+
+    /// The bytes at `offset`, shared with the other followers of the file when they can be.
+    async fn read(&self, offset: u64, len: usize, since: u64) -> Result<Bytes, PluginFailure> {
+        let read = async { self.file.read_at(offset, len).await.map(Bytes::from) };
+        self.share.read(offset, len, since, self.source.hub.changes_seen(), read).await
     }
 
     /// Waits for a reason to look at the file again (see the module doc); sends heartbeats.
@@ -172,20 +205,28 @@ impl Cursor {
 
     /// Looks for truncation and deletion after a wake-up with no new bytes.
     pub async fn check(&mut self, sink: &mut Sink) -> Result<Change, StreamEnd> {
-        let backend = self.source.backend();
-        match backend.identify(&self.source.alloc_id, &self.path).await {
-            Ok(now) if (now.device, now.inode) == (self.identity.device, self.identity.inode) => {}
-            Ok(_) => return self.deleted(sink).await,
-            Err(failure) if failure.kind() == ErrorKind::NOT_FOUND => return self.deleted(sink).await,
-            Err(failure) => return Err(failure.into()),
-        }
-        let size = self.file.identity().await?.size;
+        let hub = &self.source.hub;
+        let Some(size) = self.share.probe(hub.changes_seen(), hub.changes_seen(), self.probe()).await? else {
+            return self.deleted(sink).await;
+        };
         if size < self.offset {
             self.offset = 0;
             self.pending_event = Some(FILE_TRUNCATED);
             return Ok(Change::Truncated);
         }
         Ok(Change::None)
+    }
+
+    /// The file's size, or `None` when its path is gone or names another file.
+    async fn probe(&self) -> Result<Option<u64>, PluginFailure> {
+        let backend = self.source.backend();
+        match backend.identify(&self.source.alloc_id, &self.path).await {
+            Ok(now) if (now.device, now.inode) == (self.identity.device, self.identity.inode) => {}
+            Ok(_) => return Ok(None),
+            Err(failure) if failure.kind() == ErrorKind::NOT_FOUND => return Ok(None),
+            Err(failure) => return Err(failure),
+        }
+        Ok(Some(self.file.identity().await?.size))
     }
 
     async fn deleted(&self, sink: &mut Sink) -> Result<Change, StreamEnd> {

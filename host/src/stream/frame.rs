@@ -11,10 +11,8 @@
 
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64_simd::STANDARD as BASE64;
 use bytes::Bytes;
-use serde::Serialize;
 use tokio::time::Instant;
 
 use super::body::{self, BodyReceiver, BodySender};
@@ -27,26 +25,47 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 pub const FILE_DELETED: &str = "file deleted";
 pub const FILE_TRUNCATED: &str = "file truncated";
 
-#[derive(Serialize)]
-struct Frame<'a> {
-    #[serde(rename = "Data", skip_serializing_if = "str::is_empty")]
-    data: &'a str,
-    #[serde(rename = "File", skip_serializing_if = "str::is_empty")]
-    file: &'a str,
-    #[serde(rename = "FileEvent", skip_serializing_if = "str::is_empty")]
-    file_event: &'a str,
-    #[serde(rename = "Offset", skip_serializing_if = "is_zero")]
-    offset: u64,
-}
-
-fn is_zero(offset: &u64) -> bool {
-    *offset == 0
-}
-
 /// Encodes one frame as Nomad does.
 pub fn encode(file: &str, event: &str, data: &[u8], offset: u64) -> Vec<u8> {
-    let data = STANDARD.encode(data);
-    serde_json::to_vec(&Frame { data: &data, file, file_event: event, offset }).expect("frames always encode")
+    let mut out = Vec::with_capacity(encoded_len(file, event, data.len()));
+    encode_into(&mut out, file, event, data, offset);
+    out
+}
+
+/// An upper bound of a frame's size, for reserving its buffer (names needing escapes may
+/// grow past it; the buffer then grows once).
+fn encoded_len(file: &str, event: &str, data_len: usize) -> usize {
+    BASE64.encoded_length(data_len) + file.len() + event.len() + 64
+}
+
+/// Appends one frame to `out`: the bytes serde_json writes for Nomad's `StreamFrame` (keys in
+/// order, empty fields omitted), with the base64 written straight into the buffer.
+pub fn encode_into(out: &mut Vec<u8>, file: &str, event: &str, data: &[u8], offset: u64) {
+    let mut separator = b'{';
+    let mut key = |out: &mut Vec<u8>, name: &str| {
+        out.push(separator);
+        separator = b',';
+        out.extend_from_slice(name.as_bytes());
+    };
+    if !data.is_empty() {
+        key(out, "\"Data\":\"");
+        BASE64.encode_append(data, out);
+        out.push(b'"');
+    }
+    for (name, value) in [("\"File\":", file), ("\"FileEvent\":", event)] {
+        if !value.is_empty() {
+            key(out, name);
+            serde_json::to_writer(&mut *out, value).expect("writing to a Vec cannot fail");
+        }
+    }
+    if offset != 0 {
+        key(out, "\"Offset\":");
+        out.extend_from_slice(itoa::Buffer::new().format(offset).as_bytes());
+    }
+    if separator == b'{' {
+        out.push(b'{');
+    }
+    out.push(b'}');
 }
 
 /// The client went away; the stream should end.
@@ -69,9 +88,9 @@ impl Sink {
 
     /// Sends `data` read from `file`, ending at position `end`, in frames of at most 64 KiB;
     /// the first frame also carries `event` when there is one.
-    pub async fn data(&mut self, file: &str, event: &str, data: &[u8], end: u64) -> Result<(), Disconnected> {
+    pub async fn data(&mut self, file: &str, event: &str, data: &Bytes, end: u64) -> Result<(), Disconnected> {
         if self.plain {
-            return self.write(Bytes::copy_from_slice(data)).await;
+            return self.write(data.clone()).await;
         }
         let mut start = end - data.len() as u64;
         let mut event = event;
@@ -125,7 +144,42 @@ impl Sink {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+    use serde::Serialize;
+
     use super::*;
+
+    /// The frame as serde_json wrote it before frames were written by hand.
+    #[derive(Serialize)]
+    struct SerdeFrame<'a> {
+        #[serde(rename = "Data", skip_serializing_if = "str::is_empty")]
+        data: &'a str,
+        #[serde(rename = "File", skip_serializing_if = "str::is_empty")]
+        file: &'a str,
+        #[serde(rename = "FileEvent", skip_serializing_if = "str::is_empty")]
+        file_event: &'a str,
+        #[serde(rename = "Offset", skip_serializing_if = "is_zero")]
+        offset: u64,
+    }
+
+    fn is_zero(offset: &u64) -> bool {
+        *offset == 0
+    }
+
+    proptest! {
+        #[test]
+        fn frames_are_byte_identical_to_serde_json(
+            file in "\\PC{0,12}|[\"\\\\\u{0}-\u{1f}\u{7f}<>&\u{2028}é]{0,6}",
+            event in prop_oneof![Just(""), Just(FILE_TRUNCATED), Just(FILE_DELETED)],
+            data in proptest::collection::vec(any::<u8>(), 0..300),
+            offset in prop_oneof![Just(0u64), any::<u64>()],
+        ) {
+            use base64::Engine;
+            let base64 = base64::engine::general_purpose::STANDARD.encode(&data);
+            let expected = serde_json::to_vec(&SerdeFrame { data: &base64, file: &file, file_event: event, offset }).unwrap();
+            prop_assert_eq!(String::from_utf8(encode(&file, event, &data, offset)).unwrap(), String::from_utf8(expected).unwrap());
+        }
+    }
 
     #[test]
     fn frames_match_nomads_bytes() {
@@ -144,7 +198,7 @@ mod tests {
     #[tokio::test]
     async fn data_is_split_into_64k_frames_with_end_offsets() {
         let (mut sink, mut rx) = Sink::new(false);
-        let data = vec![b'a'; FRAME_SIZE + 10];
+        let data = Bytes::from(vec![b'a'; FRAME_SIZE + 10]);
         // The frames exceed the body budget: the sink waits for them to be read.
         tokio::spawn(async move { sink.data("f", FILE_TRUNCATED, &data, 100 + data.len() as u64).await.unwrap() });
         let mut frames = Vec::new();

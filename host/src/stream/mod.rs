@@ -1,19 +1,23 @@
 //! Moving file bytes from a storage backend to an HTTP body.
 //!
 //! * [`body`] is the byte-bounded channel every streamed response body goes through.
+//! * [`compress`] is gzip/deflate of response bodies, in parallel slices off the async workers.
 //! * [`raw`] serves cat and readat: `read_at` chunks of the body budget.
 //! * [`frame`] is Nomad's stream framing and the output [`frame::Sink`] (JSON or plain).
 //! * [`follow`] reads one file and follows it (inotify via [`watch`], plus a poll timer).
+//! * [`shared`] lets the followers of one file share its reads.
 //! * [`logs`] picks the starting log file and walks rotations.
 //!
 //! Every stream runs in its own task writing into a bounded channel, so a slow client
 //! pushes back and a gone client ends the task (and drops its watches).
 
 pub mod body;
+pub mod compress;
 pub mod follow;
 pub mod frame;
 pub mod logs;
 pub mod raw;
+pub mod shared;
 pub mod watch;
 
 use follow::{Change, Cursor, StreamEnd};

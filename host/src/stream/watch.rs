@@ -7,15 +7,21 @@
 //! paths are reference-counted (the kernel watch goes with the last subscriber) and one poll
 //! task runs per followed thing however many follow it, so idle followers cost nothing.
 //! Wake-ups store a permit, so a change that lands while a follower is reading is not lost.
+//! The hub counts the changes it passes on ([`WatchHub::changes_seen`]): a read that started
+//! after the count reached a follower's mark saw every change that woke it (see
+//! [`shared`](super::shared), which the hub also holds).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::Notify;
+
+use super::shared::SharedReads;
 
 #[derive(Default)]
 struct Watched {
@@ -28,6 +34,8 @@ struct Table {
     paths: HashMap<PathBuf, Watched>,
     polls: HashMap<String, Polled>,
     next_id: u64,
+    /// Changes passed on so far; counted before the subscribers are woken.
+    changes: Arc<AtomicU64>,
 }
 
 /// One shared poll task and who it wakes.
@@ -52,6 +60,8 @@ pub struct Poll {
 pub struct WatchHub {
     watcher: Option<Mutex<RecommendedWatcher>>,
     table: Arc<Mutex<Table>>,
+    changes: Arc<AtomicU64>,
+    reads: SharedReads,
 }
 
 impl Default for WatchHub {
@@ -62,7 +72,8 @@ impl Default for WatchHub {
 
 impl WatchHub {
     pub fn new() -> Self {
-        let table = Arc::new(Mutex::new(Table::default()));
+        let changes = Arc::new(AtomicU64::new(0));
+        let table = Arc::new(Mutex::new(Table { changes: Arc::clone(&changes), ..Table::default() }));
         // notify's event thread only forwards paths: it must never wait on the table lock,
         // which is held while (un)watching, and (un)watching waits on that thread.
         let (events_tx, events_rx) = std::sync::mpsc::channel::<Vec<PathBuf>>();
@@ -72,6 +83,7 @@ impl WatchHub {
             .spawn(move || {
                 for paths in events_rx {
                     let table = dispatch_table.lock().unwrap_or_else(|e| e.into_inner());
+                    table.changes.fetch_add(1, Ordering::SeqCst);
                     for path in &paths {
                         for candidate in [Some(path.as_path()), path.parent()].into_iter().flatten() {
                             if let Some(watched) = table.paths.get(candidate) {
@@ -94,7 +106,17 @@ impl WatchHub {
                 None
             }
         };
-        Self { watcher, table }
+        Self { watcher, table, changes, reads: SharedReads::default() }
+    }
+
+    /// How many changes the hub has passed on: a mark for [`shared`](super::shared) reads.
+    pub fn changes_seen(&self) -> u64 {
+        self.changes.load(Ordering::SeqCst)
+    }
+
+    /// The reads shared by followers of the same file.
+    pub fn reads(&self) -> &SharedReads {
+        &self.reads
     }
 
     /// Watches `paths` and joins `poll` for one follower. Paths that cannot be watched are
@@ -181,6 +203,7 @@ async fn poll_task(table: std::sync::Weak<Mutex<Table>>, poll: Poll) {
         last = now;
         let Some(table) = table.upgrade() else { return };
         let table = table.lock().unwrap_or_else(|e| e.into_inner());
+        table.changes.fetch_add(1, Ordering::SeqCst);
         if let Some(polled) = table.polls.get(&poll.key) {
             polled.subscribers.values().for_each(|wake| wake.notify_one());
         }
