@@ -558,16 +558,19 @@ fn fleet_of_a_thousand_simulated_nodes_routes_from_its_cache() {
     let after_cached = etcd_ranges(&etcd);
     assert_eq!((after_cold - before, after_cached - after_cold), (1, 0), "etcd reads: one cold lookup, ten cached");
 
-    // Memory for the fleet: 1,001 members and 10,000 cached allocations, against a
-    // single-node agent asked the same 10,000 requests (answered `Unknown allocation`). The
-    // figures are printed, not judged: the issue's 32 MiB target is not met yet (see
-    // docs/fleet.md).
+    // Memory for the fleet: 1,001 members and 10,000 cached allocations over four concurrent
+    // connections, against the same agent before these lookups and a single-node agent asked
+    // the same 10,000 requests (answered `Unknown allocation`). The figures are printed, not
+    // judged yet: the growth is memory glibc's per-thread arenas keep after it was freed (the
+    // live heap stays near 6 MiB, see docs/fleet.md), and the issue's 32 MiB target is not met.
+    let fleet_before_kib = memory_kib(a.agent.child.id(), "VmRSS");
     ask_for_simulated_allocations(&a.agent.base, "No path to node");
     ask_for_simulated_allocations(&single.agent.base, "Unknown allocation");
     let fleet_kib = memory_kib(a.agent.child.id(), "VmRSS");
     let single_kib = memory_kib(single.agent.child.id(), "VmRSS");
     println!(
-        "RSS with 1,001 members and 10,000 cached allocations: {fleet_kib} KiB; single-node agent: {single_kib} KiB"
+        "RSS with 1,001 members and 10,000 cached allocations: {fleet_kib} KiB ({fleet_before_kib} KiB before the \
+         lookups); single-node agent: {single_kib} KiB"
     );
 
     // A registrant whose lease ends is forgotten: its allocations become unknown.
