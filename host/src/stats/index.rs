@@ -111,3 +111,36 @@ impl AllocsIndex {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(ids: &[&str]) -> Entry {
+        let allocs = ids.iter().map(|id| (id.to_string(), AllocInfo::default())).collect();
+        Entry::Listed { generation: 1, allocs: Arc::new(allocs) }
+    }
+
+    fn index(entries: Vec<Entry>) -> AllocsIndex {
+        AllocsIndex { backends: RwLock::new(entries) }
+    }
+
+    #[test]
+    fn only_a_single_holder_among_indexed_backends_is_an_answer() {
+        assert_eq!(index(vec![listed(&["a"]), listed(&["b"])]).holder("b").map(|(i, _)| i), Some(1));
+        assert!(index(vec![listed(&["a"]), listed(&["b"])]).holder("c").is_none(), "a miss");
+        assert!(index(vec![listed(&["a"]), listed(&["a"])]).holder("a").is_none(), "held twice");
+        assert!(index(vec![listed(&["a"]), Entry::Unknown]).holder("a").is_none(), "a backend not listed");
+        assert!(index(vec![listed(&["a"]), Entry::Unsupported]).holder("a").is_none(), "a backend without index");
+        assert!(index(Vec::new()).holder("a").is_none(), "no backend");
+    }
+
+    #[test]
+    fn forgotten_allocations_leave_the_index() {
+        let index = index(vec![listed(&["a", "b"]), listed(&["c"])]);
+        index.forget("a");
+        index.forget_in(1, "c");
+        assert!(index.holder("a").is_none() && index.holder("c").is_none());
+        assert!(index.holder("b").is_some());
+    }
+}
