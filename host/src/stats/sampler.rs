@@ -116,11 +116,13 @@ impl Sampler {
         if !Arc::ptr_eq(&cache.round, &round) {
             *cache = AllocAnswers { round: Arc::clone(&round), answers: HashMap::new() };
         }
-        let encode = || {
-            let samples = round.get(alloc_id).into_iter().flat_map(|t| t.values().map(|s| &s.sample));
-            Bytes::from(wire::to_json(&model::AllocResourceUsage::compose(samples, None), false))
-        };
-        cache.answers.entry(alloc_id.to_string()).or_insert_with(encode).clone()
+        if let Some(answer) = cache.answers.get(alloc_id) {
+            return answer.clone();
+        }
+        let samples = round.get(alloc_id).into_iter().flat_map(|t| t.values().map(|s| &s.sample));
+        let answer = Bytes::from(wire::to_json(&model::AllocResourceUsage::compose(samples, None), false));
+        cache.answers.insert(alloc_id.to_string(), answer.clone());
+        answer
     }
 
     /// Forgets a collected allocation's samples, evidence and index entries.
