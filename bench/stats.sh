@@ -20,6 +20,7 @@ SAMPLE_WARMUP="${SAMPLE_WARMUP:-3}"      # seconds after start before measuring
 
 # Targets.
 T_ALLOC_STATS_RPS=10000
+T_ALLOC_HOST_RATIO=0.7
 T_SAMPLING_CPU_PCT=5
 
 # --------------------------------------------------------------------------- build
@@ -212,7 +213,7 @@ for n in stats sample-base sample-cgroup; do agent_log_notes "$n"; done
     row "alloc stats: tasks in response" "$ALLOC_TASKS" "$TASKS" "$([[ "$ALLOC_TASKS" == "$TASKS" ]] && echo PASS || echo FAIL)"
     row "alloc stats req/s ($TASKS tasks)" "$(printf '%.0f' "$ALLOC_RPS")" ">= $T_ALLOC_STATS_RPS" "$(pass_if ge "$ALLOC_RPS" "$T_ALLOC_STATS_RPS")"
     row "host stats req/s (baseline)" "$(printf '%.0f' "$HOST_RPS")" "-" "info"
-    row "ratio alloc/host stats" "$ALLOC_RATIO" "-" "info"
+    row "ratio alloc/host stats" "$ALLOC_RATIO" ">= $T_ALLOC_HOST_RATIO" "$(pass_if ge "$ALLOC_RATIO" "$T_ALLOC_HOST_RATIO")"
     row "CPU without cgroup (% core)" "$BASE_CPU" "-" "info"
     row "CPU with cgroup, $SCOPES scopes (% core)" "$CG_CPU" "-" "info"
     row "sampling cost of $SCOPES scopes (% core)" "$SAMPLING_COST" "<= $T_SAMPLING_CPU_PCT" "$(pass_if le "$SAMPLING_COST" "$T_SAMPLING_CPU_PCT")"

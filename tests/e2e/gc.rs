@@ -74,6 +74,9 @@ fn a_finished_allocation_is_collected_once_after_the_grace() {
     collected_eventually(&agent, ALLOC_ID);
     assert!(exited_at.elapsed() >= Duration::from_millis(1500));
     assert!(!fixture.alloc_root().exists(), "out of sight when the answer comes");
+    // Its stats were answered from the allocation index: that answer is gone at once too.
+    let stats = agent.get(&format!("/v1/client/allocation/{ALLOC_ID}/stats"));
+    assert_eq!((stats.status, stats.text()), (404, format!("state for allocation {ALLOC_ID} not found on client")));
 
     let again = agent.get(&gc_url(ALLOC_ID));
     assert_eq!((again.status, again.text().as_str()), (500, NOT_ELIGIBLE));

@@ -20,11 +20,15 @@ pub async fn dispatch(state: &AppState, rest: &str, req: &Request) -> Result<Api
     }
 }
 
-/// The allocation's latest usage, composed from the cached task samples.
+/// The allocation's latest usage, composed from the cached task samples (found through the
+/// allocation index; the compact answer for all tasks is encoded once per round of samples).
 async fn stats(state: &AppState, alloc_id: &str, req: &Request) -> Result<ApiResponse, ApiError> {
-    let alloc = allocs::find(state, alloc_id, req, acl::READ_JOB).await?;
-    let samples = state.sampler.tasks();
+    let alloc = allocs::find_indexed(state, alloc_id, req, acl::READ_JOB).await?;
     let task = Some(req.query.get("task")).filter(|t| !t.is_empty());
+    if task.is_none() && !req.query.pretty() {
+        return Ok(ApiResponse::json_bytes(state.sampler.alloc_stats_json(alloc.id)));
+    }
+    let samples = state.sampler.tasks();
     let usage = AllocResourceUsage::compose(
         samples.get(alloc.id).into_iter().flat_map(|t| t.values().map(|s| &s.sample)),
         task,

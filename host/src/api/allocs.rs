@@ -5,6 +5,11 @@
 //! error rather than a silent pick. The backend that holds an allocation answers for it even
 //! when another backend fails; an ID that no backend holds is a 500 naming the failing
 //! backend (it might hold it), not a 404.
+//!
+//! Allocation stats look the allocation up in the sampler's allocation index first
+//! ([`find_indexed`]); the other endpoints, which call the backend anyway and some of which
+//! act on the task list (logs, GC), ask the backends every time. Any lookup that hears a
+//! backend say "not found" drops a stale index entry of it.
 
 use allocd_plugin_abi::AllocInfo;
 use allocd_plugin_sdk::paths::is_alloc_id;
@@ -39,6 +44,23 @@ pub async fn find<'a>(
     Ok(alloc)
 }
 
+/// [`find`], answered from the allocation index without any plugin call when it knows the
+/// holder; a miss (a new allocation, a backend without an index) falls back to [`find`]. An
+/// allocation collected or being collected is never answered from the index.
+pub async fn find_indexed<'a>(
+    state: &'a AppState,
+    alloc_id: &'a str,
+    req: &Request,
+    need: Need,
+) -> Result<Alloc<'a>, ApiError> {
+    let hit =
+        state.sampler.allocs().holder(alloc_id).filter(|_| state.collector.collected_namespace(alloc_id).is_none());
+    let Some((backend_index, info)) = hit else { return find(state, alloc_id, req, need).await };
+    let alloc = Alloc { id: alloc_id, backend: &state.registry.storage[backend_index], backend_index, info };
+    state.acl.check(req.token.as_deref(), need, alloc.info.namespace.as_str())?;
+    Ok(alloc)
+}
+
 async fn lookup<'a>(state: &'a AppState, alloc_id: &'a str) -> Result<Alloc<'a>, ApiError> {
     if alloc_id.len() != 36 {
         return Err(ApiError::bad_request("alloc lookup failed: index error: UUID must be 36 characters"));
@@ -54,7 +76,7 @@ async fn lookup<'a>(state: &'a AppState, alloc_id: &'a str) -> Result<Alloc<'a>,
     for (backend_index, (backend, answer)) in state.registry.storage.iter().zip(answers).enumerate() {
         match answer {
             Ok(Some(info)) => holders.push(Alloc { id: alloc_id, backend, backend_index, info }),
-            Ok(None) => {}
+            Ok(None) => state.sampler.allocs().forget_in(backend_index, alloc_id),
             Err(failure) => failures.push(failure),
         }
     }

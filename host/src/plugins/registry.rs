@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use abi_stable::std_types::{ROption, RSliceMut, RStr, RString, RVec};
 use allocd_plugin_abi::{
-    AllocInfo, ErrorKind, FileIdentity, FileInfo, FileReaderBox, HostContext, HostStats, LogLevel, MetricsProviderBox,
-    PluginKinds, StorageBackendBox, TaskLabels, TaskReport,
+    AllocIndex, AllocInfo, ErrorKind, FileIdentity, FileInfo, FileReaderBox, HostContext, HostStats, LogLevel,
+    MetricsProviderBox, PluginKinds, StorageBackendBox, TaskLabels, TaskReport,
 };
 
 use super::call::{Caller, PluginFailure};
@@ -136,6 +136,11 @@ impl StoragePlugin {
     pub async fn alloc_info(&self, alloc_id: &str) -> Result<Option<AllocInfo>, PluginFailure> {
         let id = alloc_id.to_owned();
         self.caller.call(&self.backend, move |b| b.alloc_info(id.as_str().into())).await.map(ROption::into_option)
+    }
+    /// The backend's allocations unless `known_generation` is still current (ABI 1.1,
+    /// optional: an older library answers `UNSUPPORTED`).
+    pub async fn alloc_index(&self, known_generation: u64) -> Result<AllocIndex, PluginFailure> {
+        self.caller.call(&self.backend, move |b| b.alloc_index(known_generation)).await
     }
     pub async fn list_allocs(&self) -> Result<Vec<String>, PluginFailure> {
         let ids = self.caller.call(&self.backend, |b| b.list_allocs()).await?;

@@ -10,6 +10,9 @@
 //! The first samples are taken before the agent serves, as Nomad collects synchronously when
 //! none exists yet. Tasks the agent runs itself (the `-dev` sample) report through a
 //! [`TaskSource`] like a provider.
+//!
+//! Each task round also refreshes the allocation [`AllocsIndex`], and an allocation's compact
+//! stats answer is encoded once per round, on its first request ([`Sampler::alloc_stats_json`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -21,6 +24,7 @@ use futures_util::StreamExt;
 use futures_util::future::join_all;
 use futures_util::stream::FuturesUnordered;
 
+use super::index::AllocsIndex;
 use crate::api::model;
 use crate::api::wire;
 use crate::gc::evidence::Evidence;
@@ -51,10 +55,19 @@ pub struct Sampled {
 /// Task samples by allocation ID, then by task name.
 pub type TaskSamples = HashMap<String, HashMap<String, Sampled>>;
 
+/// Compact allocation stats answers, encoded from one round of task samples.
+#[derive(Default)]
+struct AllocAnswers {
+    round: Arc<TaskSamples>,
+    answers: HashMap<String, Bytes>,
+}
+
 /// The latest samples, shared by the sampling task and the handlers.
 pub struct Sampler {
     host: RwLock<Option<Arc<HostSample>>>,
     tasks: RwLock<Arc<TaskSamples>>,
+    alloc_answers: std::sync::Mutex<AllocAnswers>,
+    allocs: AllocsIndex,
     evidence: Evidence,
     own_tasks: Vec<Arc<dyn TaskSource>>,
     /// The last failure reported per provider and kind, so each is logged once.
@@ -67,6 +80,8 @@ impl Sampler {
         Self {
             host: RwLock::default(),
             tasks: RwLock::default(),
+            alloc_answers: std::sync::Mutex::default(),
+            allocs: AllocsIndex::default(),
             evidence,
             own_tasks,
             failures: std::sync::Mutex::default(),
@@ -88,8 +103,31 @@ impl Sampler {
         Arc::clone(&self.tasks.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Forgets a collected allocation's samples and evidence.
+    /// Which backend holds which allocation.
+    pub fn allocs(&self) -> &AllocsIndex {
+        &self.allocs
+    }
+
+    /// `/v1/client/allocation/:alloc_id/stats`'s compact answer from the latest task samples,
+    /// encoded once per round of samples.
+    pub fn alloc_stats_json(&self, alloc_id: &str) -> Bytes {
+        let round = self.tasks();
+        let mut cache = self.alloc_answers.lock().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&cache.round, &round) {
+            *cache = AllocAnswers { round: Arc::clone(&round), answers: HashMap::new() };
+        }
+        if let Some(answer) = cache.answers.get(alloc_id) {
+            return answer.clone();
+        }
+        let samples = round.get(alloc_id).into_iter().flat_map(|t| t.values().map(|s| &s.sample));
+        let answer = Bytes::from(wire::to_json(&model::AllocResourceUsage::compose(samples, None), false));
+        cache.answers.insert(alloc_id.to_string(), answer.clone());
+        answer
+    }
+
+    /// Forgets a collected allocation's samples, evidence and index entries.
     pub async fn forget(&self, alloc_id: &str) {
+        self.allocs.forget(alloc_id);
         {
             let mut tasks = self.tasks.write().unwrap_or_else(|e| e.into_inner());
             if tasks.contains_key(alloc_id) {
@@ -132,12 +170,12 @@ impl Sampler {
 
     async fn collect_tasks(&self, registry: &Registry) {
         // Providers are asked concurrently, so a slow one delays no other.
-        let answers = join_all(registry.metrics.iter().map(|p| async move {
+        let samples = join_all(registry.metrics.iter().map(|p| async move {
             let report = p.sample_tasks().await;
             let labels = if report.is_ok() { p.task_labels().await } else { Ok(Vec::new()) };
             (p, report, labels)
-        }))
-        .await;
+        }));
+        let (answers, ()) = tokio::join!(samples, self.allocs.refresh(registry));
         let mut reports: Vec<(&str, Option<TaskReport>)> = Vec::new();
         let mut labels: HashMap<(String, String), Arc<TaskLabels>> = HashMap::new();
         for (provider, answer, known) in answers {
