@@ -560,17 +560,21 @@ fn fleet_of_a_thousand_simulated_nodes_routes_from_its_cache() {
 
     // Memory for the fleet: 1,001 members and 10,000 cached allocations over four concurrent
     // connections, against the same agent before these lookups and a single-node agent asked
-    // the same 10,000 requests (answered `Unknown allocation`). The figures are printed, not
-    // judged yet: the growth is memory glibc's per-thread arenas keep after it was freed (the
-    // live heap stays near 6 MiB, see docs/fleet.md), and the issue's 32 MiB target is not met.
+    // the same 10,000 requests (answered `Unknown allocation`). The live heap stays near 6 MiB;
+    // what glibc's per-thread arenas keep after it was freed goes back at the agent's periodic
+    // trim (every 10 s), so the growth must come under the issue's 32 MiB within a few trims.
     let fleet_before_kib = memory_kib(a.agent.child.id(), "VmRSS");
     ask_for_simulated_allocations(&a.agent.base, "No path to node");
     ask_for_simulated_allocations(&single.agent.base, "Unknown allocation");
-    let fleet_kib = memory_kib(a.agent.child.id(), "VmRSS");
+    let right_after_kib = memory_kib(a.agent.child.id(), "VmRSS");
+    let fleet_kib = eventually(Duration::from_secs(40), "the fleet's memory to settle under 32 MiB of growth", || {
+        let kib = memory_kib(a.agent.child.id(), "VmRSS");
+        (kib < fleet_before_kib + 32 * 1024).then_some(kib)
+    });
     let single_kib = memory_kib(single.agent.child.id(), "VmRSS");
     println!(
         "RSS with 1,001 members and 10,000 cached allocations: {fleet_kib} KiB ({fleet_before_kib} KiB before the \
-         lookups); single-node agent: {single_kib} KiB"
+         lookups, {right_after_kib} KiB right after them); single-node agent: {single_kib} KiB"
     );
 
     // A registrant whose lease ends is forgotten: its allocations become unknown.
