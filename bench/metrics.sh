@@ -28,18 +28,10 @@ SLEEP_PID=$!
 BG_PIDS+=("$SLEEP_PID")
 
 CG="$TMP/cgroup"
-mkdir -p "$CG/nomad.slice/share.slice"
-printf 'cpuset cpu io memory pids\n' >"$CG/cgroup.controllers"
 for ((i = 0; i < SCOPES_ALLOCS; i++)); do
     id="$(cat /proc/sys/kernel/random/uuid)"
-    for ((n = 0; n < SCOPES_TASKS; n++)); do
-        d="$CG/nomad.slice/share.slice/$id.task$n.scope"
-        mkdir -p "$d" "$TMP/alloc/$id/task$n"
-        printf '%s\n' "$SLEEP_PID" >"$d/cgroup.procs"
-        printf '1048576\n' >"$d/memory.current"
-        printf 'anon 1000\nfile 2000\n' >"$d/memory.stat"
-        printf 'usage_usec 1000\nuser_usec 600\nsystem_usec 400\nnr_throttled 0\nthrottled_usec 0\n' >"$d/cpu.stat"
-    done
+    make_alloc "$id" "$SCOPES_TASKS"
+    make_cgroups "$CG" "$id" "$SCOPES_TASKS"
 done
 
 cat >"$TMP/metrics.hcl" <<EOF

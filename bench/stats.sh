@@ -34,32 +34,6 @@ sleep 600 &
 SLEEP_PID=$!
 BG_PIDS+=("$SLEEP_PID")
 
-# make_alloc ID NTASKS: an allocation directory with task directories task0..task<N-1>.
-make_alloc() {
-    local a="$TMP/alloc/$1" n
-    mkdir -p "$a/alloc/data" "$a/alloc/logs" "$a/alloc/tmp"
-    for ((n = 0; n < $2; n++)); do
-        mkdir -p "$a/task$n/local" "$a/task$n/secrets" "$a/task$n/tmp" "$a/task$n/private"
-        : >"$a/alloc/logs/task$n.stdout.0"
-    done
-}
-
-# make_cgroups ROOT ID NTASKS: Nomad's v2 scopes <ROOT>/nomad.slice/share.slice/<ID>.task<N>.scope.
-make_cgroups() {
-    local root="$1" n d
-    mkdir -p "$root/nomad.slice/share.slice"
-    printf 'cpuset cpu io memory pids\n' >"$root/cgroup.controllers"
-    for ((n = 0; n < $3; n++)); do
-        d="$root/nomad.slice/share.slice/$2.task$n.scope"
-        mkdir -p "$d"
-        printf '%s\n' "$SLEEP_PID" >"$d/cgroup.procs"
-        printf '1048576\n' >"$d/memory.current"
-        printf 'anon 1000\nfile 2000\n' >"$d/memory.stat"
-        printf '0\n' >"$d/memory.swap.current"
-        printf 'usage_usec 1000\nuser_usec 600\nsystem_usec 400\nnr_throttled 0\nthrottled_usec 0\n' >"$d/cpu.stat"
-    done
-}
-
 # config FILE CGROUP_ROOT_OR_EMPTY: the agent config, with or without the cgroup plugin.
 config() {
     {
