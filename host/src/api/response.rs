@@ -49,15 +49,15 @@ impl ApiResponse {
         Self::json_bytes(Bytes::from(wire::to_json(value, pretty)))
     }
 
-    /// [`Self::json`] for a list; a long one is encoded on the blocking pool, off the async
-    /// workers that answer everyone else.
+    /// [`Self::json`] for a list; a long one is encoded on the [`cpu`](crate::cpu) pool, off
+    /// the async workers that answer everyone else.
     pub async fn json_list<T: Serialize + Send + 'static>(items: Vec<T>, pretty: bool) -> Self {
         if items.len() <= LIST_INLINE_LIMIT {
             return Self::json(&items, pretty);
         }
-        match tokio::task::spawn_blocking(move || wire::to_json(&items, pretty)).await {
-            Ok(json) => Self::json_bytes(Bytes::from(json)),
-            Err(err) => ApiError::internal(format!("encoding the answer failed: {err}")).into(),
+        match crate::cpu::run(move || wire::to_json(&items, pretty)).await {
+            Some(json) => Self::json_bytes(Bytes::from(json)),
+            None => ApiError::internal("encoding the answer failed").into(),
         }
     }
 

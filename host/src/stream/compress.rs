@@ -1,7 +1,8 @@
 //! gzip and raw deflate for response bodies, off the async workers and on several cores.
 //!
-//! A body is compressed in slices of at most [`SLICE`] bytes on tokio's blocking pool, so a
-//! download never holds a worker thread that answers everyone else. As pigz does, each slice
+//! A body is compressed in slices of at most [`SLICE`] bytes on the [`cpu`](crate::cpu) pool,
+//! below the async workers' priority, so a download never holds a worker thread that answers
+//! everyone else nor takes a core from one. As pigz does, each slice
 //! is a run of deflate blocks of its own, primed with the previous slice's last 32 KiB as
 //! dictionary and ended by a sync flush (byte-aligned, decodable at once: a follower's line
 //! reaches the client with its slice). Slices therefore compress independently, up to
@@ -112,7 +113,7 @@ pub fn compress(mut input: Input, encoding: Encoding) -> BodyReceiver {
                 biased;
                 () = tx.closed() => return,
                 Some(done) = jobs.next(), if !jobs.is_empty() => {
-                    let Ok((deflated, slice_crc)): Result<(Bytes, Crc), _> = done else { return };
+                    let Some((deflated, slice_crc)): Option<(Bytes, Crc)> = done else { return };
                     crc.combine(&slice_crc);
                     if !deflated.is_empty() && tx.send(deflated).await.is_err() {
                         return;
@@ -121,7 +122,7 @@ pub fn compress(mut input: Input, encoding: Encoding) -> BodyReceiver {
                 slice = input.next(), if !input_done && jobs.len() < PARALLEL => match slice {
                     Some(slice) => {
                         let primed = std::mem::replace(&mut dictionary, window_of(&slice));
-                        jobs.push_back(tokio::task::spawn_blocking(move || deflate_slice(&slice, &primed)));
+                        jobs.push_back(crate::cpu::run(move || deflate_slice(&slice, &primed)));
                     }
                     None => input_done = true,
                 },
