@@ -20,8 +20,17 @@ pub struct Stream {
 
 impl Stream {
     pub fn open(agent: &Agent, path_and_query: &str) -> Stream {
+        Stream::read(Stream::request(agent, path_and_query))
+    }
+
+    /// The response, its body not read yet.
+    fn request(agent: &Agent, path_and_query: &str) -> reqwest::blocking::Response {
         let client = reqwest::blocking::Client::builder().timeout(None).build().unwrap();
-        let mut response = client.get(agent.url(path_and_query)).send().unwrap();
+        client.get(agent.url(path_and_query)).send().unwrap()
+    }
+
+    /// Starts reading `response`'s body on a thread of its own.
+    fn read(mut response: reqwest::blocking::Response) -> Stream {
         let status = response.status().as_u16();
         let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
         let (tx, chunks) = mpsc::channel();
@@ -70,6 +79,26 @@ impl Stream {
             }
         }
         self.buffer.clone()
+    }
+
+    /// Reads frames until their decoded data is `want` bytes long (within `limit`); that data.
+    fn data_until(&mut self, want: usize, limit: Duration) -> Vec<u8> {
+        let deadline = Instant::now() + limit;
+        let (mut data, mut parsed) = (Vec::new(), 0);
+        while data.len() < want {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk =
+                self.chunks.recv_timeout(left).unwrap_or_else(|_| panic!("{} of {want} bytes arrived", data.len()));
+            self.buffer.extend(chunk);
+            let mut frames =
+                serde_json::Deserializer::from_slice(&self.buffer[parsed..]).into_iter::<serde_json::Value>();
+            for frame in frames.by_ref().map_while(Result::ok) {
+                data.extend(frame["Data"].as_str().map(|d| STANDARD.decode(d).unwrap()).unwrap_or_default());
+            }
+            parsed += frames.byte_offset();
+        }
+        self.buffer.drain(..parsed);
+        data
     }
 
     /// True when the response is still open after `wait`.
@@ -412,4 +441,50 @@ fn a_gone_compressed_follower_is_released_without_a_write() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Followers of one file share its reads: every one of them gets every byte, in order, and one
+/// that stops reading holds back nobody else (it gets its bytes, intact, when it reads again).
+#[test]
+fn followers_of_one_file_each_get_every_byte_and_a_stalled_one_holds_back_nobody() {
+    let (fixture, agent) = agent_with_fixture("");
+    let log = fixture.alloc_dir().join(ALLOC_ID).join(LOG);
+    let start = std::fs::metadata(&log).unwrap().len().to_string();
+    let url = stream_url(LOG, &format!("&offset={start}"));
+    // Held without reading: far more than socket buffers and the agent's budget will be written.
+    let stalled = Stream::request(&agent, &url);
+    let mut followers: Vec<Stream> = (0..8).map(|_| Stream::open(&agent, &url)).collect();
+    assert!(followers.iter().all(|f| f.status == 200) && stalled.status() == 200);
+
+    // 8 MiB of lines in appends of varied sizes, so wake-ups and shared reads interleave.
+    let mut written = Vec::new();
+    for i in 0..2048u32 {
+        let line = format!("line {i:05} {}\n", "x".repeat((i as usize * 37) % 8000));
+        append(&log, line.as_bytes());
+        written.extend_from_slice(line.as_bytes());
+    }
+    for (n, follower) in followers.iter_mut().enumerate() {
+        let data = follower.data_until(written.len(), WAIT * 3);
+        assert!(
+            data == written,
+            "follower {n} got {} bytes that differ from the {} written",
+            data.len(),
+            written.len()
+        );
+    }
+    // One more line reaches every reader while the stalled follower still has megabytes unread.
+    append(&log, b"after the stall\n");
+    written.extend_from_slice(b"after the stall\n");
+    for follower in &mut followers {
+        let data = follower.data_until(b"after the stall\n".len(), WAIT);
+        assert_eq!(data, b"after the stall\n");
+    }
+    let data = Stream::read(stalled).data_until(written.len(), WAIT * 3);
+    assert!(
+        data == written,
+        "the stalled follower got {} bytes that differ from the {} written",
+        data.len(),
+        written.len()
+    );
+    agent.assert_healthy();
 }
