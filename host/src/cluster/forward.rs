@@ -41,6 +41,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the holder may take to start answering (a plugin call times out in 10 s).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Largest answer read whole before it is relayed: one body channel's budget.
+const WHOLE_LIMIT: u64 = body::BUDGET as u64;
+
 /// Headers that belong to one connection, never relayed.
 const HOP_BY_HOP: [HeaderName; 6] =
     [header::CONNECTION, header::HOST, header::TE, header::TRAILER, header::TRANSFER_ENCODING, header::UPGRADE];
@@ -108,15 +111,27 @@ impl Forwarder {
                 return Err(ApiError::not_found(NO_PATH_TO_NODE));
             }
         };
-        Ok(relay(answer))
+        relay(answer).await
     }
 }
 
-/// The holder's answer as this agent's answer, the body streamed as it arrives.
-fn relay(mut answer: reqwest::Response) -> warp::reply::Response {
+/// The holder's answer as this agent's answer. A body of known length up to [`WHOLE_LIMIT`]
+/// is read whole and sent on in one piece (most answers: stats, stat, ls, small files); any
+/// other is streamed as it arrives.
+async fn relay(mut answer: reqwest::Response) -> Result<warp::reply::Response, ApiError> {
     let status: StatusCode = answer.status();
     let mut headers = std::mem::take(answer.headers_mut());
     HOP_BY_HOP.iter().for_each(|name| drop(headers.remove(name)));
+    if answer.content_length().is_some_and(|len| len <= WHOLE_LIMIT) {
+        let body = answer.bytes().await.map_err(|err| {
+            tracing::warn!("the holder's answer ended early: {}", describe(&err));
+            ApiError::not_found(NO_PATH_TO_NODE)
+        })?;
+        let mut reply = warp::reply::Response::new(body.into());
+        *reply.status_mut() = status;
+        *reply.headers_mut() = headers;
+        return Ok(reply);
+    }
     let (tx, rx) = body::channel();
     tokio::spawn(async move {
         loop {
@@ -140,5 +155,5 @@ fn relay(mut answer: reqwest::Response) -> warp::reply::Response {
     let mut reply = warp::reply::stream(stream).into_response();
     *reply.status_mut() = status;
     *reply.headers_mut() = headers;
-    reply
+    Ok(reply)
 }
