@@ -3,7 +3,8 @@
 # minimal warp server, cat vs nginx), follow.sh (follow latency, 1,000 followers: fan-out and
 # memory given back, 1 GiB stream), stats.sh (alloc stats with the cgroup plugin, sampling
 # cost), gzip.sh (gzip cat vs gzip -1), isolation.sh (stats latency under gzip downloads and
-# followers), metrics.sh (/v1/metrics with 500 task cgroups). Ports: free ones from
+# followers), metrics.sh (/v1/metrics with 500 task cgroups), fleet.sh (forwarding between two
+# agents in fleet mode vs asking the holder). Ports: free ones from
 # BENCH_PORTS (LOW-HIGH, see lib.sh); missing tools stop a script with the command that
 # installs them (BENCH_INSTALL=1 lets the scripts run apt-get, saying so). Each writes its own bench/results/*-latest.txt; this concatenates
 # them into bench/results/all-latest.txt. Exit status: non-zero if a script failed to run
@@ -26,7 +27,7 @@ rc=0
 start=$SECONDS
 mkdir -p "$RESULTS_DIR"
 : >"$RESULTS_DIR/all-latest.txt"
-for script in run.sh follow.sh stats.sh gzip.sh isolation.sh metrics.sh; do
+for script in run.sh follow.sh stats.sh gzip.sh isolation.sh metrics.sh fleet.sh; do
     t0=$SECONDS
     echo "==> bench/$script" >&2
     "$BENCH_DIR/$script"

@@ -111,34 +111,6 @@ if [[ "$VERIFY_STREAM" == 1 ]]; then
     log "  $(cat "$TMP/verify.json")"
 fi
 
-# median_of NAME URL -> sets MEDIAN_PAYLOAD (bytes/s, file size / time, median of the runs),
-# WIRE (size_download), PEAK_KIB (agent RSS peak over the runs).
-median_of() {
-    local name="$1" url="$2" r cpid k _speed code size secs rate rates=()
-    MEDIAN_PAYLOAD=0 WIRE=0 PEAK_KIB=0
-    for ((r = 1; r <= STREAM_RUNS; r++)); do
-        curl_speed "$url" >"$TMP/$name-$r.txt" &
-        cpid=$!
-        while kill -0 "$cpid" 2>/dev/null; do
-            k="$(rss_kib "$AGENT_PID")"
-            ((k > PEAK_KIB)) && PEAK_KIB=$k
-            sleep 0.1
-        done
-        wait "$cpid" || true
-        read -r _speed code size secs <"$TMP/$name-$r.txt" || true
-        if [[ "${code:-}" != 200 || -z "${secs:-}" ]] || ((${size:-0} < BIG_BYTES)); then
-            ODD+=("$name run $r: HTTP ${code:-?}, ${size:-0} bytes on the wire for a $BIG_BYTES-byte file")
-            continue
-        fi
-        rate="$(awk -v b="$BIG_BYTES" -v t="$secs" 'BEGIN { printf "%.0f", (t > 0 ? b / t : 0) }')"
-        log "  $name run $r: payload $(mbps "$rate") MB/s (wire $size B in ${secs}s)"
-        rates+=("$rate")
-        WIRE=$size
-    done
-    if ((${#rates[@]} > 0)); then
-        MEDIAN_PAYLOAD="$(median "${rates[@]}")"
-    fi
-}
 log "1 GiB: GET $STREAM_URL (median of $STREAM_RUNS)"
 median_of stream "$STREAM_URL"
 STREAM_MBPS="$(mbps "$MEDIAN_PAYLOAD")"

@@ -301,6 +301,9 @@ def cmd_idle(args):
     marker = [None]  # bytes to look for during the fan-out check
 
     def pump(timeout):
+        # Every ready socket is read (and its arrival time taken) before any of it is parsed,
+        # so the client's own parsing does not delay the time stamps of the sockets after it.
+        batch = []
         for key, _ in sel.select(timeout):
             c = key.data
             try:
@@ -309,7 +312,8 @@ def cmd_idle(args):
                 continue
             except OSError:
                 data = b""
-            now = time.monotonic()
+            batch.append((c, data, time.monotonic()))
+        for c, data, now in batch:
             if not data:
                 c["closed"] = True
                 sel.unregister(c["sock"])

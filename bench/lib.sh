@@ -25,13 +25,14 @@ find_nginx() {
     fi
 }
 
-# ensure_tools TOOL... (curl, wrk, nginx, python3, gzip): stops with what is missing and the
+# ensure_tools TOOL... (curl, wrk, nginx, python3, gzip, etcd): stops with what is missing and the
 # command that installs it; installs it (saying so) only when BENCH_INSTALL=1.
 ensure_tools() {
     local missing=() t
     for t in "$@"; do
         case "$t" in
             nginx) find_nginx; [[ -n "$NGINX_BIN" ]] || missing+=(nginx) ;;
+            etcd) command -v etcd >/dev/null || missing+=(etcd-server) ;;
             *) command -v "$t" >/dev/null || missing+=("$t") ;;
         esac
     done
@@ -192,6 +193,35 @@ curl_speed() {
     curl -s -o /dev/null --max-time 120 -w '%{speed_download} %{http_code} %{size_download} %{time_total}' "$1" || true
 }
 
+# median_of NAME URL: downloads URL STREAM_RUNS times with curl; a run is good when it answers
+# 200 with at least BIG_BYTES bytes. Sets MEDIAN_PAYLOAD (bytes/s, BIG_BYTES / time, median of
+# the good runs), WIRE (size_download) and PEAK_KIB (AGENT_PID's RSS peak over the runs).
+median_of() {
+    local name="$1" url="$2" r cpid k _speed code size secs rate rates=()
+    MEDIAN_PAYLOAD=0 WIRE=0 PEAK_KIB=0
+    for ((r = 1; r <= STREAM_RUNS; r++)); do
+        curl_speed "$url" >"$TMP/$name-$r.txt" &
+        cpid=$!
+        while kill -0 "$cpid" 2>/dev/null; do
+            k="$(rss_kib "$AGENT_PID")"
+            ((k > PEAK_KIB)) && PEAK_KIB=$k
+            sleep 0.1
+        done
+        wait "$cpid" || true
+        read -r _speed code size secs <"$TMP/$name-$r.txt" || true
+        if [[ "${code:-}" != 200 || -z "${secs:-}" ]] || ((${size:-0} < BIG_BYTES)); then
+            ODD+=("$name run $r: HTTP ${code:-?}, ${size:-0} bytes on the wire for a $BIG_BYTES-byte file")
+            continue
+        fi
+        rate="$(awk -v b="$BIG_BYTES" -v t="$secs" 'BEGIN { printf "%.0f", (t > 0 ? b / t : 0) }')"
+        log "  $name run $r: payload $(mbps "$rate") MB/s (wire $size B in ${secs}s)"
+        rates+=("$rate")
+        WIRE=$size
+    done
+    if ((${#rates[@]} > 0)); then
+        MEDIAN_PAYLOAD="$(median "${rates[@]}")"
+    fi
+}
 # --------------------------------------------------------------------------- processes
 TMP=""
 AGENT_PID=""
@@ -219,12 +249,13 @@ make_tmp() {
     TMP="$(mktemp -d "${TMPDIR:-/tmp}/allocd-bench.XXXXXX")"
 }
 
-# start_agent NAME CFG: starts `allocd agent -config CFG -http-port 0`, waits for its
+# start_agent NAME CFG [PORT]: starts `allocd agent -config CFG -http-port PORT` (default 0: the
+# kernel picks), waits for its
 # "==> allocd listening on http://127.0.0.1:PORT" line; sets AGENT_PID and BASE.
 # stdout/stderr go to $TMP/NAME.out / $TMP/NAME.err.
 start_agent() {
     local name="$1" cfg="$2" i url=""
-    "$BIN" agent -config "$cfg" -http-port 0 >"$TMP/$name.out" 2>"$TMP/$name.err" &
+    "$BIN" agent -config "$cfg" -http-port "${3:-0}" >"$TMP/$name.out" 2>"$TMP/$name.err" &
     AGENT_PID=$!
     AGENT_PIDS+=("$AGENT_PID")
     for ((i = 0; i < 300; i++)); do

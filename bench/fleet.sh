@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Fleet mode (release build, 127.0.0.1 only): a one-member etcd and two agents, A holding an
+# allocation and B holding none. Every figure compares B forwarding to A with A answering
+# directly, in the same run:
+#   a. /v1/client/stats?node_id=<A> through B vs /v1/client/stats on A (wrk req/s);
+#   b. fs/cat of a 1 GiB file through B vs on A (curl, median of runs);
+#   c. follow latency (append -> frame decoded at the client) through B vs on A: added p50.
+# See bench/README.md. Writes bench/results/fleet-latest.txt.
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+
+STREAM_SIZE="${STREAM_SIZE:-1G}"            # passed to `head -c`
+STREAM_RUNS="${STREAM_RUNS:-3}"             # median of
+FOLLOW_LINES="${FOLLOW_LINES:-500}"         # appends per latency run
+FOLLOW_INTERVAL="${FOLLOW_INTERVAL:-0.005}" # seconds between appends
+
+# Targets.
+T_STATS_RATIO=0.5
+T_CAT_RATIO=0.5
+T_FOLLOW_ADDED_MS=2
+
+ensure_tools curl wrk python3 etcd
+build_release host-metrics local-disk
+PY="$BENCH_DIR/followbench.py"
+
+make_tmp
+# --------------------------------------------------------------------------- etcd
+ETCD_CLIENT="$(free_port)"
+ETCD_PEER="$(free_port)"
+etcd --name m0 --data-dir "$TMP/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT" --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER" \
+    --initial-cluster "m0=http://127.0.0.1:$ETCD_PEER" --log-level error >"$TMP/etcd.log" 2>&1 &
+BG_PIDS+=("$!")
+wait_http "http://127.0.0.1:$ETCD_CLIENT/health" 30 || die "etcd did not start (see $TMP/etcd.log)"
+log "etcd on 127.0.0.1:$ETCD_CLIENT"
+
+# --------------------------------------------------------------------------- agents
+ALLOC_ID="$(cat /proc/sys/kernel/random/uuid)"
+# agent_config NAME PORT: a config of its own (data, allocations) in fleet mode.
+agent_config() {
+    local dir="$TMP/$1"
+    mkdir -p "$dir/data" "$dir/alloc"
+    TMP="$dir" write_config "$dir/allocd.hcl"
+    cat >>"$dir/allocd.hcl" <<EOF
+limits {
+  http_max_conns_per_client = 0
+}
+cluster {
+  etcd_endpoints = ["http://127.0.0.1:$ETCD_CLIENT"]
+  advertise      = "http://127.0.0.1:$2"
+  lease_ttl      = "10s"
+}
+EOF
+}
+A_PORT="$(free_port)"
+B_PORT="$(free_port)"
+agent_config a "$A_PORT"
+agent_config b "$B_PORT"
+ALLOC="$TMP/a/alloc/$ALLOC_ID"
+mkdir -p "$ALLOC/alloc/data" "$ALLOC/alloc/logs" "$ALLOC/web/local"
+LOGFILE="$ALLOC/alloc/logs/web.stdout.0"
+printf 'hello from web\n' >"$LOGFILE"
+BIG="$ALLOC/alloc/data/big.bin"
+log "writing $STREAM_SIZE of /dev/urandom to $BIG"
+head -c "$STREAM_SIZE" /dev/urandom >"$BIG"
+BIG_BYTES="$(stat -c %s "$BIG")"
+cat "$BIG" >/dev/null # page cache warm
+
+start_agent a "$TMP/a/allocd.hcl" "$A_PORT"
+A_PID="$AGENT_PID" A_BASE="$BASE"
+start_agent b "$TMP/b/allocd.hcl" "$B_PORT"
+B_PID="$AGENT_PID" B_BASE="$BASE"
+A_NODE="$(cat "$TMP/a/data/client/node-id")"
+CAT_PATH="/v1/client/fs/cat/$ALLOC_ID?path=alloc/data/big.bin"
+for ((i = 0; i < 100; i++)); do
+    [[ "$(curl -s -o /dev/null -w '%{http_code}' "$B_BASE/v1/client/fs/stat/$ALLOC_ID?path=alloc")" == 200 ]] && break
+    sleep 0.1
+done
+((i < 100)) || die "B never routed to A's allocation"
+
+# --------------------------------------------------------------------------- a. stats
+log "stats: direct on A, then ?node_id=A through B"
+run_wrk stats-direct "$A_BASE/v1/client/stats"
+STATS_DIRECT="$RPS"
+run_wrk stats-forwarded "$B_BASE/v1/client/stats?node_id=$A_NODE"
+STATS_FORWARDED="$RPS"
+
+# --------------------------------------------------------------------------- b. cat
+log "cat 1 GiB: through B (checked byte for byte first, untimed), then direct on A"
+curl -s --max-time 120 "$B_BASE$CAT_PATH" | cmp -s - "$BIG" || ODD+=("the forwarded cat body differs from $BIG")
+AGENT_PID="$B_PID"
+median_of cat-forwarded "$B_BASE$CAT_PATH"
+CAT_FORWARDED="$MEDIAN_PAYLOAD" B_PEAK_KIB="$PEAK_KIB"
+AGENT_PID="$A_PID"
+median_of cat-direct "$A_BASE$CAT_PATH"
+CAT_DIRECT="$MEDIAN_PAYLOAD"
+
+# --------------------------------------------------------------------------- c. follow
+TARGET="/v1/client/fs/stream/$ALLOC_ID?path=alloc/logs/web.stdout.0&origin=end&offset=0"
+for via in a b; do
+    port="$A_PORT"
+    [[ "$via" == b ]] && port="$B_PORT"
+    log "follow latency through $via: $FOLLOW_LINES appends ${FOLLOW_INTERVAL}s apart"
+    python3 "$PY" latency --port "$port" --target "$TARGET" --file "$LOGFILE" --mode frames \
+        --count "$FOLLOW_LINES" --interval "$FOLLOW_INTERVAL" >"$TMP/lat-$via.json" \
+        || ODD+=("latency client through $via failed: $(cat "$TMP/lat-$via.json")")
+    log "  $(cat "$TMP/lat-$via.json")"
+done
+jget() { python3 -c 'import json,sys; v = json.load(open(sys.argv[1])).get(sys.argv[2]); print("n/a" if v is None else v)' "$1" "$2" 2>/dev/null || echo n/a; }
+P50_DIRECT="$(jget "$TMP/lat-a.json" p50_ms)"
+P50_FORWARDED="$(jget "$TMP/lat-b.json" p50_ms)"
+for via in a b; do
+    got="$(jget "$TMP/lat-$via.json" received)"
+    [[ "$got" == "$FOLLOW_LINES" ]] || ODD+=("follow through $via: $got of $FOLLOW_LINES lines arrived")
+done
+ADDED="$(awk -v f="$P50_FORWARDED" -v d="$P50_DIRECT" 'BEGIN { if (f == "n/a" || d == "n/a") print "n/a"; else printf "%.3f", f - d }')"
+
+# --------------------------------------------------------------------------- summary
+kill -0 "$A_PID" 2>/dev/null || ODD+=("allocd (a) exited during the run")
+kill -0 "$B_PID" 2>/dev/null || ODD+=("allocd (b) exited during the run")
+agent_log_notes a
+agent_log_notes b
+STATS_RATIO="$(ratio "$STATS_FORWARDED" "$STATS_DIRECT")"
+CAT_RATIO="$(ratio "$CAT_FORWARDED" "$CAT_DIRECT")"
+{
+    summary_header "fleet.sh (forwarding through another agent vs asking the holder)" \
+        "one etcd member; wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION; cat $BIG_BYTES B x$STREAM_RUNS (median); $FOLLOW_LINES appends"
+    row "stats req/s, direct on A" "$STATS_DIRECT" "-" "info"
+    row "stats req/s, ?node_id=A through B" "$STATS_FORWARDED" "-" "info"
+    row "stats forwarded / direct" "$STATS_RATIO" ">= $T_STATS_RATIO" "$(pass_if ge "$STATS_RATIO" "$T_STATS_RATIO")"
+    row "cat 1 GiB MB/s, direct on A" "$(mbps "$CAT_DIRECT")" "-" "info"
+    row "cat 1 GiB MB/s, through B" "$(mbps "$CAT_FORWARDED")" "-" "info"
+    row "cat forwarded / direct" "$CAT_RATIO" ">= $T_CAT_RATIO" "$(pass_if ge "$CAT_RATIO" "$T_CAT_RATIO")"
+    row "peak RSS of B while relaying (MiB)" "$(kib_to_mib "$B_PEAK_KIB")" "-" "info"
+    row "follow p50 (ms), direct on A" "$P50_DIRECT" "-" "info"
+    row "follow p50 (ms), through B" "$P50_FORWARDED" "-" "info"
+    row "follow p50 added by forwarding (ms)" "$ADDED" "<= $T_FOLLOW_ADDED_MS" "$(pass_if le "$ADDED" "$T_FOLLOW_ADDED_MS")"
+    print_notes
+} | tee "$TMP/summary.txt"
+mkdir -p "$RESULTS_DIR"
+cp "$TMP/summary.txt" "$RESULTS_DIR/fleet-latest.txt"
