@@ -4,8 +4,9 @@
 //! test-owned bridge, see `netns`): forwarding of every client endpoint, `?node_id=` routing,
 //! ACLs decided by the holder, Nomad's answers for unknown nodes and allocations, a killed
 //! holder, etcd faults, an agent partitioned from etcd and healed, mutual TLS. The 1,001
-//! simulated members share loopback (what it measures is etcd reads and memory). Leases are
-//! 3 s so every fault test ends in seconds.
+//! simulated members share loopback (what it measures is etcd reads and memory), and so does
+//! the SIGHUP test (what it measures is the agent's reload). Leases are 3 s so every fault
+//! test ends in seconds.
 
 use std::net::{IpAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -36,6 +37,11 @@ struct EtcdCluster {
 }
 
 impl EtcdCluster {
+    /// Starts the cluster on loopback; `None` (after `skip_unless_ci`) when etcd is not installed.
+    fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, &[])
+    }
+
     /// Starts the cluster on loopback with extra etcd flags.
     fn start_with(test: &str, flags: &[&str]) -> Option<Self> {
         let ports = free_ports(6);
@@ -728,4 +734,88 @@ fn fleet_of_a_thousand_simulated_nodes_routes_from_its_cache() {
         cold(&gone).text().starts_with("Unknown allocation").then_some(())
     });
     println!("a registrant whose lease ended was forgotten after {:?}", revoked.elapsed());
+}
+
+/// The lease `node_id`'s record lives under (`None`: no record).
+fn record_lease(etcd: &EtcdCluster, node_id: &str) -> Option<String> {
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD.encode(format!("/allocd/nodes/{node_id}"));
+    let answer = etcd_call(etcd, "/v3/kv/range", serde_json::json!({ "key": key }));
+    answer["kvs"].get(0).map(|kv| kv["lease"].as_str().unwrap_or_default().to_string())
+}
+
+/// Sends SIGHUP and waits until the agent logged the outcome of its `n`th reload: that line.
+fn reload(agent: &Agent, n: usize) -> String {
+    let status = Command::new("kill").args(["-HUP", &agent.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    eventually(HANG, "the reload to be done", || {
+        let log = agent.log();
+        let outcomes: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains("configuration reloaded") || line.contains("reload failed"))
+            .collect();
+        outcomes.get(n - 1).map(|line| line.to_string())
+    })
+}
+
+#[test]
+fn fleet_sighup_applies_a_changed_cluster_block() {
+    let test = "fleet_sighup_applies_a_changed_cluster_block";
+    let Some(mut etcd) = EtcdCluster::start(test) else { return };
+    let loopback = Host::loopback();
+    let b = Node::start(&etcd, &loopback, &alloc_of(1, 0x5164), "", "http");
+    let x = Node::start_with(&loopback, &alloc_of(0, 0x5164), |port| {
+        cluster_block(&etcd.endpoints_of(&[0]), &format!("http://127.0.0.1:{port}"))
+    });
+    let configure = |cluster: &str| x.fixture.config(&format!("bind_addr = \"127.0.0.1\"\n{cluster}"));
+    let [first, second, last_two] = [&[0][..], &[1], &[1, 2]].map(|members| etcd.endpoints_of(members));
+    let block = |endpoints: &str| cluster_block(endpoints, &x.agent.base);
+    wait_for_fleet(&[&x, &b]);
+    let lease = record_lease(&etcd, &x.id).expect("x is registered");
+
+    // The same block again: nothing restarts. An invalid one: the running one stays.
+    let line = reload(&x.agent, 1);
+    assert!(line.contains("cluster=\"unchanged\""), "{line}");
+    configure(&block(&first).replace(LEASE_TTL, "500ms"));
+    let line = reload(&x.agent, 2);
+    assert!(line.contains("reload failed, keeping the running configuration: "), "{line}");
+    assert!(line.contains("cluster.lease_ttl: 500ms must be whole seconds"), "{line}");
+    assert_eq!(record_lease(&etcd, &x.id), Some(lease.clone()), "the same registration");
+    assert_eq!(b.agent.get(&cat_url(&x.alloc)).status, 200);
+
+    // x's only etcd member dies: the others forget x. Pointed at another member, it is back.
+    etcd.kill(0);
+    eventually(HANG, "x to be forgotten", || {
+        b.agent.get(&cat_url(&x.alloc)).text().starts_with("Unknown allocation").then_some(())
+    });
+    configure(&block(&second));
+    let hangup = Instant::now();
+    let line = reload(&x.agent, 3);
+    assert!(line.contains("cluster=\"restarted\""), "{line}");
+    eventually(HANG, "x to register through the new endpoint", || {
+        (b.agent.get(&cat_url(&x.alloc)).status == 200 && x.agent.get(&cat_url(&b.alloc)).status == 200).then_some(())
+    });
+    let restarted = hangup.elapsed();
+
+    // Without the block x is a single node at once (its lease revoked); with it, in the fleet again.
+    configure("");
+    let hangup = Instant::now();
+    let line = reload(&x.agent, 4);
+    assert!(line.contains("cluster=\"left\""), "{line}");
+    eventually(HANG, "x to leave", || {
+        b.agent.get(&cat_url(&x.alloc)).text().starts_with("Unknown allocation").then_some(())
+    });
+    let left = hangup.elapsed();
+    let alone = x.agent.get(&cat_url(&b.alloc));
+    assert_eq!((alone.status, alone.text()), (404, format!("Unknown allocation \"{}\"", b.alloc)));
+    configure(&block(&last_two));
+    let hangup = Instant::now();
+    let line = reload(&x.agent, 5);
+    assert!(line.contains("cluster=\"joined\""), "{line}");
+    wait_for_fleet(&[&x, &b]);
+    let joined = hangup.elapsed();
+    println!(
+        "SIGHUP with a cluster block pointing at a live member: routable both ways after {restarted:?}; \
+         without the block: forgotten by the others after {left:?}; with it again: routable after {joined:?}"
+    );
 }
