@@ -1,7 +1,7 @@
 //! Running the agent: resolve config and directories, load plugins, take the first sample,
 //! serve until SIGINT/SIGTERM. SIGHUP re-reads the config file and applies what can change
-//! while running (ACL policies and tokens, the TLS certificate and key, the log level); a
-//! reload that fails keeps everything as it was and logs why.
+//! while running (ACL policies and tokens, the TLS certificate and key, the log level, the
+//! `cluster { }` block); a reload that fails keeps everything as it was and logs why.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use crate::acl::{Acl, LiveAcl};
 use crate::api::{self, AppState};
 use crate::cli::AgentFlags;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, LiveCluster};
 use crate::config::Config;
 use crate::dev;
 use crate::gc::Collector;
@@ -159,9 +159,10 @@ pub async fn run(flags: AgentFlags, config: Config, log: LogControl) -> anyhow::
     let streams = Arc::new(tokio::sync::Semaphore::new(config.limits.max_streams));
     let telemetry = crate::telemetry::Telemetry::new(&config, &node_id);
     let cluster = match &config.cluster {
-        Some(cluster) => Some(Arc::new(Cluster::start(cluster, &config.tls, &node_id, Arc::clone(&registry))?)),
+        Some(cluster) => Some(Arc::new(Cluster::new(cluster, &config.tls, &node_id, Arc::clone(&registry))?)),
         None => None,
     };
+    cluster.iter().for_each(|cluster| cluster.run());
     let served = Arc::clone(&telemetry.served);
     let state = Arc::new(AppState {
         registry,
@@ -172,7 +173,7 @@ pub async fn run(flags: AgentFlags, config: Config, log: LogControl) -> anyhow::
         watch_hub,
         streams,
         telemetry,
-        cluster: cluster.clone(),
+        cluster: LiveCluster::new(cluster),
     });
     tokio::spawn(reload_on_hangup(hangups, flags.clone(), Arc::clone(&state), tls.clone(), log));
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
@@ -180,7 +181,7 @@ pub async fn run(flags: AgentFlags, config: Config, log: LogControl) -> anyhow::
         shutdown_signal().await;
         let _ = signalled_tx.send(());
     };
-    let server = server::serve(listener, api::routes(state), tls, &config.limits, served, shutdown);
+    let server = server::serve(listener, api::routes(Arc::clone(&state)), tls, &config.limits, served, shutdown);
     let grace = async {
         let _ = signalled_rx.await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -189,7 +190,7 @@ pub async fn run(flags: AgentFlags, config: Config, log: LogControl) -> anyhow::
         () = server => {}
         () = grace => tracing::info!("open streams did not end within {SHUTDOWN_GRACE:?}; closing them"),
     }
-    if let Some(cluster) = cluster {
+    if let Some(cluster) = state.cluster.current() {
         cluster.leave().await;
     }
     tracing::info!("allocd stopped");
@@ -207,11 +208,12 @@ async fn reload_on_hangup(
 ) {
     while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP received: reloading the configuration");
-        match reload(&flags, &state, tls.as_deref(), &log) {
-            Ok(level) => tracing::info!(
+        match reload(&flags, &state, tls.as_deref(), &log).await {
+            Ok((level, cluster)) => tracing::info!(
                 log_level = level,
                 tls = tls.is_some(),
-                "configuration reloaded: ACL policies and tokens, TLS certificate and key, log level"
+                cluster,
+                "configuration reloaded: ACL policies and tokens, TLS certificate and key, log level, cluster"
             ),
             Err(err) => {
                 // One line per record: parser errors come with a multi-line source excerpt.
@@ -222,26 +224,50 @@ async fn reload_on_hangup(
     }
 }
 
-/// Reads everything first and applies it only when all of it is good; returns the log level.
-fn reload(
+/// Reads everything first and applies it only when all of it is good; returns the log level
+/// and what became of the `cluster { }` block.
+async fn reload(
     flags: &AgentFlags,
     state: &AppState,
     tls: Option<&server::LiveTls>,
     log: &LogControl,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, &'static str)> {
     let config = resolve_config(flags)?;
     let acl = Acl::load(&config.acl)?;
     let acceptor = server::tls_acceptor(&config.tls)?;
     if acceptor.is_some() != tls.is_some() {
         bail!("tls.http cannot change while the agent runs: restart it");
     }
+    let running = state.cluster.current();
+    let unchanged = running.as_ref().map(|cluster| cluster.config()) == config.cluster.as_ref();
+    let cluster = match (&config.cluster, unchanged) {
+        (Some(cluster), false) => {
+            Some(Arc::new(Cluster::new(cluster, &config.tls, &state.node_id, Arc::clone(&state.registry))?))
+        }
+        _ => None,
+    };
     let level = config.log_level.unwrap_or_else(|| "info".to_string());
     log.set_level(&level)?;
     state.acl.replace(acl);
     if let (Some(live), Some(acceptor)) = (tls, acceptor) {
         live.replace(acceptor);
     }
-    Ok(level)
+    if unchanged {
+        return Ok((level, "unchanged"));
+    }
+    // The old registration ends (its lease revoked) before the new one starts, so no write
+    // of the old one can outlive it under the same keys.
+    let outcome = match (&running, &cluster) {
+        (None, _) => "joined",
+        (Some(_), None) => "left",
+        (Some(_), Some(_)) => "restarted",
+    };
+    let old = state.cluster.replace(cluster.clone());
+    if let Some(old) = old {
+        old.leave().await;
+    }
+    cluster.iter().for_each(|cluster| cluster.run());
+    Ok((level, outcome))
 }
 
 async fn shutdown_signal() {

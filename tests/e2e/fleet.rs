@@ -1,16 +1,21 @@
-//! Fleet mode against a real three-member etcd cluster (Debian's `etcd-server`) on loopback
-//! ports and several real agents, each with its own data dir and local-disk allocations:
-//! forwarding of every client endpoint, `?node_id=` routing, ACLs decided by the holder,
-//! Nomad's answers for unknown nodes and allocations, a killed holder, etcd faults, mutual TLS.
-//! Leases are 3 s so every fault test ends in seconds.
+//! Fleet mode against a real three-member etcd cluster (Debian's `etcd-server`) and several
+//! real agents, each with its own data dir and local-disk allocations. Every test about the
+//! network runs each etcd member and each agent on a host of its own (a network namespace on a
+//! test-owned bridge, see `netns`): forwarding of every client endpoint, `?node_id=` routing,
+//! ACLs decided by the holder, Nomad's answers for unknown nodes and allocations, a killed
+//! holder, etcd faults, an agent partitioned from etcd and healed, mutual TLS. The 1,001
+//! simulated members share loopback (what it measures is etcd reads and memory), and so does
+//! the SIGHUP test (what it measures is the agent's reload). Leases are 3 s so every fault
+//! test ends in seconds.
 
-use std::net::TcpListener;
+use std::net::{IpAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::follow::{Stream, append, frame_data};
 use crate::harness::{ALLOC_ID, Agent, Fixture, Response, allocd_bin, eventually, memory_kib, skip_unless_ci};
+use crate::netns::{Host, Lan};
 
 const LEASE_TTL: &str = "3s";
 /// A generous bound on anything that must not hang.
@@ -22,51 +27,74 @@ fn free_ports(n: usize) -> Vec<u16> {
     listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
-/// A real etcd cluster of three members on loopback; killed on drop.
+/// A real etcd cluster of three members, on loopback or one member per test host; killed on drop.
 struct EtcdCluster {
     dir: tempfile::TempDir,
-    /// (client port, peer port) per member.
-    ports: Vec<(u16, u16)>,
+    /// (host, client port, peer port) per member.
+    members: Vec<(Host, u16, u16)>,
     flags: Vec<String>,
-    members: Vec<Option<Child>>,
+    running: Vec<Option<Child>>,
 }
 
 impl EtcdCluster {
-    /// Starts the cluster; `None` (after `skip_unless_ci`) when etcd is not installed.
+    /// Starts the cluster on loopback; `None` (after `skip_unless_ci`) when etcd is not installed.
     fn start(test: &str) -> Option<Self> {
         Self::start_with(test, &[])
     }
 
-    /// Starts the cluster with extra etcd flags, its data in memory when `/dev/shm` exists.
+    /// Starts the cluster on loopback with extra etcd flags.
     fn start_with(test: &str, flags: &[&str]) -> Option<Self> {
+        let ports = free_ports(6);
+        let members = ports.chunks(2).map(|pair| (Host::loopback(), pair[0], pair[1])).collect();
+        Self::start_members(test, members, flags)
+    }
+
+    /// Starts one member on each of `hosts`, on etcd's usual ports.
+    fn start_on(test: &str, hosts: &[Host]) -> Option<Self> {
+        Self::start_members(test, hosts.iter().map(|host| (host.clone(), 2379, 2380)).collect(), &[])
+    }
+
+    /// Starts the members, their data in memory when `/dev/shm` exists.
+    fn start_members(test: &str, members: Vec<(Host, u16, u16)>, flags: &[&str]) -> Option<Self> {
         if Command::new("etcd").arg("--version").output().is_err() {
             skip_unless_ci(test, "etcd is not installed (Debian package etcd-server)");
             return None;
         }
-        let ports = free_ports(6);
-        let ports: Vec<(u16, u16)> = ports.chunks(2).map(|pair| (pair[0], pair[1])).collect();
         let dir = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap();
         let flags = flags.iter().map(|f| f.to_string()).collect();
-        let mut cluster = Self { dir, ports, flags, members: Vec::new() };
-        cluster.members = (0..cluster.ports.len()).map(|i| Some(cluster.spawn(i))).collect();
+        let mut cluster = Self { dir, members, flags, running: Vec::new() };
+        cluster.running = (0..cluster.members.len()).map(|i| Some(cluster.spawn(i))).collect();
         cluster.wait_healthy();
         Some(cluster)
     }
 
+    fn peer_url(&self, i: usize) -> String {
+        let (host, _, peer) = &self.members[i];
+        format!("http://{}:{peer}", host.ip)
+    }
+
+    /// Member `i`'s client URL.
+    fn url(&self, i: usize) -> String {
+        let (host, client, _) = &self.members[i];
+        format!("http://{}:{client}", host.ip)
+    }
+
     fn spawn(&self, i: usize) -> Child {
-        let initial: Vec<String> =
-            self.ports.iter().enumerate().map(|(j, (_, peer))| format!("m{j}=http://127.0.0.1:{peer}")).collect();
-        let (client, peer) = self.ports[i];
-        Command::new("etcd")
+        let initial: Vec<String> = (0..self.members.len()).map(|j| format!("m{j}={}", self.peer_url(j))).collect();
+        // One token per cluster: the first member's peer URL.
+        let token = self.peer_url(0);
+        self.members[i]
+            .0
+            .command("etcd")
             .args(["--name", &format!("m{i}")])
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("m{i}")))
-            .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
-            .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
-            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args(["--listen-client-urls", &self.url(i)])
+            .args(["--advertise-client-urls", &self.url(i)])
+            .args(["--listen-peer-urls", &self.peer_url(i)])
+            .args(["--initial-advertise-peer-urls", &self.peer_url(i)])
             .args(["--initial-cluster", &initial.join(",")])
-            .args(["--initial-cluster-state", "new", "--initial-cluster-token", &format!("t{}", self.ports[0].0)])
+            .args(["--initial-cluster-state", "new", "--initial-cluster-token", &token])
             .args(["--logger", "zap", "--log-outputs", "stderr", "--log-level", "error"])
             .args(&self.flags)
             .stdout(Stdio::null())
@@ -75,21 +103,29 @@ impl EtcdCluster {
             .expect("starting etcd")
     }
 
+    /// The `etcd_endpoints` list of `members`, HCL.
+    fn endpoints_of(&self, members: &[usize]) -> String {
+        let urls: Vec<String> = members.iter().map(|&i| format!("\"{}\"", self.url(i))).collect();
+        format!("[{}]", urls.join(", "))
+    }
+
     /// The `etcd_endpoints` list, HCL.
     fn endpoints(&self) -> String {
-        let urls: Vec<String> = self.ports.iter().map(|(client, _)| format!("\"http://127.0.0.1:{client}\"")).collect();
-        format!("[{}]", urls.join(", "))
+        self.endpoints_of(&(0..self.members.len()).collect::<Vec<_>>())
+    }
+
+    /// The members' addresses.
+    fn ips(&self) -> Vec<IpAddr> {
+        self.members.iter().map(|(host, _, _)| host.ip).collect()
     }
 
     /// Every running member reports itself healthy (the cluster has a leader).
     fn wait_healthy(&self) {
         eventually(HANG, "etcd to be healthy", || {
-            self.ports
-                .iter()
-                .zip(&self.members)
-                .filter(|(_, child)| child.is_some())
-                .all(|((client, _), _)| {
-                    reqwest::blocking::get(format!("http://127.0.0.1:{client}/health"))
+            (0..self.members.len())
+                .filter(|&i| self.running[i].is_some())
+                .all(|i| {
+                    reqwest::blocking::get(format!("{}/health", self.url(i)))
                         .and_then(|r| r.text())
                         .is_ok_and(|text| text.contains("\"true\""))
                 })
@@ -98,21 +134,21 @@ impl EtcdCluster {
     }
 
     fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.members[i].take() {
+        if let Some(mut child) = self.running[i].take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
     fn stop_all(&mut self) {
-        (0..self.members.len()).for_each(|i| self.kill(i));
+        (0..self.running.len()).for_each(|i| self.kill(i));
     }
 
     /// Starts the stopped members again over their data.
     fn restart_stopped(&mut self) {
-        for i in 0..self.members.len() {
-            if self.members[i].is_none() {
-                self.members[i] = Some(self.spawn(i));
+        for i in 0..self.running.len() {
+            if self.running[i].is_none() {
+                self.running[i] = Some(self.spawn(i));
             }
         }
         self.wait_healthy();
@@ -125,6 +161,18 @@ impl Drop for EtcdCluster {
     }
 }
 
+/// A LAN of three etcd hosts, running a three-member etcd, and `agents` hosts for agents.
+fn etcd_on_lan(test: &str, agents: usize) -> Option<(Lan, EtcdCluster)> {
+    let lan = Lan::new(test, 3 + agents)?;
+    let etcd = EtcdCluster::start_on(test, &lan.hosts[..3])?;
+    Some((lan, etcd))
+}
+
+/// The host of agent `n` on an [`etcd_on_lan`] LAN.
+fn agent_host(lan: &Lan, n: usize) -> &Host {
+    &lan.hosts[3 + n]
+}
+
 /// One agent of the fleet with its own allocation.
 struct Node {
     fixture: Fixture,
@@ -133,25 +181,35 @@ struct Node {
     alloc: String,
 }
 
+/// A `cluster` block with these endpoints (HCL list) and advertised address.
+fn cluster_block(endpoints: &str, advertise: &str) -> String {
+    format!(
+        "cluster {{\n  etcd_endpoints = {endpoints}\n  advertise = \"{advertise}\"\n  lease_ttl = {LEASE_TTL:?}\n}}\n"
+    )
+}
+
 /// An allocation ID unique to node `n` of a test.
 fn alloc_of(n: usize, salt: u32) -> String {
     format!("{salt:08x}-2c5e-4b52-8a7e-{n:012x}")
 }
 
 impl Node {
-    /// Starts an agent in fleet mode holding `alloc` (and nothing else); `extra` adds HCL and
-    /// `scheme` is how the others reach it.
-    fn start(etcd: &EtcdCluster, alloc: &str, extra: &str, scheme: &str) -> Node {
+    /// Starts an agent in fleet mode on `host` holding `alloc` (and nothing else); `extra`
+    /// adds HCL and `scheme` is how the others reach it.
+    fn start(etcd: &EtcdCluster, host: &Host, alloc: &str, extra: &str, scheme: &str) -> Node {
+        let cluster = |port: u16| cluster_block(&etcd.endpoints(), &format!("{scheme}://{}:{port}", host.ip));
+        Self::start_with(host, alloc, |port| format!("{}{extra}", cluster(port)))
+    }
+
+    /// Starts an agent on `host` holding `alloc`, its config's extra HCL from `config(port)`.
+    fn start_with(host: &Host, alloc: &str, config: impl Fn(u16) -> String) -> Node {
         let fixture = Fixture::new();
         std::fs::remove_dir_all(fixture.alloc_root()).unwrap();
         fixture.add_alloc(alloc, "web", format!("stdout of {alloc}\n").as_bytes());
-        let port = free_ports(1)[0];
-        let cluster = format!(
-            "cluster {{\n  etcd_endpoints = {}\n  advertise = \"{scheme}://127.0.0.1:{port}\"\n  lease_ttl = {LEASE_TTL:?}\n}}\n",
-            etcd.endpoints()
-        );
-        let config = fixture.config(&format!("{cluster}{extra}"));
-        let agent = Agent::try_start_on(Command::new(allocd_bin()), &["-config", config.to_str().unwrap()], port)
+        // A host of its own has every port; on loopback the agents share the machine's.
+        let port = if host.netns.is_some() { 4646 } else { free_ports(1)[0] };
+        let config = fixture.config(&format!("bind_addr = \"{}\"\n{}", host.ip, config(port)));
+        let agent = Agent::try_start_on(host.command(allocd_bin()), &["-config", config.to_str().unwrap()], port)
             .unwrap_or_else(|stderr| panic!("allocd did not start:\n{stderr}"));
         let id = std::fs::read_to_string(fixture.dir.path().join("data/client/node-id")).unwrap();
         Node { fixture, agent, id, alloc: alloc.to_string() }
@@ -204,8 +262,9 @@ fn wire(response: &Response) -> (u16, Vec<(String, String)>, Vec<u8>) {
 #[test]
 fn fleet_every_client_endpoint_through_another_agent_answers_as_the_holder() {
     let test = "fleet_every_client_endpoint_through_another_agent_answers_as_the_holder";
-    let Some(etcd) = EtcdCluster::start(test) else { return };
-    let nodes: Vec<Node> = (0..3).map(|n| Node::start(&etcd, &alloc_of(n, 0xa11), "", "http")).collect();
+    let Some((lan, etcd)) = etcd_on_lan(test, 3) else { return };
+    let nodes: Vec<Node> =
+        (0..3).map(|n| Node::start(&etcd, agent_host(&lan, n), &alloc_of(n, 0xa11), "", "http")).collect();
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     wait_for_fleet(&[a, b, c]);
 
@@ -303,17 +362,24 @@ fn acl_block(dir: &Path, secret: &str, capabilities: &str) -> String {
 #[test]
 fn fleet_acl_token_travels_and_the_holder_decides() {
     let test = "fleet_acl_token_travels_and_the_holder_decides";
-    let Some(etcd) = EtcdCluster::start(test) else { return };
+    let Some((lan, etcd)) = etcd_on_lan(test, 2) else { return };
     let secret = "00000000-0000-4000-8000-0000000000f1";
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     // The forwarder would let the token read files; the holder lets it read logs only.
     let a = Node::start(
         &etcd,
+        agent_host(&lan, 0),
         &alloc_of(0, 0xac1),
         &acl_block(dirs[0].path(), secret, "\"read-fs\", \"read-logs\""),
         "http",
     );
-    let b = Node::start(&etcd, &alloc_of(1, 0xac1), &acl_block(dirs[1].path(), secret, "\"read-logs\""), "http");
+    let b = Node::start(
+        &etcd,
+        agent_host(&lan, 1),
+        &alloc_of(1, 0xac1),
+        &acl_block(dirs[1].path(), secret, "\"read-logs\""),
+        "http",
+    );
     let token = [("X-Nomad-Token", secret)];
     eventually(HANG, "the fleet to form", || {
         (a.agent.get_with(&format!("/v1/client/fs/logs/{}?task=web&type=stdout&plain=true", b.alloc), &token).status
@@ -335,8 +401,9 @@ fn fleet_acl_token_travels_and_the_holder_decides() {
 #[test]
 fn fleet_dead_holder_answers_no_path_fast_then_is_forgotten() {
     let test = "fleet_dead_holder_answers_no_path_fast_then_is_forgotten";
-    let Some(etcd) = EtcdCluster::start(test) else { return };
-    let mut nodes: Vec<Node> = (0..3).map(|n| Node::start(&etcd, &alloc_of(n, 0xdead), "", "http")).collect();
+    let Some((lan, etcd)) = etcd_on_lan(test, 3) else { return };
+    let mut nodes: Vec<Node> =
+        (0..3).map(|n| Node::start(&etcd, agent_host(&lan, n), &alloc_of(n, 0xdead), "", "http")).collect();
     wait_for_fleet(&nodes.iter().collect::<Vec<_>>());
 
     // A follow of C's log through A ends cleanly when C dies.
@@ -374,9 +441,9 @@ fn fleet_dead_holder_answers_no_path_fast_then_is_forgotten() {
 #[test]
 fn fleet_etcd_faults_leave_local_requests_alone_and_heal() {
     let test = "fleet_etcd_faults_leave_local_requests_alone_and_heal";
-    let Some(mut etcd) = EtcdCluster::start(test) else { return };
-    let a = Node::start(&etcd, &alloc_of(0, 0xe7cd), "", "http");
-    let b = Node::start(&etcd, &alloc_of(1, 0xe7cd), "", "http");
+    let Some((lan, mut etcd)) = etcd_on_lan(test, 2) else { return };
+    let a = Node::start(&etcd, agent_host(&lan, 0), &alloc_of(0, 0xe7cd), "", "http");
+    let b = Node::start(&etcd, agent_host(&lan, 1), &alloc_of(1, 0xe7cd), "", "http");
     wait_for_fleet(&[&a, &b]);
 
     // One member down (the first endpoint every agent tries): the fleet keeps working.
@@ -413,11 +480,96 @@ fn fleet_etcd_faults_leave_local_requests_alone_and_heal() {
 }
 
 #[test]
+fn fleet_agent_partitioned_from_etcd_is_forgotten_and_registers_again_after_healing() {
+    let test = "fleet_agent_partitioned_from_etcd_is_forgotten_and_registers_again_after_healing";
+    let Some((lan, etcd)) = etcd_on_lan(test, 3) else { return };
+    let nodes: Vec<Node> =
+        (0..3).map(|n| Node::start(&etcd, agent_host(&lan, n), &alloc_of(n, 0x9a7), "", "http")).collect();
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    wait_for_fleet(&[a, b, c]);
+
+    // A reaches the other agents (and they it), but no etcd member.
+    let a_host = agent_host(&lan, 0);
+    a_host.cut_off(&etcd.ips());
+    let cut = Instant::now();
+    let from_a = a_host
+        .command("curl")
+        .args(["-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(b.agent.url("/v1/client/stats"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&from_a.stdout), "200", "B is still reachable from A's host");
+    // Held by A, appearing while A is cut off: it can reach etcd only after the healing.
+    let during = alloc_of(3, 0x9a7);
+    a.fixture.add_alloc(&during, "web", b"during\n");
+
+    // The others forget A once its lease expires; until then they may still route to it.
+    let mut slowest = Duration::ZERO;
+    let mut timed = |via: &Node, path: &str| {
+        let started = Instant::now();
+        let answer = via.agent.get(path);
+        slowest = slowest.max(started.elapsed());
+        answer
+    };
+    for via in [b, c] {
+        eventually(HANG, "the partitioned agent to be forgotten", || {
+            let answer = timed(via, &cat_url(&a.alloc));
+            match (answer.status, answer.text()) {
+                (200, text) => assert_eq!(text, format!("stdout of {}\n", a.alloc)),
+                (404, text) if text == format!("Unknown allocation \"{}\"", a.alloc) => return Some(()),
+                other => panic!("during the partition: {other:?}"),
+            }
+            None
+        });
+    }
+    let forgotten = cut.elapsed();
+    let unknown = b.agent.get(&format!("/v1/client/stats?node_id={}", a.id));
+    assert_eq!((unknown.status, unknown.text()), (404, format!("Unknown node \"{}\"", a.id)));
+
+    // A still serves what it holds, and answers (never hangs) for the others' allocations:
+    // it cannot trust a membership it cannot renew.
+    let local = a.agent.get(&cat_url(&a.alloc));
+    assert_eq!((local.status, local.text()), (200, format!("stdout of {}\n", a.alloc)));
+    assert_eq!(a.agent.get(&cat_url(&during)).text(), "during\n");
+    let started = Instant::now();
+    let refused = a.agent.get(&cat_url(&c.alloc));
+    let refused_after = started.elapsed();
+    assert_eq!(refused.status, 500, "{}", refused.text());
+    assert!(
+        refused.text().starts_with("cluster unavailable, cannot reach other nodes: ")
+            && refused.text().contains("etcd"),
+        "{}",
+        refused.text()
+    );
+    let stats = a.agent.get(&format!("/v1/client/stats?node_id={}", b.id));
+    assert_eq!(stats.status, 500, "{}", stats.text());
+
+    // Healed: A registers again with every allocation it holds, and routes to the others.
+    a_host.heal(&etcd.ips());
+    let healed = Instant::now();
+    eventually(HANG, "the healed agent to be routable again", || {
+        (b.agent.get(&cat_url(&a.alloc)).status == 200
+            && c.agent.get(&cat_url(&during)).text() == "during\n"
+            && a.agent.get(&cat_url(&c.alloc)).status == 200
+            && a.agent.get(&format!("/v1/client/stats?node_id={}", b.id)).status == 200)
+            .then_some(())
+    });
+    let routable = healed.elapsed();
+    assert_eq!(b.agent.get(&format!("/v1/client/stats?node_id={}", a.id)).status, 200);
+    println!(
+        "partitioned from etcd: forgotten by the others {forgotten:?} after the cut (lease_ttl {LEASE_TTL}); \
+         the slowest answer through them meanwhile took {slowest:?}; a request through the partitioned \
+         agent for another node's allocation answered 500 after {refused_after:?}; routable both ways \
+         {routable:?} after the healing"
+    );
+}
+
+#[test]
 fn fleet_forwards_over_mutual_tls() {
     let test = "fleet_forwards_over_mutual_tls";
-    let Some(etcd) = EtcdCluster::start(test) else { return };
+    let Some((lan, etcd)) = etcd_on_lan(test, 2) else { return };
     let certs = tempfile::tempdir().unwrap();
-    crate::security::make_certs(certs.path());
+    crate::security::make_certs_for(certs.path(), &[agent_host(&lan, 0).ip, agent_host(&lan, 1).ip]);
     let p = |name: &str| certs.path().join(name);
     let tls = format!(
         "tls {{\n  http = true\n  cert_file = {:?}\n  key_file = {:?}\n  ca_file = {:?}\n  verify_https_client = true\n}}\n",
@@ -425,8 +577,8 @@ fn fleet_forwards_over_mutual_tls() {
         p("server-key.pem"),
         p("ca.pem")
     );
-    let a = Node::start(&etcd, &alloc_of(0, 0x7150), &tls, "https");
-    let b = Node::start(&etcd, &alloc_of(1, 0x7150), &tls, "https");
+    let a = Node::start(&etcd, agent_host(&lan, 0), &alloc_of(0, 0x7150), &tls, "https");
+    let b = Node::start(&etcd, agent_host(&lan, 1), &alloc_of(1, 0x7150), &tls, "https");
     let client = reqwest::blocking::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(p("ca.pem")).unwrap()).unwrap())
         .identity(
@@ -456,12 +608,12 @@ fn fleet_forwards_over_mutual_tls() {
 }
 
 /// A call to etcd's JSON gateway, as the simulated registrants make it.
-fn etcd_call(port: u16, path: &str, body: serde_json::Value) -> serde_json::Value {
+fn etcd_call(etcd: &EtcdCluster, path: &str, body: serde_json::Value) -> serde_json::Value {
     // One client for every call (building one reads the system's root certificates).
     static CLIENT: std::sync::LazyLock<reqwest::blocking::Client> =
         std::sync::LazyLock::new(|| reqwest::blocking::Client::builder().timeout(HANG).build().unwrap());
     let client = &*CLIENT;
-    let response = client.post(format!("http://127.0.0.1:{port}{path}")).body(body.to_string()).send().unwrap();
+    let response = client.post(format!("{}{path}", etcd.url(0))).body(body.to_string()).send().unwrap();
     assert!(response.status().is_success(), "etcd {path}: {}", response.status());
     serde_json::from_slice(&response.bytes().unwrap()).unwrap()
 }
@@ -469,11 +621,8 @@ fn etcd_call(port: u16, path: &str, body: serde_json::Value) -> serde_json::Valu
 /// Range requests served by the running members, from their own `/metrics`.
 fn etcd_ranges(etcd: &EtcdCluster) -> u64 {
     let mut total = 0;
-    for ((client, _), child) in etcd.ports.iter().zip(&etcd.members) {
-        if child.is_none() {
-            continue;
-        }
-        let metrics = reqwest::blocking::get(format!("http://127.0.0.1:{client}/metrics")).unwrap().text().unwrap();
+    for i in (0..etcd.members.len()).filter(|&i| etcd.running[i].is_some()) {
+        let metrics = reqwest::blocking::get(format!("{}/metrics", etcd.url(i))).unwrap().text().unwrap();
         total += metrics
             .lines()
             .filter(|line| line.starts_with("grpc_server_handled_total{") && line.contains("grpc_method=\"Range\""))
@@ -516,7 +665,6 @@ fn fleet_of_a_thousand_simulated_nodes_routes_from_its_cache() {
 
     let test = "fleet_of_a_thousand_simulated_nodes_routes_from_its_cache";
     let Some(etcd) = EtcdCluster::start_with(test, &["--max-txn-ops", "1024"]) else { return };
-    let port = etcd.ports[0].0;
     let b64 = |text: &str| STANDARD.encode(text);
     // 1,000 registrants × 100 allocations, each registrant under its own lease, all at an
     // address nobody serves (so a forwarded request is a fast "No path to node").
@@ -526,7 +674,7 @@ fn fleet_of_a_thousand_simulated_nodes_routes_from_its_cache() {
     let mut ops = Vec::new();
     let mut leases = Vec::new();
     for n in 0..1001 {
-        let lease = etcd_call(port, "/v3/lease/grant", json!({ "TTL": "600" }))["ID"].as_str().unwrap().to_string();
+        let lease = etcd_call(&etcd, "/v3/lease/grant", json!({ "TTL": "600" }))["ID"].as_str().unwrap().to_string();
         let node = format!("{n:08x}-0000-4000-8000-5a0000000000");
         ops.push(json!({ "request_put": { "key": b64(&format!("/allocd/nodes/{node}")), "value": b64(&record(&node)), "lease": lease } }));
         for a in 0..100 {
@@ -534,15 +682,15 @@ fn fleet_of_a_thousand_simulated_nodes_routes_from_its_cache() {
             ops.push(json!({ "request_put": { "key": b64(&key), "value": b64(&node), "lease": lease } }));
         }
         if ops.len() >= 900 {
-            etcd_call(port, "/v3/kv/txn", json!({ "success": std::mem::take(&mut ops) }));
+            etcd_call(&etcd, "/v3/kv/txn", json!({ "success": std::mem::take(&mut ops) }));
         }
         leases.push(lease);
     }
-    etcd_call(port, "/v3/kv/txn", json!({ "success": ops }));
+    etcd_call(&etcd, "/v3/kv/txn", json!({ "success": ops }));
     println!("1,001 simulated registrants × 100 allocations written in {:?}", started.elapsed());
 
     let single = Node::start_single();
-    let a = Node::start(&etcd, &alloc_of(0, 0x5a), "", "http");
+    let a = Node::start(&etcd, &Host::loopback(), &alloc_of(0, 0x5a), "", "http");
     let cold = |alloc: &str| a.agent.get(&cat_url(alloc));
     eventually(HANG, "the agent to know the simulated fleet", || {
         (cold(&simulated_alloc(1, 1)).text() == "No path to node").then_some(())
@@ -580,10 +728,94 @@ fn fleet_of_a_thousand_simulated_nodes_routes_from_its_cache() {
     // A registrant whose lease ends is forgotten: its allocations become unknown.
     let gone = simulated_alloc(1000, 0);
     assert_eq!(cold(&gone).text(), "No path to node");
-    etcd_call(port, "/v3/lease/revoke", json!({ "ID": leases[1000] }));
+    etcd_call(&etcd, "/v3/lease/revoke", json!({ "ID": leases[1000] }));
     let revoked = Instant::now();
     eventually(HANG, "the departed registrant to be forgotten", || {
         cold(&gone).text().starts_with("Unknown allocation").then_some(())
     });
     println!("a registrant whose lease ended was forgotten after {:?}", revoked.elapsed());
+}
+
+/// The lease `node_id`'s record lives under (`None`: no record).
+fn record_lease(etcd: &EtcdCluster, node_id: &str) -> Option<String> {
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD.encode(format!("/allocd/nodes/{node_id}"));
+    let answer = etcd_call(etcd, "/v3/kv/range", serde_json::json!({ "key": key }));
+    answer["kvs"].get(0).map(|kv| kv["lease"].as_str().unwrap_or_default().to_string())
+}
+
+/// Sends SIGHUP and waits until the agent logged the outcome of its `n`th reload: that line.
+fn reload(agent: &Agent, n: usize) -> String {
+    let status = Command::new("kill").args(["-HUP", &agent.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    eventually(HANG, "the reload to be done", || {
+        let log = agent.log();
+        let outcomes: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains("configuration reloaded") || line.contains("reload failed"))
+            .collect();
+        outcomes.get(n - 1).map(|line| line.to_string())
+    })
+}
+
+#[test]
+fn fleet_sighup_applies_a_changed_cluster_block() {
+    let test = "fleet_sighup_applies_a_changed_cluster_block";
+    let Some(mut etcd) = EtcdCluster::start(test) else { return };
+    let loopback = Host::loopback();
+    let b = Node::start(&etcd, &loopback, &alloc_of(1, 0x5164), "", "http");
+    let x = Node::start_with(&loopback, &alloc_of(0, 0x5164), |port| {
+        cluster_block(&etcd.endpoints_of(&[0]), &format!("http://127.0.0.1:{port}"))
+    });
+    let configure = |cluster: &str| x.fixture.config(&format!("bind_addr = \"127.0.0.1\"\n{cluster}"));
+    let [first, second, last_two] = [&[0][..], &[1], &[1, 2]].map(|members| etcd.endpoints_of(members));
+    let block = |endpoints: &str| cluster_block(endpoints, &x.agent.base);
+    wait_for_fleet(&[&x, &b]);
+    let lease = record_lease(&etcd, &x.id).expect("x is registered");
+
+    // The same block again: nothing restarts. An invalid one: the running one stays.
+    let line = reload(&x.agent, 1);
+    assert!(line.contains("cluster=\"unchanged\""), "{line}");
+    configure(&block(&first).replace(LEASE_TTL, "500ms"));
+    let line = reload(&x.agent, 2);
+    assert!(line.contains("reload failed, keeping the running configuration: "), "{line}");
+    assert!(line.contains("cluster.lease_ttl: 500ms must be whole seconds"), "{line}");
+    assert_eq!(record_lease(&etcd, &x.id), Some(lease.clone()), "the same registration");
+    assert_eq!(b.agent.get(&cat_url(&x.alloc)).status, 200);
+
+    // x's only etcd member dies: the others forget x. Pointed at another member, it is back.
+    etcd.kill(0);
+    eventually(HANG, "x to be forgotten", || {
+        b.agent.get(&cat_url(&x.alloc)).text().starts_with("Unknown allocation").then_some(())
+    });
+    configure(&block(&second));
+    let hangup = Instant::now();
+    let line = reload(&x.agent, 3);
+    assert!(line.contains("cluster=\"restarted\""), "{line}");
+    eventually(HANG, "x to register through the new endpoint", || {
+        (b.agent.get(&cat_url(&x.alloc)).status == 200 && x.agent.get(&cat_url(&b.alloc)).status == 200).then_some(())
+    });
+    let restarted = hangup.elapsed();
+
+    // Without the block x is a single node at once (its lease revoked); with it, in the fleet again.
+    configure("");
+    let hangup = Instant::now();
+    let line = reload(&x.agent, 4);
+    assert!(line.contains("cluster=\"left\""), "{line}");
+    eventually(HANG, "x to leave", || {
+        b.agent.get(&cat_url(&x.alloc)).text().starts_with("Unknown allocation").then_some(())
+    });
+    let left = hangup.elapsed();
+    let alone = x.agent.get(&cat_url(&b.alloc));
+    assert_eq!((alone.status, alone.text()), (404, format!("Unknown allocation \"{}\"", b.alloc)));
+    configure(&block(&last_two));
+    let hangup = Instant::now();
+    let line = reload(&x.agent, 5);
+    assert!(line.contains("cluster=\"joined\""), "{line}");
+    wait_for_fleet(&[&x, &b]);
+    let joined = hangup.elapsed();
+    println!(
+        "SIGHUP with a cluster block pointing at a live member: routable both ways after {restarted:?}; \
+         without the block: forgotten by the others after {left:?}; with it again: routable after {joined:?}"
+    );
 }

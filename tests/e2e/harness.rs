@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 pub const ALLOC_ID: &str = "5fb1a5c8-2c5e-4b52-8a7e-0d3d1a7f9e11";
@@ -88,7 +88,9 @@ pub struct Agent {
     pub child: Child,
     pub base: String,
     pub stdout: mpsc::Receiver<String>,
-    stderr: Option<std::thread::JoinHandle<String>>,
+    /// Everything the agent logged so far, filled by `stderr_reader` until the agent exits.
+    stderr: Arc<Mutex<String>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Agent {
@@ -128,20 +130,29 @@ impl Agent {
                 }
             }
         });
-        let stderr = child.stderr.take().unwrap();
-        let stderr_text = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let lines = BufReader::new(child.stderr.take().unwrap());
+        let log = Arc::clone(&stderr);
+        let stderr_reader = std::thread::spawn(move || {
+            for line in lines.lines().map_while(Result::ok) {
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
         loop {
             match stdout.recv_timeout(Duration::from_secs(20)) {
                 Ok(line) => {
                     if let Some(addr) = line.strip_prefix("==> allocd listening on ") {
-                        let stderr = Some(stderr_text);
-                        return Ok(Agent { child, base: addr.trim().to_string(), stdout, stderr });
+                        let (base, stderr_reader) = (addr.trim().to_string(), Some(stderr_reader));
+                        return Ok(Agent { child, base, stdout, stderr, stderr_reader });
                     }
                 }
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(stderr_text.join().unwrap_or_default());
+                    let _ = stderr_reader.join();
+                    return Err(std::mem::take(&mut *stderr.lock().unwrap()));
                 }
             }
         }
@@ -172,11 +183,20 @@ impl Agent {
         self.child.wait().unwrap()
     }
 
+    /// What the agent has logged so far.
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
     /// Sends SIGTERM, waits, and returns everything the agent logged.
     pub fn terminate_and_collect_stderr(mut self) -> String {
-        let stderr = self.stderr.take();
+        let reader = self.stderr_reader.take();
+        let log = Arc::clone(&self.stderr);
         self.terminate();
-        stderr.map(|handle| handle.join().unwrap_or_default()).unwrap_or_default()
+        if let Some(reader) = reader {
+            let _ = reader.join();
+        }
+        std::mem::take(&mut *log.lock().unwrap())
     }
 }
 

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `allocd` binary with the real plugin libraries built beside it
-//! (run `cargo build --workspace` first), over real HTTP on loopback.
+//! (run `cargo build --workspace` first), over real HTTP on loopback, and for the fleet between
+//! test hosts of their own (network namespaces).
 
 mod harness;
 
@@ -39,6 +40,8 @@ mod wire;
 mod telemetry;
 // Fleet mode: a real etcd cluster and several agents forwarding to each other.
 mod fleet;
+// Test hosts: network namespaces on a test-owned bridge.
+mod netns;
 // SIGHUP reloads (tokens, certificates, log level) and log formats.
 mod reload;
 // The web view: / → /ui/, embedded assets, their content types, gzip and total size.

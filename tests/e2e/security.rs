@@ -172,11 +172,17 @@ fn tokens_never_reach_the_logs() {
 
 /// Makes a CA, a server certificate for 127.0.0.1 and a client certificate with openssl.
 pub fn make_certs(dir: &Path) {
+    make_certs_for(dir, &[]);
+}
+
+/// [`make_certs`] with `ips` among the certificates' addresses too (test hosts of their own).
+pub fn make_certs_for(dir: &Path, ips: &[std::net::IpAddr]) {
     let run = |args: &[&str]| {
         let status = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
         assert!(status.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&status.stderr));
     };
-    std::fs::write(dir.join("san.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+    let extra: String = ips.iter().map(|ip| format!(",IP:{ip}")).collect();
+    std::fs::write(dir.join("san.cnf"), format!("subjectAltName=IP:127.0.0.1,DNS:localhost{extra}\n")).unwrap();
     run(&[
         "req",
         "-x509",

@@ -69,8 +69,8 @@ pub struct AppState {
     pub streams: Arc<tokio::sync::Semaphore>,
     /// What `/v1/metrics` publishes, and the agent's own counters.
     pub telemetry: crate::telemetry::Telemetry,
-    /// Fleet mode: the other agents answer for their allocations (`None`: single node).
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Fleet mode: the other agents answer for their allocations (none: single node).
+    pub cluster: crate::cluster::LiveCluster,
 }
 
 impl AppState {
@@ -103,7 +103,7 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
             } else {
                 let request = Request { query: Query::parse(&query), token: crate::acl::request_token(&meta.headers) };
                 let local = || dispatch(&state, &meta, &request);
-                match &state.cluster {
+                match state.cluster.current() {
                     Some(cluster) => {
                         let outgoing = Outgoing {
                             method: &meta.method,

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::etcd::{Etcd, Event};
+use super::lock;
 
 /// How long to wait before reading the records again after etcd failed.
 const RETRY: Duration = Duration::from_millis(500);
@@ -41,10 +42,6 @@ pub struct Membership {
     /// Asks the watcher to start over (after this agent re-registered: a watch on a
     /// partitioned connection may hang without an error).
     restart: Notify,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Default for Membership {

@@ -19,6 +19,9 @@
 //! no member holds the local `Unknown allocation`. While etcd cannot be trusted (see
 //! [`membership`]), such requests answer 500 with the reason; local ones are untouched. The
 //! load this puts on etcd is written down in docs/fleet.md.
+//!
+//! A SIGHUP that changes the block replaces the whole [`Cluster`] in the agent's
+//! [`LiveCluster`]: the old one leaves (lease revoked) before the new one registers.
 
 pub mod config;
 pub mod etcd;
@@ -28,7 +31,9 @@ pub mod membership;
 pub mod registration;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::task::AbortHandle;
 
 use self::config::ClusterConfig;
 use self::etcd::Etcd;
@@ -48,19 +53,22 @@ pub enum Answer {
     Relayed(warp::reply::Response),
 }
 
-/// The running fleet machinery of one agent.
+/// The fleet machinery of one agent, for one `cluster { }` block.
 pub struct Cluster {
+    config: ClusterConfig,
     node_id: String,
     etcd: Arc<Etcd>,
     membership: Arc<Membership>,
     index: Arc<AllocIndex>,
     forwarder: Forwarder,
     registration: Arc<Registration>,
+    /// The registration and the membership watch, once [`Cluster::run`] started them.
+    tasks: Mutex<Vec<AbortHandle>>,
 }
 
 impl Cluster {
-    /// Builds the clients (reading every TLS file now) and starts registering and watching.
-    pub fn start(
+    /// Builds the clients (reading every TLS file now); nothing runs until [`Cluster::run`].
+    pub fn new(
         config: &ClusterConfig,
         tls: &TlsConfig,
         node_id: &str,
@@ -83,16 +91,42 @@ impl Cluster {
             record,
             config.lease_ttl,
         ));
-        tokio::spawn(Arc::clone(&registration).run());
-        let departed_index = Arc::clone(&index);
-        let departed = move |node_id: &str| departed_index.forget_node(node_id);
-        tokio::spawn(Arc::clone(&membership).watch(Arc::clone(&etcd), config.prefix.clone(), departed));
-        tracing::info!(advertise = %config.advertise, prefix = %config.prefix, "fleet mode: registering in etcd");
-        Ok(Self { node_id: node_id.to_string(), etcd, membership, index, forwarder, registration })
+        Ok(Self {
+            config: config.clone(),
+            node_id: node_id.to_string(),
+            etcd,
+            membership,
+            index,
+            forwarder,
+            registration,
+            tasks: Mutex::new(Vec::new()),
+        })
     }
 
-    /// Leaves the fleet at once (at shutdown).
+    /// The block this cluster runs with.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// Starts registering and watching the membership.
+    pub fn run(&self) {
+        let registration = tokio::spawn(Arc::clone(&self.registration).run());
+        let departed_index = Arc::clone(&self.index);
+        let departed = move |node_id: &str| departed_index.forget_node(node_id);
+        let prefix = self.config.prefix.clone();
+        let watch = tokio::spawn(Arc::clone(&self.membership).watch(Arc::clone(&self.etcd), prefix, departed));
+        lock(&self.tasks).extend([registration.abort_handle(), watch.abort_handle()]);
+        tracing::info!(
+            advertise = %self.config.advertise,
+            prefix = %self.config.prefix,
+            "fleet mode: registering in etcd"
+        );
+    }
+
+    /// Leaves the fleet at once (at shutdown, or when a reload replaces this cluster): stops
+    /// registering and watching, then revokes the lease.
     pub async fn leave(&self) {
+        lock(&self.tasks).drain(..).for_each(|task| task.abort());
         self.registration.leave().await;
     }
 
@@ -152,6 +186,30 @@ impl Cluster {
             Err(err) => Answer::Local(err.into()),
         }
     }
+}
+
+/// The cluster in force (`None`: the single-node agent), replaced when a SIGHUP changes the
+/// `cluster { }` block. A request keeps the cluster it started with.
+pub struct LiveCluster(RwLock<Option<Arc<Cluster>>>);
+
+impl LiveCluster {
+    pub fn new(cluster: Option<Arc<Cluster>>) -> Self {
+        Self(RwLock::new(cluster))
+    }
+
+    pub fn current(&self) -> Option<Arc<Cluster>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Puts `cluster` in force: the one it replaces.
+    pub fn replace(&self, cluster: Option<Arc<Cluster>>) -> Option<Arc<Cluster>> {
+        std::mem::replace(&mut *self.0.write().unwrap_or_else(|e| e.into_inner()), cluster)
+    }
+}
+
+/// A mutex's guard, also after a panic while it was held.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// 500 with the reason the fleet cannot be asked now.
