@@ -84,15 +84,16 @@ def allocd_binary() -> Path:
 
 
 @contextlib.contextmanager
-def running_allocd(tmp: Path, config_text: str):
-    """Runs the real agent with `config_text` (HCL) written under `tmp`; yields its base URL
-    ("http://127.0.0.1:PORT" or "https://..." when TLS is on) and stops it afterwards."""
+def running_allocd(tmp: Path, config_text: str, port: int = 0):
+    """Runs the real agent with `config_text` (HCL) written under `tmp` on `port` (0: the kernel
+    picks one); yields its base URL ("http://127.0.0.1:PORT" or "https://..." when TLS is on)
+    and stops it afterwards."""
     config = tmp / "allocd.hcl"
     config.write_text(config_text)
     stderr_path = tmp / "allocd.stderr"
     with open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen(
-            [str(allocd_binary()), "agent", "-config", str(config), "-http-port", "0"],
+            [str(allocd_binary()), "agent", "-config", str(config), "-http-port", str(port)],
             stdout=subprocess.PIPE, stderr=stderr, text=True,
         )
 

@@ -6,6 +6,7 @@ under the session's temp directory ("ui-screenshots"); the path is printed."""
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -344,6 +345,50 @@ def test_log_view_follows_appends_pause_search_rotation_and_megabytes(ui_env):
     at_end = "const s = document.querySelector('.log-scroll'); return s.scrollHeight - s.scrollTop - s.clientHeight < 2"
     _wait(browser, lambda b: b.execute_script(at_end), "the view at the end")
     _shot(ui_env, "logs")
+
+
+def test_log_view_resumes_after_the_agent_restarts_without_losing_or_repeating_a_line(tmp_path):
+    """The agent stops mid-follow; lines are written and the log rotates while it is down; once it
+    is back on the same address the page resumes where it was: every line exactly once."""
+    _chromium_paths()
+    alloc_dir = tmp_path / "alloc"
+    logs = _write_alloc(alloc_dir, ALLOC_ID, "web", "line 0 before\n") / "alloc/logs"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = (
+        f'data_dir = "{tmp_path / "data"}"\n'
+        'bind_addr = "127.0.0.1"\n'
+        'plugin "host-metrics" {}\n'
+        f'plugin "local-disk" {{\n  config {{ alloc_dir = "{alloc_dir}" }}\n}}\n'
+    )
+    output = lambda b: b.find_element(By.ID, "log-output").get_attribute("textContent")
+    state = lambda b: b.find_element(By.ID, "log-state").text
+    browser = _new_browser()
+    try:
+        with running_allocd(tmp_path, config, port) as base:
+            browser.get(f"{base}/ui/#/alloc/{ALLOC_ID}/logs/web/stdout")
+            _wait(browser, lambda b: "line 0 before" in output(b), "the log before the restart")
+            with open(logs / "web.stdout.0", "a") as log:
+                log.write("line 1 followed\n")
+            _wait(browser, lambda b: "line 1 followed" in output(b), "a followed line")
+        _wait(browser, lambda b: "reconnecting" in state(b), "the view to say it is reconnecting")
+        with open(logs / "web.stdout.0", "a") as log:
+            log.write("line 2 while the agent was down\n")
+        (logs / "web.stdout.1").write_text("line 3 rotated while the agent was down\n")
+        with running_allocd(tmp_path, config, port):
+            _wait(browser, lambda b: "line 3 rotated" in output(b), "the lines written while the agent was down")
+            with open(logs / "web.stdout.1", "a") as log:
+                log.write("line 4 after the restart\n")
+            _wait(browser, lambda b: "line 4 after" in output(b), "a line written after the restart")
+            assert output(browser) == (
+                "line 0 before\nline 1 followed\nline 2 while the agent was down\n"
+                "line 3 rotated while the agent was down\nline 4 after the restart\n"
+            )
+            assert "following" in state(browser)
+            assert _no_alert(browser)
+    finally:
+        browser.quit()
 
 
 def test_layout_at_phone_width_4k_and_dark(ui_env):

@@ -1,12 +1,58 @@
-// A task's stdout or stderr, followed live through fs/logs (plain, follow=true; the agent
-// follows rotation), starting from the last MAX_KEPT_CHARS bytes. Only the newest MAX_KEPT_CHARS are kept in the page, so a log growing by
-// megabytes never freezes it; new text is drawn at most once per frame.
+// A task's stdout or stderr, followed live through fs/logs (Nomad's frames, follow=true; the
+// agent follows rotation), starting from the last MAX_KEPT_CHARS bytes. Only the newest
+// MAX_KEPT_CHARS are kept in the page, so a log growing by megabytes never freezes it; new text
+// is drawn at most once per frame.
+//
+// Every frame names its file and the offset just past its data, so the page knows where it is.
+// When the stream ends (the agent restarted, the network dropped) it reconnects with a growing
+// pause and resumes at that position (for logs: the retained files before the current one,
+// summed, plus the offset, as Nomad's origin=start counts), dropping whatever a frame repeats:
+// no line is lost or shown twice. A 404 (the allocation was collected) ends following.
 
-import { enc, request } from "./api.js";
+import { ApiError, enc, getJson, request } from "./api.js";
 import { bytes, el, show, showError } from "./dom.js";
 
 const MAX_KEPT_CHARS = 1024 * 1024;
 const MAX_SEARCH_LINES = 2000;
+const FIRST_RETRY_MS = 250;
+const MAX_RETRY_MS = 4000;
+
+/** Splits concatenated JSON frames, keeping a frame cut between chunks for the next one. */
+function frameSplitter() {
+  let pending = "";
+  let depth = 0;
+  let inString = false;
+  let escaped = false;
+  return (text) => {
+    const frames = [];
+    const from = pending.length;
+    pending += text;
+    let start = 0;
+    for (let i = from; i < pending.length; i++) {
+      const c = pending[i];
+      if (inString) {
+        if (escaped) escaped = false;
+        else if (c === "\\") escaped = true;
+        else if (c === '"') inString = false;
+      } else if (c === '"') inString = true;
+      else if (c === "{") depth++;
+      else if (c === "}" && --depth === 0) {
+        frames.push(JSON.parse(pending.slice(start, i + 1)));
+        start = i + 1;
+      }
+    }
+    pending = pending.slice(start);
+    return frames;
+  };
+}
+
+/** A log file's rotation index (`web.stdout.3` → 3). */
+const order = (file) => Number(file.slice(file.lastIndexOf(".") + 1)) || 0;
+
+const sleep = (ms, signal) => new Promise((resolve) => {
+  const timer = setTimeout(resolve, ms);
+  signal.addEventListener("abort", () => { clearTimeout(timer); resolve(); }, { once: true });
+});
 
 export function logsPage(main, id, task, type) {
   const errors = el("div");
@@ -107,22 +153,79 @@ export function logsPage(main, id, task, type) {
     output.focus({ preventScroll: true });
   });
 
-  const controller = new AbortController();
-  (async () => {
-    const path = `/v1/client/fs/logs/${enc(id)}?task=${enc(task)}&type=${enc(type)}&follow=true&plain=true&origin=end&offset=${MAX_KEPT_CHARS}`;
-    const response = await request(path, { signal: controller.signal });
-    updateState();
-    const reader = response.body.getReader();
-    const decoder = new TextDecoder("utf-8");
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      receive(decoder.decode(value, { stream: true }));
+  const logsPath = (origin, offset) =>
+    `/v1/client/fs/logs/${enc(id)}?task=${enc(task)}&type=${enc(type)}&follow=true&origin=${origin}&offset=${offset}`;
+  let at = null; // { file, offset } just past the last byte shown
+
+  // The bytes of `frame` not shown yet, moving `at` past them.
+  const accept = (frame) => {
+    if (!frame.File) return null; // a heartbeat
+    const data = Uint8Array.from(atob(frame.Data || ""), (c) => c.charCodeAt(0));
+    const offset = frame.Offset || 0;
+    const start = Math.max(0, offset - data.length);
+    const truncated = frame.FileEvent === "file truncated";
+    let skip = 0;
+    if (at && !(truncated && at.file === frame.File)) {
+      if (order(frame.File) < order(at.file)) return null;
+      if (order(frame.File) === order(at.file)) skip = Math.max(0, at.offset - start);
     }
-    draw();
-    updateState("stream ended (reload to follow again)");
+    if (truncated || skip < data.length || !at) at = { file: frame.File, offset };
+    return data.subarray(skip);
+  };
+
+  // Where to ask from after a reconnect.
+  const resumePath = async (signal) => {
+    if (!at) return logsPath("end", MAX_KEPT_CHARS);
+    const listing = await getJson(`/v1/client/fs/ls/${enc(id)}?path=alloc/logs`, { signal });
+    const prefix = `${task}.${type}.`;
+    const files = (listing || [])
+      .filter((entry) => entry.Name.startsWith(prefix) && /^\d+$/.test(entry.Name.slice(prefix.length)))
+      .map((entry) => [order(entry.Name), entry.Size]);
+    const current = order(at.file);
+    const before = files.filter(([index]) => index < current).reduce((sum, [, size]) => sum + size, 0);
+    // Rotated away meanwhile: resume at the start of the next retained file.
+    const within = files.some(([index]) => index === current) ? at.offset : 0;
+    return logsPath("start", before + within);
+  };
+
+  const controller = new AbortController();
+  const signal = controller.signal;
+  (async () => {
+    const text = new TextDecoder("utf-8");
+    let retry = FIRST_RETRY_MS;
+    for (;;) {
+      try {
+        const response = await request(await resumePath(signal), { signal });
+        retry = FIRST_RETRY_MS;
+        updateState();
+        const reader = response.body.getReader();
+        const split = frameSplitter();
+        const json = new TextDecoder("utf-8");
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          for (const frame of split(json.decode(value, { stream: true }))) {
+            const fresh = accept(frame);
+            if (fresh && fresh.length) receive(text.decode(fresh, { stream: true }));
+          }
+        }
+      } catch (error) {
+        if (signal.aborted) return;
+        if (error instanceof ApiError && error.status === 404) {
+          draw();
+          updateState("stopped: the allocation is gone");
+          return;
+        }
+        if (error instanceof ApiError && error.status < 500) throw error;
+      }
+      if (signal.aborted) return;
+      draw();
+      updateState("connection lost, reconnecting…");
+      await sleep(retry, signal);
+      retry = Math.min(retry * 2, MAX_RETRY_MS);
+    }
   })().catch((error) => {
-    if (controller.signal.aborted) return;
+    if (signal.aborted) return;
     showError(errors, error);
     updateState("stopped");
   });
