@@ -181,6 +181,7 @@ RSS_BACK="$(ratio "$A2_RSS_AFTER_CLOSE_MIB" "$(kib_to_mib "$(jget "$TMP/idle.jso
     row "RSS growth per follower (KiB)" "$PER_FOLLOWER" "<= $T_RSS_PER_FOLLOWER_KIB" "$(pass_if le "$PER_FOLLOWER" "$T_RSS_PER_FOLLOWER_KIB")"
     row "idle CPU, followers open (% core)" "$IDLE_CPU" "<= $T_IDLE_CPU_PCT" "$(pass_if le "$IDLE_CPU" "$T_IDLE_CPU_PCT")"
     row "agent threads / fds, followers open" "$(jget "$TMP/idle.json" threads) / $(jget "$TMP/idle.json" fds_after)" "-" "info"
+    row "fan-out: 1 line, first follower (ms)" "$(jget "$TMP/idle.json" fanout_first_ms)" "-" "info"
     row "fan-out: 1 line to all, p50 (ms)" "$FANOUT_P50" "<= $T_FANOUT_P50_MS" "$(pass_if le "$FANOUT_P50" "$T_FANOUT_P50_MS")"
     row "fan-out: 1 line to all, max (ms)" "$FANOUT_MAX" "<= $T_FANOUT_MAX_MS" "$(pass_if le "$FANOUT_MAX" "$T_FANOUT_MAX_MS")"
     row "fan-out: followers reached" "$(jget "$TMP/idle.json" fanout_received)/$(jget "$TMP/idle.json" fanout_live)" "-" "info"

@@ -396,6 +396,7 @@ def cmd_idle(args):
         "heartbeats": heartbeats,
         "fanout_live": len(live),
         "fanout_received": len(got),
+        "fanout_first_ms": round(got[0], 2) if got else None,
         "fanout_p50_ms": round(percentile(got, 50), 2) if got else None,
         "fanout_max_ms": round(got[-1], 2) if got else None,
     }
