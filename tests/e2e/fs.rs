@@ -2,7 +2,7 @@
 
 use std::io::Read;
 
-use crate::harness::{ALLOC_ID, agent_with_fixture};
+use crate::harness::{ALLOC_ID, agent_with_fixture, memory_kib};
 
 fn ls(path: &str) -> String {
     format!("/v1/client/fs/ls/{ALLOC_ID}?path={path}")
@@ -113,6 +113,36 @@ fn large_files_stream_intact() {
     let slice =
         agent.get(&format!("/v1/client/fs/readat/{ALLOC_ID}?path=alloc/data/big.bin&offset=1048570&limit=2097200"));
     assert!(slice.body == data[1_048_570..1_048_570 + 2_097_200]);
+}
+
+/// Large reads come from a pool all connections share: 48 clients that stop reading a large
+/// file take all of it, and the next client still gets its file intact (in small reads) while
+/// the agent's memory stays bounded.
+#[test]
+fn stalled_downloads_take_the_large_read_pool_and_others_still_get_their_files() {
+    use std::io::Write;
+    let (fixture, agent) = agent_with_fixture("limits {\n  http_max_conns_per_client = 0\n}\n");
+    let data: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    fixture.write("alloc/data/big.bin", &data);
+    let url = format!("/v1/client/fs/cat/{ALLOC_ID}?path=alloc/data/big.bin");
+    let rss = || memory_kib(agent.child.id(), "VmRSS");
+    let before = rss();
+    let stalled: Vec<std::net::TcpStream> = (0..48)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(agent.base.trim_start_matches("http://")).unwrap();
+            stream.write_all(format!("GET {url} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let during = rss();
+    println!("RSS {before} KiB before, {during} KiB with 48 stalled downloads of 8 MiB");
+    let cat = agent.get(&url);
+    assert!(cat.status == 200 && cat.body == data, "cat returned {} bytes, differing from the file", cat.body.len());
+    // The pool (16 MiB) plus each stalled connection's own bound, with room for the allocator.
+    assert!(during < before + 56 * 1024, "RSS grew from {before} KiB to {during} KiB with 48 stalled downloads");
+    drop(stalled);
+    agent.assert_healthy();
 }
 
 #[test]
