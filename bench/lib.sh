@@ -271,7 +271,9 @@ start_agent() {
     AGENT_PID=$!
     AGENT_PIDS+=("$AGENT_PID")
     for ((i = 0; i < 300; i++)); do
-        url="$(sed -n 's|^==> allocd listening on \(http://127\.0\.0\.1:[0-9]*\).*|\1|p' "$TMP/$name.out" 2>/dev/null | head -1)"
+        # (|| true: the background shell may not have created the file yet, and sed's failure
+        # would end the script under pipefail and errexit)
+        url="$(sed -n 's|^==> allocd listening on \(http://127\.0\.0\.1:[0-9]*\).*|\1|p' "$TMP/$name.out" 2>/dev/null | head -1 || true)"
         [[ -n "$url" ]] && break
         kill -0 "$AGENT_PID" 2>/dev/null || break
         sleep 0.1
