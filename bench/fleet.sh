@@ -83,10 +83,15 @@ done
 
 # --------------------------------------------------------------------------- a. stats
 log "stats: direct on A, then ?node_id=A through B"
+# CPU per request as well: the three processes share the machine's cores, so req/s alone
+# says as much about the neighbours as about the forwarder.
+CPU_PIDS="$A_PID"
 run_wrk stats-direct "$A_BASE/v1/client/stats"
-STATS_DIRECT="$RPS"
+STATS_DIRECT="$RPS" CPU_DIRECT_A="${CPU_US_PER_REQ[0]}"
+CPU_PIDS="$A_PID $B_PID"
 run_wrk stats-forwarded "$B_BASE/v1/client/stats?node_id=$A_NODE"
-STATS_FORWARDED="$RPS"
+STATS_FORWARDED="$RPS" CPU_FORWARDED_A="${CPU_US_PER_REQ[0]}" CPU_FORWARDED_B="${CPU_US_PER_REQ[1]}"
+CPU_PIDS=""
 
 # --------------------------------------------------------------------------- b. cat
 log "cat 1 GiB: through B (checked byte for byte first, untimed), then direct on A"
@@ -131,6 +136,10 @@ CAT_RATIO="$(ratio "$CAT_FORWARDED" "$CAT_DIRECT")"
     row "stats req/s, direct on A" "$STATS_DIRECT" "-" "info"
     row "stats req/s, ?node_id=A through B" "$STATS_FORWARDED" "-" "info"
     row "stats forwarded / direct" "$STATS_RATIO" ">= $T_STATS_RATIO" "$(pass_if ge "$STATS_RATIO" "$T_STATS_RATIO")"
+    row "stats CPU us/req direct: A" "$CPU_DIRECT_A" "-" "info"
+    row "stats CPU us/req via B: A (holder)" "$CPU_FORWARDED_A" "-" "info"
+    row "stats CPU us/req via B: B (forwarder)" "$CPU_FORWARDED_B" "-" "info"
+    row "stats CPU via B: B / A" "$(ratio "$CPU_FORWARDED_B" "$CPU_FORWARDED_A")" "-" "info"
     row "cat 1 GiB MB/s, direct on A" "$(mbps "$CAT_DIRECT")" "-" "info"
     row "cat 1 GiB MB/s, through B" "$(mbps "$CAT_FORWARDED")" "-" "info"
     row "cat forwarded / direct" "$CAT_RATIO" ">= $T_CAT_RATIO" "$(pass_if ge "$CAT_RATIO" "$T_CAT_RATIO")"

@@ -167,17 +167,29 @@ wait_http() { # url timeout_s
 }
 
 # run_wrk NAME URL -> sets RPS; keeps wrk output in $TMP/wrk-NAME.txt
-# (not called in $(...) so that notes appended to ODD survive)
+# (not called in $(...) so that notes appended to ODD survive). With CPU_PIDS set (pids,
+# space-separated), also sets CPU_US_PER_REQ: each pid's CPU time (user + system) over the
+# measured run divided by the requests wrk completed, in microseconds, in the same order.
 WRK_THREADS="${WRK_THREADS:-2}"
 WRK_CONNS="${WRK_CONNS:-32}"
 WRK_DURATION="${WRK_DURATION:-10s}"
 WRK_WARMUP="${WRK_WARMUP:-2s}"
 RPS=0
+CPU_PIDS=""
+CPU_US_PER_REQ=()
 run_wrk() {
-    local name="$1" url="$2" out="$TMP/wrk-$1.txt" rps
+    local name="$1" url="$2" out="$TMP/wrk-$1.txt" rps reqs pid before=() i=0
     wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_WARMUP" "$url" >/dev/null 2>&1 || true
+    for pid in $CPU_PIDS; do before+=("$(cpu_ticks "$pid")"); done
     timeout 60 wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" --latency "$url" >"$out" 2>&1 \
         || ODD+=("wrk $name exited non-zero (see $out)")
+    reqs="$(awk '/ requests in / { print $1 }' "$out")"
+    CPU_US_PER_REQ=()
+    for pid in $CPU_PIDS; do
+        CPU_US_PER_REQ+=("$(awk -v a="${before[i]}" -v b="$(cpu_ticks "$pid")" -v n="${reqs:-0}" -v hz="$CLK_TCK" \
+            'BEGIN { if (n > 0) printf "%.1f", (b - a) / hz * 1e6 / n; else print "n/a" }')")
+        i=$((i + 1))
+    done
     rps="$(awk '/^Requests\/sec:/ { print $2 }' "$out")"
     if grep -q 'Non-2xx or 3xx responses' "$out"; then
         ODD+=("wrk $name: $(grep 'Non-2xx or 3xx responses' "$out" | tr -s ' ')")
@@ -259,7 +271,9 @@ start_agent() {
     AGENT_PID=$!
     AGENT_PIDS+=("$AGENT_PID")
     for ((i = 0; i < 300; i++)); do
-        url="$(sed -n 's|^==> allocd listening on \(http://127\.0\.0\.1:[0-9]*\).*|\1|p' "$TMP/$name.out" 2>/dev/null | head -1)"
+        # (|| true: the background shell may not have created the file yet, and sed's failure
+        # would end the script under pipefail and errexit)
+        url="$(sed -n 's|^==> allocd listening on \(http://127\.0\.0\.1:[0-9]*\).*|\1|p' "$TMP/$name.out" 2>/dev/null | head -1 || true)"
         [[ -n "$url" ]] && break
         kill -0 "$AGENT_PID" 2>/dev/null || break
         sleep 0.1

@@ -246,6 +246,12 @@ async fn reload(
         }
         _ => None,
     };
+    // The same block keeps its membership, but the forwarding client is rebuilt when the TLS
+    // files changed, also in place (a rotated certificate).
+    let forwarder = match (&running, unchanged) {
+        (Some(running), true) => running.forwarder_for(&config.tls)?,
+        _ => None,
+    };
     let level = config.log_level.unwrap_or_else(|| "info".to_string());
     log.set_level(&level)?;
     state.acl.replace(acl);
@@ -253,7 +259,13 @@ async fn reload(
         live.replace(acceptor);
     }
     if unchanged {
-        return Ok((level, "unchanged"));
+        return Ok(match (running, forwarder) {
+            (Some(running), Some(forwarder)) => {
+                running.replace_forwarder(forwarder);
+                (level, "unchanged, forwarding with the new TLS files")
+            }
+            _ => (level, "unchanged"),
+        });
     }
     // The old registration ends (its lease revoked) before the new one starts, so no write
     // of the old one can outlive it under the same keys.

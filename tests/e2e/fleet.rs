@@ -3,9 +3,10 @@
 //! network runs each etcd member and each agent on a host of its own (a network namespace on a
 //! test-owned bridge, see `netns`): forwarding of every client endpoint, `?node_id=` routing,
 //! ACLs decided by the holder, Nomad's answers for unknown nodes and allocations, a killed
-//! holder, etcd faults, an agent partitioned from etcd and healed, mutual TLS. The 1,001
-//! simulated members share loopback (what it measures is etcd reads and memory), and so does
-//! the SIGHUP test (what it measures is the agent's reload). Leases are 3 s so every fault
+//! holder, etcd faults, an agent partitioned from etcd and healed, mutual TLS (also after a
+//! SIGHUP with certificates rotated in place). The 1,001 simulated members share loopback
+//! (what it measures is etcd reads and memory), and so does the test of a SIGHUP changing the
+//! `cluster` block (what it measures is the agent's reload). Leases are 3 s so every fault
 //! test ends in seconds.
 
 use std::net::{IpAddr, TcpListener};
@@ -564,6 +565,34 @@ fn fleet_agent_partitioned_from_etcd_is_forgotten_and_registers_again_after_heal
     );
 }
 
+/// A `tls` block with mutual TLS, from the files `security::make_certs_for` wrote in `dir`.
+fn mutual_tls_block(dir: &Path) -> String {
+    let p = |name: &str| dir.join(name);
+    format!(
+        "tls {{\n  http = true\n  cert_file = {:?}\n  key_file = {:?}\n  ca_file = {:?}\n  verify_https_client = true\n}}\n",
+        p("server.pem"),
+        p("server-key.pem"),
+        p("ca.pem")
+    )
+}
+
+/// A caller trusting the CA in `dir` and presenting its client certificate.
+fn mutual_tls_client(dir: &Path) -> reqwest::blocking::Client {
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&read("ca.pem")).unwrap())
+        .identity(reqwest::Identity::from_pem(&[read("client.pem"), read("client-key.pem")].concat()).unwrap())
+        .timeout(HANG)
+        .build()
+        .unwrap()
+}
+
+/// `client`'s fs/cat of `alloc`'s log through `via`: status and body.
+fn cat_with(client: &reqwest::blocking::Client, via: &Node, alloc: &str) -> (u16, String) {
+    let response = client.get(via.agent.url(&cat_url(alloc))).send().unwrap();
+    (response.status().as_u16(), response.text().unwrap())
+}
+
 #[test]
 fn fleet_forwards_over_mutual_tls() {
     let test = "fleet_forwards_over_mutual_tls";
@@ -571,29 +600,11 @@ fn fleet_forwards_over_mutual_tls() {
     let certs = tempfile::tempdir().unwrap();
     crate::security::make_certs_for(certs.path(), &[agent_host(&lan, 0).ip, agent_host(&lan, 1).ip]);
     let p = |name: &str| certs.path().join(name);
-    let tls = format!(
-        "tls {{\n  http = true\n  cert_file = {:?}\n  key_file = {:?}\n  ca_file = {:?}\n  verify_https_client = true\n}}\n",
-        p("server.pem"),
-        p("server-key.pem"),
-        p("ca.pem")
-    );
+    let tls = mutual_tls_block(certs.path());
     let a = Node::start(&etcd, agent_host(&lan, 0), &alloc_of(0, 0x7150), &tls, "https");
     let b = Node::start(&etcd, agent_host(&lan, 1), &alloc_of(1, 0x7150), &tls, "https");
-    let client = reqwest::blocking::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(p("ca.pem")).unwrap()).unwrap())
-        .identity(
-            reqwest::Identity::from_pem(
-                &[std::fs::read(p("client.pem")).unwrap(), std::fs::read(p("client-key.pem")).unwrap()].concat(),
-            )
-            .unwrap(),
-        )
-        .timeout(HANG)
-        .build()
-        .unwrap();
-    let cat = |via: &Node, alloc: &str| {
-        let response = client.get(via.agent.url(&cat_url(alloc))).send().unwrap();
-        (response.status().as_u16(), response.text().unwrap())
-    };
+    let client = mutual_tls_client(certs.path());
+    let cat = |via: &Node, alloc: &str| cat_with(&client, via, alloc);
     eventually(HANG, "forwarding over mutual TLS", || (cat(&a, &b.alloc).0 == 200).then_some(()));
     assert_eq!(cat(&a, &b.alloc), (200, format!("stdout of {}\n", b.alloc)));
     assert_eq!(cat(&b, &a.alloc), (200, format!("stdout of {}\n", a.alloc)));
@@ -605,6 +616,50 @@ fn fleet_forwards_over_mutual_tls() {
         .build()
         .unwrap();
     assert!(anonymous.get(a.agent.url(&cat_url(&b.alloc))).send().is_err(), "no client certificate: refused");
+}
+
+#[test]
+fn fleet_sighup_forwards_with_certificates_rotated_in_place() {
+    let test = "fleet_sighup_forwards_with_certificates_rotated_in_place";
+    let Some((lan, etcd)) = etcd_on_lan(test, 3) else { return };
+    let ips: Vec<IpAddr> = (0..3).map(|n| agent_host(&lan, n).ip).collect();
+    let [old, new, live] = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    crate::security::make_certs_for(old.path(), &ips);
+    crate::security::make_certs_for(new.path(), &ips);
+    // The agents' files, rewritten in place (same paths, same inodes) on rotation.
+    let install = |from: &Path| {
+        for name in ["ca.pem", "server.pem", "server-key.pem"] {
+            std::fs::write(live.path().join(name), std::fs::read(from.join(name)).unwrap()).unwrap();
+        }
+    };
+    install(old.path());
+    let tls = mutual_tls_block(live.path());
+    let a = Node::start(&etcd, agent_host(&lan, 0), &alloc_of(0, 0x7151), &tls, "https");
+    let b = Node::start(&etcd, agent_host(&lan, 1), &alloc_of(1, 0x7151), &tls, "https");
+    let old_client = mutual_tls_client(old.path());
+    eventually(HANG, "forwarding over mutual TLS", || (cat_with(&old_client, &b, &a.alloc).0 == 200).then_some(()));
+
+    // A new CA: both agents' CA, certificate and key rotated in place, then SIGHUP.
+    install(new.path());
+    for node in [&a, &b] {
+        let line = reload(&node.agent, 1);
+        assert!(line.contains("cluster=\"unchanged, forwarding with the new TLS files\""), "{line}");
+    }
+    // c trusts only the new CA: b reaches it only with the new CA, and c lets it in only with
+    // the new certificate. No connection from before the rotation can serve these.
+    let c = Node::start(&etcd, agent_host(&lan, 2), &alloc_of(2, 0x7151), &tls, "https");
+    let client = mutual_tls_client(new.path());
+    let expected = |node: &Node| (200, format!("stdout of {}\n", node.alloc));
+    eventually(HANG, "b to forward to c", || (cat_with(&client, &b, &c.alloc).0 == 200).then_some(()));
+    assert_eq!(cat_with(&client, &b, &c.alloc), expected(&c));
+    assert_eq!(cat_with(&client, &a, &c.alloc), expected(&c));
+    assert_eq!(cat_with(&client, &c, &b.alloc), expected(&b));
+    assert_eq!(cat_with(&client, &b, &a.alloc), expected(&a));
+
+    // The same files again: the forwarding client stays.
+    let line = reload(&b.agent, 2);
+    assert!(line.contains("cluster=\"unchanged\""), "{line}");
+    assert_eq!(cat_with(&client, &b, &c.alloc), expected(&c));
 }
 
 /// A call to etcd's JSON gateway, as the simulated registrants make it.

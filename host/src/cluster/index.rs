@@ -8,7 +8,7 @@
 //! found.
 
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
@@ -40,7 +40,7 @@ impl AllocIndex {
         etcd: &Etcd,
         membership: &Membership,
         alloc_id: &str,
-    ) -> Result<Option<NodeRecord>, EtcdError> {
+    ) -> Result<Option<Arc<NodeRecord>>, EtcdError> {
         let cached = self.holders().get(alloc_id).cloned();
         if let Some(node_id) = cached {
             if let Some(record) = membership.get(&node_id) {

@@ -35,7 +35,7 @@ pub struct NodeRecord {
 
 /// The fleet's members and whether that view can be trusted now.
 pub struct Membership {
-    nodes: RwLock<HashMap<String, NodeRecord>>,
+    nodes: RwLock<HashMap<String, Arc<NodeRecord>>>,
     /// Why the view cannot be trusted now (`None`: the watch is live and the lease renewed).
     watch_fault: Mutex<Option<String>>,
     lease_fault: Mutex<Option<String>>,
@@ -57,7 +57,7 @@ impl Default for Membership {
 
 impl Membership {
     /// `node_id`'s record, if it is a member.
-    pub fn get(&self, node_id: &str) -> Option<NodeRecord> {
+    pub fn get(&self, node_id: &str) -> Option<Arc<NodeRecord>> {
         self.nodes.read().unwrap_or_else(|e| e.into_inner()).get(node_id).cloned()
     }
 
@@ -103,10 +103,10 @@ impl Membership {
             Ok(watch) => watch,
             Err(err) => return err.to_string(),
         };
-        let fresh: HashMap<String, NodeRecord> = records
+        let fresh: HashMap<String, Arc<NodeRecord>> = records
             .iter()
             .filter_map(|(_, value)| serde_json::from_slice::<NodeRecord>(value).ok())
-            .map(|record| (record.id.clone(), record))
+            .map(|record| (record.id.clone(), Arc::new(record)))
             .collect();
         let members = fresh.len();
         let gone: Vec<String> = {
@@ -128,7 +128,10 @@ impl Membership {
                     Event::Put { key, value } => match serde_json::from_slice::<NodeRecord>(&value) {
                         Ok(record) => {
                             tracing::info!(node_id = %record.id, address = %record.address, "node joined the fleet");
-                            self.nodes.write().unwrap_or_else(|e| e.into_inner()).insert(record.id.clone(), record);
+                            self.nodes
+                                .write()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(record.id.clone(), Arc::new(record));
                         }
                         Err(err) => tracing::warn!("ignoring the malformed node record {key}: {err}"),
                     },

@@ -37,7 +37,7 @@ use tokio::task::AbortHandle;
 
 use self::config::ClusterConfig;
 use self::etcd::Etcd;
-use self::forward::{FORWARDED_BY, Forwarder, Outgoing};
+use self::forward::{FORWARDED_BY, Forwarder, Outgoing, TlsFiles};
 use self::index::AllocIndex;
 use self::membership::{Membership, NodeRecord};
 use self::registration::Registration;
@@ -60,7 +60,8 @@ pub struct Cluster {
     etcd: Arc<Etcd>,
     membership: Arc<Membership>,
     index: Arc<AllocIndex>,
-    forwarder: Forwarder,
+    /// Replaced when a reload finds the TLS files changed (see [`Cluster::forwarder_for`]).
+    forwarder: RwLock<Arc<Forwarder>>,
     registration: Arc<Registration>,
     /// The registration and the membership watch, once [`Cluster::run`] started them.
     tasks: Mutex<Vec<AbortHandle>>,
@@ -75,7 +76,7 @@ impl Cluster {
         registry: Arc<Registry>,
     ) -> anyhow::Result<Self> {
         let etcd = Arc::new(Etcd::new(config)?);
-        let forwarder = Forwarder::new(tls)?;
+        let forwarder = RwLock::new(Arc::new(Forwarder::new(TlsFiles::read(tls)?, node_id)?));
         let membership = Arc::new(Membership::default());
         let index = Arc::new(AllocIndex::new(&config.prefix));
         let record = NodeRecord {
@@ -106,6 +107,22 @@ impl Cluster {
     /// The block this cluster runs with.
     pub fn config(&self) -> &ClusterConfig {
         &self.config
+    }
+
+    /// A forwarding client for `tls` when its files' contents differ from those the running
+    /// one was built from (a certificate rotated in place keeps its paths); `None` when not.
+    pub fn forwarder_for(&self, tls: &TlsConfig) -> anyhow::Result<Option<Forwarder>> {
+        let files = TlsFiles::read(tls)?;
+        if &files == read(&self.forwarder).files() {
+            return Ok(None);
+        }
+        Forwarder::new(files, &self.node_id).map(Some)
+    }
+
+    /// Forwards with `forwarder` from now on (requests in flight finish with the old one;
+    /// its idle connections close with it).
+    pub fn replace_forwarder(&self, forwarder: Forwarder) {
+        *self.forwarder.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(forwarder);
     }
 
     /// Starts registering and watching the membership.
@@ -181,7 +198,8 @@ impl Cluster {
     }
 
     async fn relay(&self, node: &NodeRecord, outgoing: &Outgoing<'_>) -> Answer {
-        match self.forwarder.forward(node, outgoing, &self.node_id).await {
+        let forwarder = Arc::clone(&read(&self.forwarder));
+        match forwarder.forward(node, outgoing).await {
             Ok(reply) => Answer::Relayed(reply),
             Err(err) => Answer::Local(err.into()),
         }
@@ -198,13 +216,18 @@ impl LiveCluster {
     }
 
     pub fn current(&self) -> Option<Arc<Cluster>> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        read(&self.0).clone()
     }
 
     /// Puts `cluster` in force: the one it replaces.
     pub fn replace(&self, cluster: Option<Arc<Cluster>>) -> Option<Arc<Cluster>> {
         std::mem::replace(&mut *self.0.write().unwrap_or_else(|e| e.into_inner()), cluster)
     }
+}
+
+/// A read guard, also after a panic while the lock was held for writing.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A mutex's guard, also after a panic while it was held.
@@ -232,8 +255,16 @@ fn alloc_id_in(path: &str) -> Option<&str> {
 
 /// A transport error with its causes (reqwest's own text hides them).
 pub(crate) fn describe(err: &reqwest::Error) -> String {
-    let mut text = if err.is_timeout() { "timed out".to_string() } else { err.to_string() };
-    let mut source = std::error::Error::source(err);
+    if err.is_timeout() { chain("timed out".to_string(), err) } else { with_causes(err) }
+}
+
+/// An error's text followed by its causes'.
+pub(crate) fn with_causes(err: &dyn std::error::Error) -> String {
+    chain(err.to_string(), err)
+}
+
+fn chain(mut text: String, err: &dyn std::error::Error) -> String {
+    let mut source = err.source();
     while let Some(cause) = source {
         text.push_str(&format!(": {cause}"));
         source = cause.source();
