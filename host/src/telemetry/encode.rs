@@ -8,13 +8,15 @@
 //! 0.0.4): names with `.`, `-`, `/`, `=` and spaces turned into `_`, `# HELP` repeating the
 //! name, families sorted by name, series by label values, floats in Go's `%g` shortest form.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::own::{Distribution, LATENCY_BUCKETS};
-use super::{Metric, Value};
+use super::{Labels, Metric, Value};
 use crate::api::wire;
 
 /// The content type client_golang gives the text format.
@@ -130,8 +132,11 @@ pub fn go_float(value: f64) -> String {
     out
 }
 
-/// Appends [`go_float`]'s text: the shortest digits (Rust's `{:e}`, formatted on the stack),
-/// placed as Go's 'g' places them.
+/// Below 2^53 every integer is a float64 and its shortest digits are its decimal digits.
+const EXACT_INTEGERS: f64 = 9_007_199_254_740_992.0;
+
+/// Appends [`go_float`]'s text. Whole numbers (most gauges: bytes, ticks, counts) take their
+/// integer digits, the others the shortest digits of Rust's `{:e}`.
 fn push_go_float(out: &mut String, value: f64) {
     if value.is_nan() {
         return out.push_str("NaN");
@@ -142,25 +147,57 @@ fn push_go_float(out: &mut String, value: f64) {
     if value == 0.0 {
         return out.push('0');
     }
+    if value < 0.0 {
+        out.push('-');
+    }
+    let magnitude = value.abs();
+    if magnitude.fract() == 0.0 && magnitude < EXACT_INTEGERS {
+        push_whole(out, magnitude as u64);
+    } else {
+        push_shortest(out, magnitude);
+    }
+}
+
+/// A positive whole number below 2^53: its digits less trailing zeros are its shortest digits
+/// (any shorter number is at least 1 away, and such floats are at most 1 apart).
+fn push_whole(out: &mut String, value: u64) {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(value);
+    let mantissa = digits.trim_end_matches('0');
+    push_placed(out, &mantissa[..1], &mantissa[1..], digits.len() as i32 - 1);
+}
+
+/// A positive finite float's shortest digits, from Rust's `{:e}` formatted on the stack.
+fn push_shortest(out: &mut String, value: f64) {
     let mut buffer = [0u8; 40];
     let mut cursor = std::io::Cursor::new(&mut buffer[..]);
-    let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{:e}", value.abs()));
+    let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{value:e}"));
     let written = cursor.position() as usize;
     let scientific = std::str::from_utf8(&buffer[..written]).unwrap_or("0e0");
     let (mantissa, exponent) = scientific.split_once('e').unwrap_or((scientific, "0"));
     let exponent: i32 = exponent.parse().unwrap_or(0);
-    if value < 0.0 {
-        out.push('-');
-    }
-    // Shortest 'g' switches to an exponent below 1e-4 and from 1e6 on.
-    if !(-4..6).contains(&exponent) {
-        let sign = if exponent < 0 { '-' } else { '+' };
-        let _ = write!(out, "{mantissa}e{sign}{:02}", exponent.abs());
-        return;
-    }
     // The digits are the mantissa's first character and what follows its decimal point.
     let (first, rest) = mantissa.split_at(1);
-    let rest = rest.strip_prefix('.').unwrap_or(rest);
+    push_placed(out, first, rest.strip_prefix('.').unwrap_or(rest), exponent);
+}
+
+/// Places the shortest digits `first` `rest` (value `first.rest × 10^exponent`) as Go's 'g'
+/// places them: with an exponent below 1e-4 and from 1e6 on, else in positional notation.
+fn push_placed(out: &mut String, first: &str, rest: &str, exponent: i32) {
+    if !(-4..6).contains(&exponent) {
+        out.push_str(first);
+        if !rest.is_empty() {
+            out.push('.');
+            out.push_str(rest);
+        }
+        out.push_str(if exponent < 0 { "e-" } else { "e+" });
+        let exponent = exponent.unsigned_abs();
+        if exponent < 10 {
+            out.push('0');
+        }
+        out.push_str(itoa::Buffer::new().format(exponent));
+        return;
+    }
     if exponent < 0 {
         out.push_str("0.");
         out.extend(std::iter::repeat_n('0', (-exponent - 1) as usize));
@@ -197,101 +234,154 @@ fn push_label_value(out: &mut String, value: &str) {
     }
 }
 
-/// `name{a="1",b="2"}` with `labels` already sorted by name and `extra` (a histogram's `le`) last.
-fn push_series_name(out: &mut String, name: &str, suffix: &str, labels: &[(&str, &str)], extra: Option<&str>) {
-    out.push_str(name);
-    out.push_str(suffix);
-    if labels.is_empty() && extra.is_none() {
-        return;
-    }
-    out.push('{');
-    let extra = extra.map(|le| ("le", le));
-    for (i, (label, value)) in labels.iter().copied().chain(extra).enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(label);
-        out.push_str("=\"");
-        push_label_value(out, value);
-        out.push('"');
-    }
-    out.push('}');
+/// One label set as every series carrying it is written: `a="1",b="2"` sorted by label name,
+/// and its values in that order (client_golang's sort key for the series of a family).
+struct LabelText<'a> {
+    text: std::ops::Range<usize>,
+    values: std::ops::Range<usize>,
+    labels: &'a Labels,
 }
 
-/// The positions of a metric's labels in name order; one is shared by every series that has
-/// the same label names in the same order (all of a family, as allocd emits them).
-fn name_order(metric: &Metric) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..metric.labels.len()).collect();
-    order.sort_by_key(|&i| metric.labels[i].0);
-    order
-}
-
-/// A family's series, each with the index of its label order in `orders`.
+/// The label sets of a scrape, each escaped and written once however many series share it
+/// (the 14 gauges of a task share one).
 #[derive(Default)]
+struct LabelTexts<'a> {
+    sets: Vec<LabelText<'a>>,
+    text: String,
+    values: Vec<&'a str>,
+}
+
+impl<'a> LabelTexts<'a> {
+    /// The index of `labels`' text; the caller's metrics share label sets in runs, so the last
+    /// set is the one to compare with.
+    fn index(&mut self, labels: &'a Labels) -> usize {
+        if let Some(last) = self.sets.last()
+            && Arc::ptr_eq(last.labels, labels)
+        {
+            return self.sets.len() - 1;
+        }
+        let mut order: Vec<&(&'static str, Arc<str>)> = labels.iter().collect();
+        order.sort_by_key(|(name, _)| *name);
+        let (text_start, values_start) = (self.text.len(), self.values.len());
+        for (i, (name, value)) in order.into_iter().enumerate() {
+            if i > 0 {
+                self.text.push(',');
+            }
+            self.text.push_str(name);
+            self.text.push_str("=\"");
+            push_label_value(&mut self.text, value);
+            self.text.push('"');
+            self.values.push(value);
+        }
+        self.sets.push(LabelText {
+            text: text_start..self.text.len(),
+            values: values_start..self.values.len(),
+            labels,
+        });
+        self.sets.len() - 1
+    }
+
+    fn text(&self, set: usize) -> &str {
+        &self.text[self.sets[set].text.clone()]
+    }
+
+    fn values(&self, set: usize) -> &[&'a str] {
+        &self.values[self.sets[set].values.clone()]
+    }
+}
+
+/// A family: its Prometheus name and its series (a metric and its label set's index).
 struct Family<'a> {
-    orders: Vec<Vec<usize>>,
+    name: String,
     series: Vec<(&'a Metric, usize)>,
 }
 
-impl<'a> Family<'a> {
-    fn add(&mut self, metric: &'a Metric) {
-        let same_names = |(first, _): &(&Metric, usize)| {
-            first.labels.len() == metric.labels.len()
-                && first.labels.iter().zip(metric.labels.iter()).all(|(a, b)| a.0 == b.0)
-        };
-        let order = match self.series.iter().find(|series| same_names(series)) {
-            Some((_, order)) => *order,
+/// The families of `metrics` by dotted name; each name's Prometheus form is built once.
+#[derive(Default)]
+struct Families<'a> {
+    list: Vec<Family<'a>>,
+    /// Dotted names seen, by the `Arc` the metrics share, with their family's index.
+    seen: Vec<(&'a Arc<str>, usize)>,
+    /// Where the last name was found: metrics cycle through their names in order.
+    last: usize,
+}
+
+impl<'a> Families<'a> {
+    fn of(&mut self, name: &'a Arc<str>) -> &mut Family<'a> {
+        let n = self.seen.len();
+        let found = (0..n)
+            .map(|i| (self.last + 1 + i) % n)
+            .find(|&i| Arc::ptr_eq(self.seen[i].0, name))
+            .or_else(|| self.seen.iter().position(|(seen, _)| seen[..] == name[..]));
+        let index = match found {
+            Some(at) => {
+                self.last = at;
+                self.seen[at].1
+            }
             None => {
-                self.orders.push(name_order(metric));
-                self.orders.len() - 1
+                let prometheus = prometheus_name(name);
+                let family = match self.list.iter().position(|family| family.name == prometheus) {
+                    Some(family) => family,
+                    None => {
+                        self.list.push(Family { name: prometheus, series: Vec::new() });
+                        self.list.len() - 1
+                    }
+                };
+                self.seen.push((name, family));
+                self.last = self.seen.len() - 1;
+                family
             }
         };
-        self.series.push((metric, order));
-    }
-
-    /// Label values in name order, the sort key client_golang uses within a family.
-    fn values(&self, (metric, order): &(&'a Metric, usize)) -> impl Iterator<Item = &'a str> {
-        self.orders[*order].iter().map(move |&i| &*metric.labels[i].1)
+        &mut self.list[index]
     }
 }
 
 /// The text exposition format 0.0.4.
 pub fn prometheus(metrics: &[Metric]) -> String {
-    // Grouped by dotted name first, so each family's Prometheus name is built once.
-    let mut by_name: HashMap<&str, Family> = HashMap::new();
+    let mut families = Families::default();
+    let mut labels = LabelTexts::default();
     for metric in metrics {
-        by_name.entry(&metric.name).or_default().add(metric);
+        let set = labels.index(&metric.labels);
+        families.of(&metric.name).series.push((metric, set));
     }
-    let mut families: BTreeMap<String, Family> = BTreeMap::new();
-    for (name, group) in by_name {
-        let family = families.entry(prometheus_name(name)).or_default();
-        for (metric, _) in group.series {
-            family.add(metric);
-        }
-    }
+    let mut families = families.list;
+    families.sort_by(|a, b| a.name.cmp(&b.name));
     let mut out = String::with_capacity(metrics.len() * 128);
-    let mut labels: Vec<(&str, &str)> = Vec::new();
-    for (name, mut family) in families {
-        let mut series = std::mem::take(&mut family.series);
-        series.sort_by(|a, b| family.values(a).cmp(family.values(b)));
+    for Family { name, mut series } in families {
+        // Series sharing a label set compare equal without looking at the values.
+        series.sort_by(|a, b| if a.1 == b.1 { Ordering::Equal } else { labels.values(a.1).cmp(labels.values(b.1)) });
         let kind = match series[0].0.value {
             Value::Gauge(_) => "gauge",
             Value::Counter(_) => "counter",
             Value::Distribution(_) => "histogram",
         };
         let _ = write!(out, "# HELP {name} {name}\n# TYPE {name} {kind}\n");
-        for (metric, order) in series {
-            labels.clear();
-            labels.extend(family.orders[order].iter().map(|&i| (metric.labels[i].0, &*metric.labels[i].1)));
-            push_series(&mut out, &name, &labels, &metric.value);
+        for (metric, set) in series {
+            push_series(&mut out, &name, labels.text(set), &metric.value);
         }
     }
     out
 }
 
-fn push_series(out: &mut String, name: &str, labels: &[(&str, &str)], value: &Value) {
-    let mut line = |suffix: &str, extra: Option<&str>, value: f64| {
-        push_series_name(out, name, suffix, labels, extra);
+/// `name<suffix>{labels,le="…"} value` lines of one series; `labels` as [`LabelTexts`] writes
+/// them, a histogram's `le` last.
+fn push_series(out: &mut String, name: &str, labels: &str, value: &Value) {
+    let mut line = |suffix: &str, le: Option<&str>, value: f64| {
+        out.push_str(name);
+        out.push_str(suffix);
+        if !labels.is_empty() || le.is_some() {
+            out.push('{');
+            out.push_str(labels);
+            if let Some(le) = le {
+                if !labels.is_empty() {
+                    out.push(',');
+                }
+                out.push_str("le=\"");
+                out.push_str(le);
+                out.push('"');
+            }
+            out.push('}');
+        }
         out.push(' ');
         push_go_float(out, value);
         out.push('\n');
@@ -333,9 +423,31 @@ mod tests {
             (1.5e-7, "1.5e-07"),
             (4096.0, "4096"),
             (f64::from(33.33f32), "33.33000183105469"),
+            (999_999.0, "999999"),
+            (1_048_576.0, "1.048576e+06"),
+            (-1_048_576.0, "-1.048576e+06"),
+            (123_456_789_012.0, "1.23456789012e+11"),
+            (1e15, "1e+15"),
+            (9_007_199_254_740_993.0, "9.007199254740992e+15"),
+            (1e21, "1e+21"),
+            (f64::NAN, "NaN"),
+            (f64::NEG_INFINITY, "-Inf"),
         ];
         for (value, text) in cases {
             assert_eq!(go_float(value), text, "{value}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The integer path writes what the general one writes, for every whole number it takes.
+        #[test]
+        fn whole_numbers_take_their_shortest_digits(digits in 1u64..(1 << 53), zeros in 0u32..16) {
+            let value = digits.saturating_mul(10u64.pow(zeros)) % (1 << 53);
+            proptest::prop_assume!(value > 0);
+            let (mut whole, mut shortest) = (String::new(), String::new());
+            push_whole(&mut whole, value);
+            push_shortest(&mut shortest, value as f64);
+            proptest::prop_assert_eq!(whole, shortest);
         }
     }
 
@@ -364,6 +476,43 @@ mod tests {
     }
 
     #[test]
+    fn families_and_series_sort_whatever_the_input_order() {
+        // One label set shared by series that are not adjacent, label names emitted in two
+        // orders within a family, and two dotted names that are one Prometheus name.
+        let shared: Labels = Arc::new([("task", Arc::from("web")), ("alloc_id", Arc::from("b"))]);
+        let rss = |labels: &Labels, value| Metric {
+            name: "nomad.client.allocs.memory.rss".into(),
+            labels: Arc::clone(labels),
+            value: Value::Gauge(value),
+        };
+        let metrics = [
+            rss(&shared, 3.0),
+            gauge("nomad.client.allocs.cpu.user", &[("task", "web"), ("alloc_id", "b")], 0.5),
+            gauge("nomad.client.allocs.memory.rss", &[("alloc_id", "a"), ("task", "db")], 1.0),
+            rss(&shared, 4.0),
+            gauge("nomad.client.allocs.memory.rss", &[("alloc_id", "a"), ("task", "api")], 2.0),
+            gauge("nomad_client.allocs.memory.rss", &[("alloc_id", "a"), ("task", "cache")], 5.0),
+            Metric { name: "allocd.gc.collections".into(), labels: Arc::new([]), value: Value::Counter(7) },
+        ];
+        assert_eq!(
+            prometheus(&metrics),
+            "# HELP allocd_gc_collections allocd_gc_collections\n\
+             # TYPE allocd_gc_collections counter\n\
+             allocd_gc_collections 7\n\
+             # HELP nomad_client_allocs_cpu_user nomad_client_allocs_cpu_user\n\
+             # TYPE nomad_client_allocs_cpu_user gauge\n\
+             nomad_client_allocs_cpu_user{alloc_id=\"b\",task=\"web\"} 0.5\n\
+             # HELP nomad_client_allocs_memory_rss nomad_client_allocs_memory_rss\n\
+             # TYPE nomad_client_allocs_memory_rss gauge\n\
+             nomad_client_allocs_memory_rss{alloc_id=\"a\",task=\"api\"} 2\n\
+             nomad_client_allocs_memory_rss{alloc_id=\"a\",task=\"cache\"} 5\n\
+             nomad_client_allocs_memory_rss{alloc_id=\"a\",task=\"db\"} 1\n\
+             nomad_client_allocs_memory_rss{alloc_id=\"b\",task=\"web\"} 3\n\
+             nomad_client_allocs_memory_rss{alloc_id=\"b\",task=\"web\"} 4\n"
+        );
+    }
+
+    #[test]
     fn label_values_are_escaped_and_histograms_spelled_out() {
         let odd = gauge("x.y", &[("task", "a\"b\\c\nd")], 1.0);
         assert_eq!(prometheus(&[odd]), "# HELP x_y x_y\n# TYPE x_y gauge\nx_y{task=\"a\\\"b\\\\c\\nd\"} 1\n");
@@ -373,7 +522,7 @@ mod tests {
         let histogram = Metric {
             name: "allocd.plugin.call_seconds".into(),
             labels: Arc::new([]),
-            value: Value::Distribution(latency),
+            value: Value::Distribution(Box::new(latency)),
         };
         let text = prometheus(&[histogram]);
         assert!(text.contains("allocd_plugin_call_seconds_bucket{le=\"0.0025\"} 0\nallocd_plugin_call_seconds_bucket{le=\"0.005\"} 1\n"), "{text}");

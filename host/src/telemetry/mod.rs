@@ -40,7 +40,8 @@ pub enum Value {
     /// go-metrics gauges are float32.
     Gauge(f32),
     Counter(u64),
-    Distribution(Distribution),
+    /// Boxed: a scrape moves thousands of gauges, which need not be this large.
+    Distribution(Box<Distribution>),
 }
 
 /// go-metrics' in-memory aggregation interval, which the JSON `Timestamp` names.
@@ -116,7 +117,7 @@ impl Telemetry {
                     value: Value::Counter(counter.load(Relaxed)),
                 });
             }
-            let latency = Value::Distribution(stats.latency());
+            let latency = Value::Distribution(Box::new(stats.latency()));
             metrics.push(Metric { name: "allocd.plugin.call_seconds".into(), labels, value: latency });
         }
         metrics

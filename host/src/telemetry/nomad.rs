@@ -50,29 +50,22 @@ pub fn host_gauges(stats: &model::HostStats, prefix: &str, node_id: &str) -> Vec
         gauge(prefix, "client.host.memory.free", &base, memory.free as f64),
         gauge(prefix, "client.uptime", &base, stats.uptime as f64),
     ];
+    let cpu_names =
+        names(prefix, "client.host.cpu", ["total", "total_percent", "total_ticks", "user", "idle", "system"]);
     for cpu in &stats.cpu {
         let labels: Labels = Arc::new([("node_id", Arc::clone(&node_id)), ("cpu", Arc::from(cpu.cpu.as_str()))]);
-        for (name, value) in [
-            ("total", cpu.total_percent),
-            ("total_percent", cpu.total_percent),
-            ("total_ticks", cpu.total_ticks),
-            ("user", cpu.user),
-            ("idle", cpu.idle),
-            ("system", cpu.system),
-        ] {
-            gauges.push(gauge(prefix, &format!("client.host.cpu.{name}"), &labels, value));
+        let values = [cpu.total_percent, cpu.total_percent, cpu.total_ticks, cpu.user, cpu.idle, cpu.system];
+        for (name, value) in cpu_names.iter().zip(values) {
+            gauges.push(shared_gauge(name, &labels, value));
         }
     }
+    let disk_names = names(prefix, "client.host.disk", ["size", "used", "available", "used_percent", "inodes_percent"]);
     for disk in stats.disk_stats.iter().flatten() {
         let labels: Labels = Arc::new([("node_id", Arc::clone(&node_id)), ("disk", Arc::from(disk.device.as_str()))]);
-        for (name, value) in [
-            ("size", disk.size as f64),
-            ("used", disk.used as f64),
-            ("available", disk.available as f64),
-            ("used_percent", disk.used_percent),
-            ("inodes_percent", disk.inodes_used_percent),
-        ] {
-            gauges.push(gauge(prefix, &format!("client.host.disk.{name}"), &labels, value));
+        let values =
+            [disk.size as f64, disk.used as f64, disk.available as f64, disk.used_percent, disk.inodes_used_percent];
+        for (name, value) in disk_names.iter().zip(values) {
+            gauges.push(shared_gauge(name, &labels, value));
         }
     }
     gauges
