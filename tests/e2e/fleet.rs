@@ -270,8 +270,15 @@ fn fleet_every_client_endpoint_through_another_agent_answers_as_the_holder() {
     wait_for_fleet(&[a, b, c]);
 
     let id = &b.alloc;
+    // A file larger than what is relayed in one piece: streamed through the forwarder.
+    let big: Vec<u8> = (0..(1u32 << 20) + 7).map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8).collect();
+    let data_dir = b.fixture.alloc_dir().join(id).join("alloc/data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    std::fs::write(data_dir.join("big.bin"), &big).unwrap();
     let gzip = [("Accept-Encoding", "gzip")];
     let same: Vec<(String, &[(&str, &str)])> = vec![
+        (format!("/v1/client/fs/cat/{id}?path=alloc/data/big.bin"), &[]),
+        (format!("/v1/client/fs/readat/{id}?path=alloc/data/big.bin&offset=3&limit=700000"), &[]),
         (format!("/v1/client/fs/ls/{id}?path=alloc/logs"), &[]),
         (format!("/v1/client/fs/ls/{id}?path=alloc/logs&pretty"), &[]),
         (format!("/v1/client/fs/stat/{id}?path=alloc/logs/web.stdout.0"), &[]),

@@ -381,9 +381,19 @@ def test_log_view_resumes_after_the_agent_restarts_without_losing_or_repeating_a
             with open(logs / "web.stdout.1", "a") as log:
                 log.write("line 4 after the restart\n")
             _wait(browser, lambda b: "line 4 after" in output(b), "a line written after the restart")
+        # Down again, now in the rotated-to file: resuming counts the whole of web.stdout.0 first.
+        _wait(browser, lambda b: "reconnecting" in state(b), "the view to say it is reconnecting again")
+        with open(logs / "web.stdout.1", "a") as log:
+            log.write("line 5 while the agent was down again\n")
+        with running_allocd(tmp_path, config, port):
+            _wait(browser, lambda b: "line 5 while" in output(b), "the line written during the second outage")
+            with open(logs / "web.stdout.1", "a") as log:
+                log.write("line 6 after the second restart\n")
+            _wait(browser, lambda b: "line 6 after" in output(b), "a line written after the second restart")
             assert output(browser) == (
                 "line 0 before\nline 1 followed\nline 2 while the agent was down\n"
                 "line 3 rotated while the agent was down\nline 4 after the restart\n"
+                "line 5 while the agent was down again\nline 6 after the second restart\n"
             )
             assert "following" in state(browser)
             assert _no_alert(browser)

@@ -57,7 +57,8 @@ pub const FORWARDED_BY: &str = "x-allocd-forwarded-by";
 pub const NO_PATH_TO_NODE: &str = "No path to node";
 /// How long reaching the holder (TCP and TLS) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long the holder may take to start answering (a plugin call times out in 10 s).
+/// How long the holder may take to start answering, and to finish an answer read whole (a plugin
+/// call times out in 10 s).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long an unused connection to another agent stays open.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -144,7 +145,11 @@ impl Forwarder {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
+        // A holder that dies or is cut off mid-answer (a follow may be silent for minutes) is
+        // noticed by TCP keepalive: probes after 5 s of silence, one a second, three missed.
         http.set_keepalive(Some(Duration::from_secs(5)));
+        http.set_keepalive_interval(Some(Duration::from_secs(1)));
+        http.set_keepalive_retries(Some(3));
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(files.client_config()?)
@@ -242,10 +247,17 @@ async fn relay(answer: hyper::Response<Incoming>) -> Result<warp::reply::Respons
         reply
     };
     if incoming.size_hint().exact().is_some_and(|len| len <= WHOLE_LIMIT) {
-        let whole = incoming.collect().await.map_err(|err| {
-            tracing::warn!("the holder's answer ended early: {}", with_causes(&err));
-            ApiError::not_found(NO_PATH_TO_NODE)
-        })?;
+        let whole = match tokio::time::timeout(ANSWER_TIMEOUT, incoming.collect()).await {
+            Ok(Ok(whole)) => whole,
+            Ok(Err(err)) => {
+                tracing::warn!("the holder's answer ended early: {}", with_causes(&err));
+                return Err(ApiError::not_found(NO_PATH_TO_NODE));
+            }
+            Err(_) => {
+                tracing::warn!("the holder's answer stalled for {ANSWER_TIMEOUT:?} after its head");
+                return Err(ApiError::not_found(NO_PATH_TO_NODE));
+            }
+        };
         return Ok(finish(warp::reply::Response::new(whole.to_bytes().into())));
     }
     let (tx, rx) = body::channel();

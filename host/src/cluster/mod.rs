@@ -33,7 +33,7 @@ pub mod registration;
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 
 use self::config::ClusterConfig;
 use self::etcd::Etcd;
@@ -64,7 +64,7 @@ pub struct Cluster {
     forwarder: RwLock<Arc<Forwarder>>,
     registration: Arc<Registration>,
     /// The registration and the membership watch, once [`Cluster::run`] started them.
-    tasks: Mutex<Vec<AbortHandle>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Cluster {
@@ -132,7 +132,7 @@ impl Cluster {
         let departed = move |node_id: &str| departed_index.forget_node(node_id);
         let prefix = self.config.prefix.clone();
         let watch = tokio::spawn(Arc::clone(&self.membership).watch(Arc::clone(&self.etcd), prefix, departed));
-        lock(&self.tasks).extend([registration.abort_handle(), watch.abort_handle()]);
+        lock(&self.tasks).extend([registration, watch]);
         tracing::info!(
             advertise = %self.config.advertise,
             prefix = %self.config.prefix,
@@ -141,9 +141,14 @@ impl Cluster {
     }
 
     /// Leaves the fleet at once (at shutdown, or when a reload replaces this cluster): stops
-    /// registering and watching, then revokes the lease.
+    /// registering and watching, waits until those tasks are gone (a lease they were granting
+    /// is then in `registration`, never granted after the revoke), then revokes the lease.
     pub async fn leave(&self) {
-        lock(&self.tasks).drain(..).for_each(|task| task.abort());
+        let tasks: Vec<JoinHandle<()>> = lock(&self.tasks).drain(..).collect();
+        tasks.iter().for_each(JoinHandle::abort);
+        for task in tasks {
+            let _ = task.await;
+        }
         self.registration.leave().await;
     }
 

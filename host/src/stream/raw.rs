@@ -9,7 +9,9 @@
 //! Reads are [`LARGE_CHUNK`] bytes while a pool shared by every connection ([`LARGE_POOL`]
 //! bytes) has room, [`CHUNK_SIZE`] otherwise: a large file leaves in a quarter of the plugin
 //! calls and wake-ups, and however many clients stall, large reads hold at most the pool
-//! beyond each connection's own small bound.
+//! beyond each connection's own small bound. A client that stops reading keeps its share (two
+//! large chunks at most: the one being written and the one read ahead), so while 32 such
+//! clients stall, the other downloads read a chunk at a time: slower, never stalled.
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};

@@ -4,10 +4,14 @@
 // is drawn at most once per frame.
 //
 // Every frame names its file and the offset just past its data, so the page knows where it is.
-// When the stream ends (the agent restarted, the network dropped) it reconnects with a growing
-// pause and resumes at that position (for logs: the retained files before the current one,
-// summed, plus the offset, as Nomad's origin=start counts), dropping whatever a frame repeats:
-// no line is lost or shown twice. A 404 (the allocation was collected) ends following.
+// When the stream ends (the agent restarted, the network dropped, a fleet member was away) it
+// reconnects with a growing pause and resumes at that position (for logs: the retained files
+// before the current one, summed, plus the offset, as Nomad's origin=start counts), dropping
+// whatever a frame repeats: no line is shown twice, and none is lost unless rotation deleted it
+// meanwhile (the view then says so). A token that may read logs but not list files resumes from
+// the last MAX_KEPT_CHARS instead. Following ends on an error before the first answer, on 400
+// and 403, and once the allocation has been unknown for GONE_AFTER_MS (it was collected; a fleet
+// member restarting is away for less); anything else is retried.
 
 import { ApiError, enc, getJson, request } from "./api.js";
 import { bytes, el, show, showError } from "./dom.js";
@@ -16,6 +20,7 @@ const MAX_KEPT_CHARS = 1024 * 1024;
 const MAX_SEARCH_LINES = 2000;
 const FIRST_RETRY_MS = 250;
 const MAX_RETRY_MS = 4000;
+const GONE_AFTER_MS = 30000;
 
 /** Splits concatenated JSON frames, keeping a frame cut between chunks for the next one. */
 function frameSplitter() {
@@ -156,6 +161,7 @@ export function logsPage(main, id, task, type) {
   const logsPath = (origin, offset) =>
     `/v1/client/fs/logs/${enc(id)}?task=${enc(task)}&type=${enc(type)}&follow=true&origin=${origin}&offset=${offset}`;
   let at = null; // { file, offset } just past the last byte shown
+  let resumedAt = null; // where the stream was asked to resume, until its first data frame
 
   // The bytes of `frame` not shown yet, moving `at` past them.
   const accept = (frame) => {
@@ -169,23 +175,39 @@ export function logsPage(main, id, task, type) {
       if (order(frame.File) < order(at.file)) return null;
       if (order(frame.File) === order(at.file)) skip = Math.max(0, at.offset - start);
     }
+    if (resumedAt && data.length) {
+      const sameFile = order(frame.File) === order(resumedAt.file);
+      if (!truncated && (sameFile ? start > resumedAt.offset : start > 0)) {
+        receive("\n[… lines written while the view was reconnecting were rotated away …]\n");
+      }
+      resumedAt = null;
+    }
     if (truncated || skip < data.length || !at) at = { file: frame.File, offset };
     return data.subarray(skip);
   };
 
   // Where to ask from after a reconnect.
   const resumePath = async (signal) => {
+    resumedAt = null;
     if (!at) return logsPath("end", MAX_KEPT_CHARS);
-    const listing = await getJson(`/v1/client/fs/ls/${enc(id)}?path=alloc/logs`, { signal });
+    let listing;
+    try {
+      listing = await getJson(`/v1/client/fs/ls/${enc(id)}?path=alloc/logs`, { signal });
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 403) return logsPath("end", MAX_KEPT_CHARS);
+      throw error;
+    }
     const prefix = `${task}.${type}.`;
     const files = (listing || [])
       .filter((entry) => entry.Name.startsWith(prefix) && /^\d+$/.test(entry.Name.slice(prefix.length)))
       .map((entry) => [order(entry.Name), entry.Size]);
     const current = order(at.file);
     const before = files.filter(([index]) => index < current).reduce((sum, [, size]) => sum + size, 0);
-    // Rotated away meanwhile: resume at the start of the next retained file.
-    const within = files.some(([index]) => index === current) ? at.offset : 0;
-    return logsPath("start", before + within);
+    const size = files.find(([index]) => index === current)?.[1];
+    // Truncated meanwhile: all of it is new. Rotated away: resume at the next retained file.
+    if (size !== undefined && size < at.offset) at = { file: at.file, offset: 0 };
+    resumedAt = { ...at };
+    return logsPath("start", before + (size === undefined ? 0 : at.offset));
   };
 
   const controller = new AbortController();
@@ -193,9 +215,12 @@ export function logsPage(main, id, task, type) {
   (async () => {
     const text = new TextDecoder("utf-8");
     let retry = FIRST_RETRY_MS;
+    let unknownSince = null; // when the allocation was first unknown in a row of attempts
+    let connected = false; // a first failure is shown as it is, not retried
     for (;;) {
       try {
         const response = await request(await resumePath(signal), { signal });
+        connected = true;
         retry = FIRST_RETRY_MS;
         updateState();
         const reader = response.body.getReader();
@@ -209,14 +234,17 @@ export function logsPage(main, id, task, type) {
             if (fresh && fresh.length) receive(text.decode(fresh, { stream: true }));
           }
         }
+        unknownSince = null;
       } catch (error) {
         if (signal.aborted) return;
-        if (error instanceof ApiError && error.status === 404) {
+        if (error instanceof ApiError && (!connected || error.status === 400 || error.status === 403)) throw error;
+        const unknown = error instanceof ApiError && error.status === 404 && error.message.startsWith("Unknown allocation");
+        unknownSince = unknown ? (unknownSince ?? Date.now()) : null;
+        if (unknown && Date.now() - unknownSince > GONE_AFTER_MS) {
           draw();
           updateState("stopped: the allocation is gone");
           return;
         }
-        if (error instanceof ApiError && error.status < 500) throw error;
       }
       if (signal.aborted) return;
       draw();
