@@ -365,31 +365,31 @@ def test_log_view_resumes_after_the_agent_restarts_without_losing_or_repeating_a
     output = lambda b: b.find_element(By.ID, "log-output").get_attribute("textContent")
     state = lambda b: b.find_element(By.ID, "log-state").text
     browser = _new_browser()
+
+    def append_and_see(name, line):
+        with open(logs / name, "a") as log:
+            log.write(line + "\n")
+        _wait(browser, lambda b: line in output(b), f"{line!r} in the log view")
+
     try:
         with running_allocd(tmp_path, config, port) as base:
             browser.get(f"{base}/ui/#/alloc/{ALLOC_ID}/logs/web/stdout")
             _wait(browser, lambda b: "line 0 before" in output(b), "the log before the restart")
-            with open(logs / "web.stdout.0", "a") as log:
-                log.write("line 1 followed\n")
-            _wait(browser, lambda b: "line 1 followed" in output(b), "a followed line")
+            append_and_see("web.stdout.0", "line 1 followed")
         _wait(browser, lambda b: "reconnecting" in state(b), "the view to say it is reconnecting")
         with open(logs / "web.stdout.0", "a") as log:
             log.write("line 2 while the agent was down\n")
         (logs / "web.stdout.1").write_text("line 3 rotated while the agent was down\n")
         with running_allocd(tmp_path, config, port):
             _wait(browser, lambda b: "line 3 rotated" in output(b), "the lines written while the agent was down")
-            with open(logs / "web.stdout.1", "a") as log:
-                log.write("line 4 after the restart\n")
-            _wait(browser, lambda b: "line 4 after" in output(b), "a line written after the restart")
+            append_and_see("web.stdout.1", "line 4 after the restart")
         # Down again, now in the rotated-to file: resuming counts the whole of web.stdout.0 first.
         _wait(browser, lambda b: "reconnecting" in state(b), "the view to say it is reconnecting again")
         with open(logs / "web.stdout.1", "a") as log:
             log.write("line 5 while the agent was down again\n")
         with running_allocd(tmp_path, config, port):
             _wait(browser, lambda b: "line 5 while" in output(b), "the line written during the second outage")
-            with open(logs / "web.stdout.1", "a") as log:
-                log.write("line 6 after the second restart\n")
-            _wait(browser, lambda b: "line 6 after" in output(b), "a line written after the second restart")
+            append_and_see("web.stdout.1", "line 6 after the second restart")
             assert output(browser) == (
                 "line 0 before\nline 1 followed\nline 2 while the agent was down\n"
                 "line 3 rotated while the agent was down\nline 4 after the restart\n"
