@@ -669,13 +669,14 @@ fn fleet_sighup_forwards_with_certificates_rotated_in_place() {
     assert_eq!(cat_with(&client, &b, &c.alloc), expected(&c));
 }
 
-/// A call to etcd's JSON gateway, as the simulated registrants make it.
+/// A call to etcd's JSON gateway (the first running member), as the simulated registrants make it.
 fn etcd_call(etcd: &EtcdCluster, path: &str, body: serde_json::Value) -> serde_json::Value {
     // One client for every call (building one reads the system's root certificates).
     static CLIENT: std::sync::LazyLock<reqwest::blocking::Client> =
         std::sync::LazyLock::new(|| reqwest::blocking::Client::builder().timeout(HANG).build().unwrap());
     let client = &*CLIENT;
-    let response = client.post(format!("{}{path}", etcd.url(0))).body(body.to_string()).send().unwrap();
+    let running = etcd.running.iter().position(Option::is_some).expect("a running etcd member");
+    let response = client.post(format!("{}{path}", etcd.url(running))).body(body.to_string()).send().unwrap();
     assert!(response.status().is_success(), "etcd {path}: {}", response.status());
     serde_json::from_slice(&response.bytes().unwrap()).unwrap()
 }
@@ -864,6 +865,7 @@ fn fleet_sighup_applies_a_changed_cluster_block() {
     let hangup = Instant::now();
     let line = reload(&x.agent, 4);
     assert!(line.contains("cluster=\"left\""), "{line}");
+    assert_eq!(record_lease(&etcd, &x.id), None, "the lease is revoked before the reload reports");
     eventually(HANG, "x to leave", || {
         b.agent.get(&cat_url(&x.alloc)).text().starts_with("Unknown allocation").then_some(())
     });
