@@ -42,7 +42,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto};
 use tokio_stream::StreamExt;
 use warp::Reply;
-use warp::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use warp::http::header::{self, HeaderMap, HeaderValue};
 use warp::http::{Method, Request, Uri};
 
 use super::membership::NodeRecord;
@@ -66,9 +66,25 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Largest answer read whole before it is relayed: one body channel's budget.
 const WHOLE_LIMIT: u64 = body::BUDGET as u64;
 
-/// Headers that belong to one connection, never relayed.
-const HOP_BY_HOP: [HeaderName; 6] =
-    [header::CONNECTION, header::HOST, header::TE, header::TRAILER, header::TRANSFER_ENCODING, header::UPGRADE];
+/// Headers that belong to one connection, never relayed (RFC 9110 §7.6.1), besides those the
+/// `Connection` header names.
+const HOP_BY_HOP: [&str; 8] =
+    ["connection", "host", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+
+/// Removes the headers that belong to one connection.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect();
+    for name in HOP_BY_HOP.iter().copied().chain(named.iter().map(String::as_str)) {
+        headers.remove(name);
+    }
+}
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -173,7 +189,7 @@ impl Forwarder {
     pub async fn forward(&self, node: &NodeRecord, request: &Outgoing<'_>) -> Result<warp::reply::Response, ApiError> {
         let uri = target(&node.address, request).map_err(|_| ApiError::internal("bad forwarding address"))?;
         let mut headers = request.headers.clone();
-        HOP_BY_HOP.iter().for_each(|name| drop(headers.remove(name)));
+        strip_hop_by_hop(&mut headers);
         headers.insert(FORWARDED_BY, self.forwarded_by.clone());
         let mut outgoing = Request::new(Empty::new());
         *outgoing.method_mut() = request.method.clone();
@@ -240,7 +256,7 @@ impl tower_service::Service<Uri> for Connector {
 async fn relay(answer: hyper::Response<Incoming>) -> Result<warp::reply::Response, ApiError> {
     let (parts, mut incoming) = answer.into_parts();
     let mut headers = parts.headers;
-    HOP_BY_HOP.iter().for_each(|name| drop(headers.remove(name)));
+    strip_hop_by_hop(&mut headers);
     let finish = |mut reply: warp::reply::Response| {
         *reply.status_mut() = parts.status;
         *reply.headers_mut() = headers;
@@ -297,6 +313,27 @@ async fn next_chunk(incoming: &mut Incoming) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use warp::http::header::HeaderName;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_stay_behind() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, X-Private-Hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-private-hop", "1"),
+            ("proxy-connection", "keep-alive"),
+            ("host", "a:4646"),
+            ("x-nomad-token", "secret"),
+            ("accept-encoding", "gzip"),
+        ] {
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        strip_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort();
+        assert_eq!(left, ["accept-encoding", "x-nomad-token"]);
+    }
 
     #[test]
     fn a_client_without_tls_files_builds() {
