@@ -34,6 +34,7 @@ HANG_BOUND_S = 30  # generous: only a hang fails, never a slow machine
 BUSY_TASK = "busy"
 XSS_HTML = '<h1 id="pwned">pwned</h1><script>window.__xss = 1; alert("xss")</script><img src=x onerror="window.__xss = 2">'
 MGMT_TOKEN = "00000000-0000-4000-8000-00000000000a"
+LOGS_TOKEN = "00000000-0000-4000-8000-00000000000b"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_CONTROLLERS = ("memory", "cpuacct", "cpu,cpuacct", "cpu", "freezer", "pids")
 
@@ -397,6 +398,47 @@ def test_log_view_resumes_after_the_agent_restarts_without_losing_or_repeating_a
             )
             assert "following" in state(browser)
             assert _no_alert(browser)
+    finally:
+        browser.quit()
+
+
+def test_log_view_resumes_with_a_token_that_may_read_logs_but_not_list_files(tmp_path):
+    """Resuming normally lists alloc/logs (read-fs); a read-logs token is refused that, so the
+    view asks for the last megabyte again and drops what it already shows: still every line once."""
+    _chromium_paths()
+    alloc_dir = tmp_path / "alloc"
+    logs = _write_alloc(alloc_dir, ALLOC_ID, "web", "line 0 before\n") / "alloc/logs"
+    acl = tmp_path / "acl"
+    (acl / "policies").mkdir(parents=True)
+    (acl / "policies/logs.hcl").write_text('namespace "default" {\n  capabilities = ["read-logs"]\n}\n')
+    (acl / "tokens.hcl").write_text(f'token "logs" {{ secret_id = "{LOGS_TOKEN}" policies = ["logs"] }}\n')
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = (
+        f'data_dir = "{tmp_path / "data"}"\n'
+        'bind_addr = "127.0.0.1"\n'
+        'plugin "host-metrics" {}\n'
+        f'plugin "local-disk" {{\n  config {{ alloc_dir = "{alloc_dir}" }}\n}}\n'
+        f'acl {{\n  enabled = true\n  policy_dir = "{acl / "policies"}"\n  token_file = "{acl / "tokens.hcl"}"\n}}\n'
+    )
+    output = lambda b: b.find_element(By.ID, "log-output").get_attribute("textContent")
+    browser = _new_browser()
+    try:
+        with running_allocd(tmp_path, config, port) as base:
+            assert requests.get(f"{base}/v1/client/fs/ls/{ALLOC_ID}?path=alloc/logs",
+                                headers={"X-Nomad-Token": LOGS_TOKEN}).status_code == 403
+            browser.get(f"{base}/ui/")
+            browser.execute_script(f"localStorage.setItem('allocd.token', '{LOGS_TOKEN}')")
+            browser.get(f"{base}/ui/#/alloc/{ALLOC_ID}/logs/web/stdout")
+            _wait(browser, lambda b: "line 0 before" in output(b), "the log with a read-logs token")
+        _wait(browser, lambda b: "reconnecting" in b.find_element(By.ID, "log-state").text, "the view to reconnect")
+        with open(logs / "web.stdout.0", "a") as log:
+            log.write("line 1 while the agent was down\n")
+        with running_allocd(tmp_path, config, port):
+            _wait(browser, lambda b: "line 1 while" in output(b), "the line written while the agent was down")
+            assert output(browser) == "line 0 before\nline 1 while the agent was down\n"
+            assert not browser.find_elements(By.CSS_SELECTOR, "main .error")
     finally:
         browser.quit()
 
