@@ -348,10 +348,9 @@ def test_log_view_follows_appends_pause_search_rotation_and_megabytes(ui_env):
     _shot(ui_env, "logs")
 
 
-def test_log_view_resumes_after_the_agent_restarts_without_losing_or_repeating_a_line(tmp_path):
-    """The agent stops mid-follow; lines are written and the log rotates while it is down; once it
-    is back on the same address the page resumes where it was: every line exactly once."""
-    _chromium_paths()
+def _restartable_log_agent(tmp_path, extra=""):
+    """One allocation whose web task logged "line 0 before", a config over it (plus `extra` HCL)
+    and a fixed free port, so the agent can be stopped and started again at the same address."""
     alloc_dir = tmp_path / "alloc"
     logs = _write_alloc(alloc_dir, ALLOC_ID, "web", "line 0 before\n") / "alloc/logs"
     with socket.socket() as probe:
@@ -362,7 +361,15 @@ def test_log_view_resumes_after_the_agent_restarts_without_losing_or_repeating_a
         'bind_addr = "127.0.0.1"\n'
         'plugin "host-metrics" {}\n'
         f'plugin "local-disk" {{\n  config {{ alloc_dir = "{alloc_dir}" }}\n}}\n'
-    )
+    ) + extra
+    return logs, config, port
+
+
+def test_log_view_resumes_after_the_agent_restarts_without_losing_or_repeating_a_line(tmp_path):
+    """The agent stops mid-follow; lines are written and the log rotates while it is down; once it
+    is back on the same address the page resumes where it was: every line exactly once."""
+    _chromium_paths()
+    logs, config, port = _restartable_log_agent(tmp_path)
     output = lambda b: b.find_element(By.ID, "log-output").get_attribute("textContent")
     state = lambda b: b.find_element(By.ID, "log-state").text
     browser = _new_browser()
@@ -406,21 +413,13 @@ def test_log_view_resumes_with_a_token_that_may_read_logs_but_not_list_files(tmp
     """Resuming normally lists alloc/logs (read-fs); a read-logs token is refused that, so the
     view asks for the last megabyte again and drops what it already shows: still every line once."""
     _chromium_paths()
-    alloc_dir = tmp_path / "alloc"
-    logs = _write_alloc(alloc_dir, ALLOC_ID, "web", "line 0 before\n") / "alloc/logs"
     acl = tmp_path / "acl"
     (acl / "policies").mkdir(parents=True)
     (acl / "policies/logs.hcl").write_text('namespace "default" {\n  capabilities = ["read-logs"]\n}\n')
     (acl / "tokens.hcl").write_text(f'token "logs" {{ secret_id = "{LOGS_TOKEN}" policies = ["logs"] }}\n')
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = (
-        f'data_dir = "{tmp_path / "data"}"\n'
-        'bind_addr = "127.0.0.1"\n'
-        'plugin "host-metrics" {}\n'
-        f'plugin "local-disk" {{\n  config {{ alloc_dir = "{alloc_dir}" }}\n}}\n'
-        f'acl {{\n  enabled = true\n  policy_dir = "{acl / "policies"}"\n  token_file = "{acl / "tokens.hcl"}"\n}}\n'
+    logs, config, port = _restartable_log_agent(
+        tmp_path,
+        f'acl {{\n  enabled = true\n  policy_dir = "{acl / "policies"}"\n  token_file = "{acl / "tokens.hcl"}"\n}}\n',
     )
     output = lambda b: b.find_element(By.ID, "log-output").get_attribute("textContent")
     browser = _new_browser()
