@@ -25,14 +25,19 @@ use crate::plugins::registry::OpenFile;
 pub const CHUNK_SIZE: usize = body::BUDGET;
 
 /// Bytes per `read_at` call while the pool has room.
-pub const LARGE_CHUNK: usize = 4 * CHUNK_SIZE;
+const LARGE_CHUNK: usize = 4 * CHUNK_SIZE;
 /// Bytes that large reads of all connections may hold at once, read or waiting to be written.
-pub const LARGE_POOL: usize = 16 * 1024 * 1024;
+const LARGE_POOL: usize = 16 * 1024 * 1024;
 static LARGE_READS: Semaphore = Semaphore::const_new(LARGE_POOL);
 
 /// Bytes to read next: a chunk, capped by what the limit leaves.
 pub fn next_len(remaining: Option<u64>) -> usize {
-    remaining.map_or(CHUNK_SIZE, |left| left.min(CHUNK_SIZE as u64) as usize)
+    capped(remaining, CHUNK_SIZE)
+}
+
+/// `chunk` bytes, or what the limit leaves if that is less.
+fn capped(remaining: Option<u64>, chunk: usize) -> usize {
+    remaining.map_or(chunk, |left| left.min(chunk as u64) as usize)
 }
 
 /// A chunk read with a share of the large-read pool, given back when the chunk is dropped
@@ -51,7 +56,7 @@ impl AsRef<[u8]> for Large {
 /// Reads the next piece at `offset`: a large one when more than a chunk is left and the pool
 /// has room.
 async fn read_next(file: &OpenFile, offset: u64, remaining: Option<u64>) -> Result<Bytes, PluginFailure> {
-    let wanted = remaining.map_or(LARGE_CHUNK, |left| left.min(LARGE_CHUNK as u64) as usize);
+    let wanted = capped(remaining, LARGE_CHUNK);
     if wanted > CHUNK_SIZE
         && let Ok(share) = LARGE_READS.try_acquire_many(wanted as u32)
     {
