@@ -332,19 +332,19 @@ impl Acl {
 }
 
 /// The ACLs in force: SIGHUP replaces them, so a removed token stops working at once.
-pub struct LiveAcl(std::sync::RwLock<std::sync::Arc<Acl>>);
+pub struct LiveAcl(crate::live::Live<std::sync::Arc<Acl>>);
 
 impl LiveAcl {
     pub fn new(acl: Acl) -> Self {
-        Self(std::sync::RwLock::new(std::sync::Arc::new(acl)))
+        Self(crate::live::Live::new(std::sync::Arc::new(acl)))
     }
 
     pub fn replace(&self, acl: Acl) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(acl);
+        self.0.replace(std::sync::Arc::new(acl));
     }
 
     fn current(&self) -> std::sync::Arc<Acl> {
-        std::sync::Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+        self.0.current()
     }
 
     /// [`Acl::check`] against the ACLs in force.

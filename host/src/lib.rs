@@ -2,7 +2,7 @@
 //!
 //! [`cli`] and [`config`] decide what to run, [`agent`] runs it, [`plugins`] loads and calls
 //! the plugin libraries, [`stats`] keeps the latest samples, [`api`] serves Nomad's endpoints over [`server`] (TCP or TLS), [`acl`] decides who may
-//! and [`stream`] moves file bytes into response bodies. [`gc`] collects terminal allocations, [`telemetry`] gathers `/v1/metrics`, [`hcl1`] accepts Nomad's one-line HCL blocks, and [`dev`] is the `-dev` sample setup. [`client`] is the `allocd alloc`/`allocd node` CLI. [`cluster`] is fleet mode (etcd membership, forwarding). [`cpu`] runs CPU-heavy work below the async workers' priority.
+//! and [`stream`] moves file bytes into response bodies. [`gc`] collects terminal allocations, [`telemetry`] gathers `/v1/metrics`, [`hcl1`] accepts Nomad's one-line HCL blocks, and [`dev`] is the `-dev` sample setup. [`client`] is the `allocd alloc`/`allocd node` CLI. [`cluster`] is fleet mode (etcd membership, forwarding). [`cpu`] runs CPU-heavy work below the async workers' priority; [`live`] holds what a SIGHUP replaces.
 
 pub mod acl;
 pub mod agent;
@@ -16,6 +16,7 @@ pub mod dev;
 pub mod gc;
 pub mod hcl1;
 pub mod inspect;
+pub mod live;
 pub mod logging;
 pub mod plugins;
 pub mod server;

@@ -77,21 +77,7 @@ pub fn tls_acceptor(config: &TlsConfig) -> anyhow::Result<Option<TlsAcceptor>> {
 
 /// The TLS configuration in force: SIGHUP replaces it; open connections keep the one they
 /// were accepted with.
-pub struct LiveTls(std::sync::RwLock<TlsAcceptor>);
-
-impl LiveTls {
-    pub fn new(acceptor: TlsAcceptor) -> Self {
-        Self(std::sync::RwLock::new(acceptor))
-    }
-
-    pub fn replace(&self, acceptor: TlsAcceptor) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = acceptor;
-    }
-
-    fn current(&self) -> TlsAcceptor {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
+pub type LiveTls = crate::live::Live<TlsAcceptor>;
 
 /// Open connections per client address.
 #[derive(Default)]

@@ -31,7 +31,7 @@ pub mod membership;
 pub mod registration;
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinHandle;
 
@@ -45,6 +45,7 @@ use crate::api::error::ApiError;
 use crate::api::params::Request;
 use crate::api::response::{ApiResponse, RequestMeta};
 use crate::config::TlsConfig;
+use crate::live::Live;
 use crate::plugins::Registry;
 
 /// An answer: this agent's own (Nomad's wrapping still to apply), or a holder's, relayed as is.
@@ -61,7 +62,7 @@ pub struct Cluster {
     membership: Arc<Membership>,
     index: Arc<AllocIndex>,
     /// Replaced when a reload finds the TLS files changed (see [`Cluster::forwarder_for`]).
-    forwarder: RwLock<Arc<Forwarder>>,
+    forwarder: Live<Arc<Forwarder>>,
     registration: Arc<Registration>,
     /// The registration and the membership watch, once [`Cluster::run`] started them.
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -76,7 +77,7 @@ impl Cluster {
         registry: Arc<Registry>,
     ) -> anyhow::Result<Self> {
         let etcd = Arc::new(Etcd::new(config)?);
-        let forwarder = RwLock::new(Arc::new(Forwarder::new(TlsFiles::read(tls)?, node_id)?));
+        let forwarder = Live::new(Arc::new(Forwarder::new(TlsFiles::read(tls)?, node_id)?));
         let membership = Arc::new(Membership::default());
         let index = Arc::new(AllocIndex::new(&config.prefix));
         let record = NodeRecord {
@@ -113,7 +114,7 @@ impl Cluster {
     /// one was built from (a certificate rotated in place keeps its paths); `None` when not.
     pub fn forwarder_for(&self, tls: &TlsConfig) -> anyhow::Result<Option<Forwarder>> {
         let files = TlsFiles::read(tls)?;
-        if &files == read(&self.forwarder).files() {
+        if &files == self.forwarder.current().files() {
             return Ok(None);
         }
         Forwarder::new(files, &self.node_id).map(Some)
@@ -122,7 +123,7 @@ impl Cluster {
     /// Forwards with `forwarder` from now on (requests in flight finish with the old one;
     /// its idle connections close with it).
     pub fn replace_forwarder(&self, forwarder: Forwarder) {
-        *self.forwarder.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(forwarder);
+        self.forwarder.replace(Arc::new(forwarder));
     }
 
     /// Starts registering and watching the membership.
@@ -203,7 +204,7 @@ impl Cluster {
     }
 
     async fn relay(&self, node: &NodeRecord, outgoing: &Outgoing<'_>) -> Answer {
-        let forwarder = Arc::clone(&read(&self.forwarder));
+        let forwarder = self.forwarder.current();
         match forwarder.forward(node, outgoing).await {
             Ok(reply) => Answer::Relayed(reply),
             Err(err) => Answer::Local(err.into()),
@@ -213,27 +214,7 @@ impl Cluster {
 
 /// The cluster in force (`None`: the single-node agent), replaced when a SIGHUP changes the
 /// `cluster { }` block. A request keeps the cluster it started with.
-pub struct LiveCluster(RwLock<Option<Arc<Cluster>>>);
-
-impl LiveCluster {
-    pub fn new(cluster: Option<Arc<Cluster>>) -> Self {
-        Self(RwLock::new(cluster))
-    }
-
-    pub fn current(&self) -> Option<Arc<Cluster>> {
-        read(&self.0).clone()
-    }
-
-    /// Puts `cluster` in force: the one it replaces.
-    pub fn replace(&self, cluster: Option<Arc<Cluster>>) -> Option<Arc<Cluster>> {
-        std::mem::replace(&mut *self.0.write().unwrap_or_else(|e| e.into_inner()), cluster)
-    }
-}
-
-/// A read guard, also after a panic while the lock was held for writing.
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|e| e.into_inner())
-}
+pub type LiveCluster = Live<Option<Arc<Cluster>>>;
 
 /// A mutex's guard, also after a panic while it was held.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
