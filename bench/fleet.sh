@@ -114,7 +114,6 @@ for via in a b; do
         || ODD+=("latency client through $via failed: $(cat "$TMP/lat-$via.json")")
     log "  $(cat "$TMP/lat-$via.json")"
 done
-jget() { python3 -c 'import json,sys; v = json.load(open(sys.argv[1])).get(sys.argv[2]); print("n/a" if v is None else v)' "$1" "$2" 2>/dev/null || echo n/a; }
 P50_DIRECT="$(jget "$TMP/lat-a.json" p50_ms)"
 P50_FORWARDED="$(jget "$TMP/lat-b.json" p50_ms)"
 for via in a b; do

@@ -69,12 +69,6 @@ limits {
 }
 EOF
 
-# jget FILE KEY: a field of the one JSON object in FILE ("n/a" when absent or null).
-jget() {
-    python3 -c 'import json,sys
-d = json.load(open(sys.argv[1])); v = d.get(sys.argv[2])
-print("n/a" if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else v))' "$1" "$2" 2>/dev/null || echo n/a
-}
 
 # --------------------------------------------------------------------------- a. latency
 start_agent follow "$CFG"

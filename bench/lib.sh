@@ -205,6 +205,13 @@ curl_speed() {
     curl -s -o /dev/null --max-time 120 -w '%{speed_download} %{http_code} %{size_download} %{time_total}' "$1" || true
 }
 
+# jget FILE KEY: a field of the one JSON object in FILE ("n/a" when absent or null).
+jget() {
+    python3 -c 'import json,sys
+d = json.load(open(sys.argv[1])); v = d.get(sys.argv[2])
+print("n/a" if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else v))' "$1" "$2" 2>/dev/null || echo n/a
+}
+
 # median_of NAME URL: downloads URL STREAM_RUNS times with curl; a run is good when it answers
 # 200 with at least BIG_BYTES bytes. Sets MEDIAN_PAYLOAD (bytes/s, BIG_BYTES / time, median of
 # the good runs), WIRE (size_download) and PEAK_KIB (AGENT_PID's RSS peak over the runs).
