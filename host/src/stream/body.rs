@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 
 /// Bytes queued for, or held by, one connection's writer.
 pub const BUDGET: usize = 64 * 1024;
@@ -35,16 +35,23 @@ pub fn channel() -> (BodySender, BodyReceiver) {
     (BodySender { tx, budget: Arc::new(Semaphore::new(BUDGET)) }, BodyReceiver { rx })
 }
 
-/// A chunk holding its share of the budget until it is dropped.
-struct Budgeted {
-    bytes: Bytes,
-    _share: OwnedSemaphorePermit,
-}
-
-impl AsRef<[u8]> for Budgeted {
-    fn as_ref(&self) -> &[u8] {
-        &self.bytes
+/// Bytes that keep `share` (a semaphore permit) until the last of them is dropped, which
+/// hyper does once it has written them to the socket.
+pub fn holding<B, S>(bytes: B, share: S) -> Bytes
+where
+    B: AsRef<[u8]> + Send + 'static,
+    S: Send + 'static,
+{
+    struct Held<B, S> {
+        bytes: B,
+        _share: S,
     }
+    impl<B: AsRef<[u8]>, S> AsRef<[u8]> for Held<B, S> {
+        fn as_ref(&self) -> &[u8] {
+            self.bytes.as_ref()
+        }
+    }
+    Bytes::from_owner(Held { bytes, _share: share })
 }
 
 impl BodySender {
@@ -56,7 +63,7 @@ impl BodySender {
             share = Arc::clone(&self.budget).acquire_many_owned(share) => share.map_err(|_| Closed)?,
             () = self.tx.closed() => return Err(Closed),
         };
-        self.tx.send(Bytes::from_owner(Budgeted { bytes, _share: share })).map_err(|_| Closed)
+        self.tx.send(holding(bytes, share)).map_err(|_| Closed)
     }
 
     /// Resolves when the client has gone.

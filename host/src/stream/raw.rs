@@ -14,7 +14,7 @@
 //! clients stall, the other downloads read a chunk at a time: slower, never stalled.
 
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::body::{self, BodyReceiver};
 use crate::plugins::call::PluginFailure;
@@ -40,19 +40,6 @@ fn capped(remaining: Option<u64>, chunk: usize) -> usize {
     remaining.map_or(chunk, |left| left.min(chunk as u64) as usize)
 }
 
-/// A chunk read with a share of the large-read pool, given back when the chunk is dropped
-/// (once written to the socket).
-struct Large {
-    bytes: Vec<u8>,
-    _share: SemaphorePermit<'static>,
-}
-
-impl AsRef<[u8]> for Large {
-    fn as_ref(&self) -> &[u8] {
-        &self.bytes
-    }
-}
-
 /// Reads the next piece at `offset`: a large one when more than a chunk is left and the pool
 /// has room.
 async fn read_next(file: &OpenFile, offset: u64, remaining: Option<u64>) -> Result<Bytes, PluginFailure> {
@@ -61,7 +48,8 @@ async fn read_next(file: &OpenFile, offset: u64, remaining: Option<u64>) -> Resu
         && let Ok(share) = LARGE_READS.try_acquire_many(wanted as u32)
     {
         let bytes = file.read_at(offset, wanted).await?;
-        return Ok(Bytes::from_owner(Large { bytes, _share: share }));
+        // The share of the pool goes back once the chunk is written to the socket.
+        return Ok(body::holding(bytes, share));
     }
     file.read_at(offset, next_len(remaining)).await.map(Bytes::from)
 }
