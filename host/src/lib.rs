@@ -19,6 +19,7 @@ pub mod inspect;
 pub mod live;
 pub mod logging;
 pub mod plugins;
+mod pow;
 pub mod server;
 pub mod stats;
 pub mod stream;

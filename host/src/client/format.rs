@@ -29,7 +29,7 @@ pub fn ibytes(size: u64) -> String {
     if size < 10 {
         return format!("{size} B");
     }
-    let exponent = ((size as f64).ln() / 1024f64.ln()).floor() as i32;
+    let exponent = (size.ilog2() / 10) as i32; // ⌊log₁₀₂₄ size⌋, exactly
     let value = ((size as f64) / 1024f64.powi(exponent) * 10.0 + 0.5).floor() / 10.0;
     let unit = UNITS[exponent as usize];
     if value < 10.0 { format!("{value:.1} {unit}") } else { format!("{value:.0} {unit}") }
