@@ -409,6 +409,34 @@ def test_log_view_resumes_after_the_agent_restarts_without_losing_or_repeating_a
         browser.quit()
 
 
+def test_log_view_says_so_when_the_file_it_followed_was_rotated_away_while_reconnecting(tmp_path):
+    """While the agent is down the log rotates and the file the view was in is deleted: the view
+    resumes at the first file still there and says that lines were lost in between."""
+    _chromium_paths()
+    logs, config, port = _restartable_log_agent(tmp_path)
+    output = lambda b: b.find_element(By.ID, "log-output").get_attribute("textContent")
+    browser = _new_browser()
+    try:
+        with running_allocd(tmp_path, config, port) as base:
+            browser.get(f"{base}/ui/#/alloc/{ALLOC_ID}/logs/web/stdout")
+            _wait(browser, lambda b: "line 0 before" in output(b), "the log before the restart")
+        _wait(browser, lambda b: "reconnecting" in b.find_element(By.ID, "log-state").text, "the view to reconnect")
+        with open(logs / "web.stdout.0", "a") as log:
+            log.write("line 1 lost with its file\n")
+        (logs / "web.stdout.1").write_text("line 2 in the next file\n")
+        (logs / "web.stdout.0").unlink()
+        with running_allocd(tmp_path, config, port):
+            _wait(browser, lambda b: "line 2 in the next file" in output(b), "the file that is still there")
+            assert output(browser) == (
+                "line 0 before\n"
+                "\n[… lines written while the view was reconnecting were rotated away …]\n"
+                "line 2 in the next file\n"
+            )
+            assert "following" in browser.find_element(By.ID, "log-state").text
+    finally:
+        browser.quit()
+
+
 def test_log_view_resumes_with_a_token_that_may_read_logs_but_not_list_files(tmp_path):
     """Resuming normally lists alloc/logs (read-fs); a read-logs token is refused that, so the
     view asks for the last megabyte again and drops what it already shows: still every line once."""

@@ -177,7 +177,8 @@ export function logsPage(main, id, task, type) {
     }
     if (resumedAt && data.length) {
       const sameFile = order(frame.File) === order(resumedAt.file);
-      if (!truncated && (sameFile ? start > resumedAt.offset : start > 0)) {
+      const skipped = resumedAt.gone || (sameFile ? start > resumedAt.offset : start > 0);
+      if (!truncated && skipped) {
         receive("\n[… lines written while the view was reconnecting were rotated away …]\n");
       }
       resumedAt = null;
@@ -204,9 +205,10 @@ export function logsPage(main, id, task, type) {
     const current = order(at.file);
     const before = files.filter(([index]) => index < current).reduce((sum, [, size]) => sum + size, 0);
     const size = files.find(([index]) => index === current)?.[1];
-    // Truncated meanwhile: all of it is new. Rotated away: resume at the next retained file.
+    // Truncated meanwhile: all of it is new. Rotated away: resume at the next retained file,
+    // saying that what was written to the deleted file after the last line shown is lost.
     if (size !== undefined && size < at.offset) at = { file: at.file, offset: 0 };
-    resumedAt = { ...at };
+    resumedAt = { ...at, gone: size === undefined };
     return logsPath("start", before + (size === undefined ? 0 : at.offset));
   };
 
