@@ -81,13 +81,17 @@ build_release() {
 }
 
 # --------------------------------------------------------------------------- measuring
+# Any TCP socket on the port, listening or connected (a client's local port cannot be bound).
 port_in_use() {
-    [[ -n "$(ss -Htln "sport = :$1" 2>/dev/null)" ]]
+    [[ -n "$(ss -Htan "sport = :$1" 2>/dev/null)" ]]
 }
 
-# free_port: a port that nothing listens on, from BENCH_PORTS (a range "LOW-HIGH", default
-# 20000-59999).
-BENCH_PORTS="${BENCH_PORTS:-20000-59999}"
+# free_port: a port that no socket uses, from BENCH_PORTS (a range "LOW-HIGH"; default from
+# 20000 up to just below the kernel's ephemeral ports, which wrk's and curl's connections take:
+# 20000-32767 with Linux's default range).
+ephemeral_low="$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
+((ephemeral_low > 21000)) || ephemeral_low=60000
+BENCH_PORTS="${BENCH_PORTS:-20000-$((ephemeral_low - 1))}"
 free_port() {
     local p i low="${BENCH_PORTS%-*}" high="${BENCH_PORTS#*-}"
     [[ "$low" =~ ^[0-9]+$ && "$high" =~ ^[0-9]+$ ]] && ((low <= high)) || die "BENCH_PORTS=$BENCH_PORTS: want LOW-HIGH"
