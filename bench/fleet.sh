@@ -2,7 +2,9 @@
 # Fleet mode (release build, 127.0.0.1 only): a one-member etcd and two agents, A holding an
 # allocation and B holding none. Every figure compares B forwarding to A with A answering
 # directly, in the same run:
-#   a. /v1/client/stats?node_id=<A> through B vs /v1/client/stats on A (wrk req/s);
+#   a. /v1/client/stats?node_id=<A> through B vs /v1/client/stats on A (wrk req/s, medians of
+#      interleaved rounds), and nginx as a keep-alive reverse proxy in front of A: what a
+#      forwarder written in C reaches on the same cores;
 #   b. fs/cat of a 1 GiB file through B vs on A (curl, median of runs);
 #   c. follow latency (append -> frame decoded at the client) through B vs on A: added p50.
 # See bench/README.md. Writes bench/results/fleet-latest.txt.
@@ -15,13 +17,14 @@ STREAM_SIZE="${STREAM_SIZE:-1G}"            # passed to `head -c`
 STREAM_RUNS="${STREAM_RUNS:-3}"             # median of
 FOLLOW_LINES="${FOLLOW_LINES:-500}"         # appends per latency run
 FOLLOW_INTERVAL="${FOLLOW_INTERVAL:-0.005}" # seconds between appends
+STATS_ROUNDS="${STATS_ROUNDS:-3}"           # interleaved wrk rounds, medians of
 
 # Targets.
 T_STATS_RATIO=0.5
 T_CAT_RATIO=0.5
 T_FOLLOW_ADDED_MS=2
 
-ensure_tools curl wrk python3 etcd
+ensure_tools curl wrk python3 etcd nginx
 build_release host-metrics local-disk
 PY="$BENCH_DIR/followbench.py"
 
@@ -82,16 +85,58 @@ done
 ((i < 100)) || die "B never routed to A's allocation"
 
 # --------------------------------------------------------------------------- a. stats
-log "stats: direct on A, then ?node_id=A through B"
-# CPU per request as well: the three processes share the machine's cores, so req/s alone
-# says as much about the neighbours as about the forwarder.
-CPU_PIDS="$A_PID"
-run_wrk stats-direct "$A_BASE/v1/client/stats"
-STATS_DIRECT="$RPS" CPU_DIRECT_A="${CPU_US_PER_REQ[0]}"
-CPU_PIDS="$A_PID $B_PID"
-run_wrk stats-forwarded "$B_BASE/v1/client/stats?node_id=$A_NODE"
-STATS_FORWARDED="$RPS" CPU_FORWARDED_A="${CPU_US_PER_REQ[0]}" CPU_FORWARDED_B="${CPU_US_PER_REQ[1]}"
-CPU_PIDS=""
+# The baseline forwarder: nginx relaying to A over kept-alive connections.
+N_PORT="$(free_port)"
+mkdir -p "$TMP/nginx-tmp"
+cat >"$TMP/nginx.conf" <<EOF
+user root;
+worker_processes auto;
+daemon off;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $TMP/nginx-tmp/body;
+    proxy_temp_path $TMP/nginx-tmp/proxy;
+    fastcgi_temp_path $TMP/nginx-tmp/fastcgi;
+    uwsgi_temp_path $TMP/nginx-tmp/uwsgi;
+    scgi_temp_path $TMP/nginx-tmp/scgi;
+    upstream holder { server 127.0.0.1:$A_PORT; keepalive 64; keepalive_requests 1000000; }
+    server {
+        listen 127.0.0.1:$N_PORT;
+        location / { proxy_pass http://holder; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+EOF
+"$NGINX_BIN" -p "$TMP" -c "$TMP/nginx.conf" -e "$TMP/nginx-error.log" >"$TMP/nginx.out" 2>&1 &
+BG_PIDS+=("$!")
+N_BASE="http://127.0.0.1:$N_PORT"
+wait_http "$N_BASE/v1/client/stats" 10 || die "nginx did not start (see $TMP/nginx-error.log)"
+
+# Rounds of direct, through B and through nginx, interleaved: the machine's speed drifts by
+# a fifth between minutes, more than the differences measured. CPU per request as well: the
+# processes share the machine's cores, so req/s alone says as much about the neighbours as
+# about the forwarder.
+direct=() forwarded=() proxied=() cpu_direct_a=() cpu_forwarded_a=() cpu_forwarded_b=()
+for ((round = 1; round <= STATS_ROUNDS; round++)); do
+    log "stats round $round: direct on A, ?node_id=A through B, through nginx"
+    CPU_PIDS="$A_PID"
+    run_wrk "stats-direct-$round" "$A_BASE/v1/client/stats"
+    direct+=("$RPS") cpu_direct_a+=("${CPU_US_PER_REQ[0]}")
+    CPU_PIDS="$A_PID $B_PID"
+    run_wrk "stats-forwarded-$round" "$B_BASE/v1/client/stats?node_id=$A_NODE"
+    forwarded+=("$RPS") cpu_forwarded_a+=("${CPU_US_PER_REQ[0]}") cpu_forwarded_b+=("${CPU_US_PER_REQ[1]}")
+    CPU_PIDS=""
+    run_wrk "stats-nginx-$round" "$N_BASE/v1/client/stats"
+    proxied+=("$RPS")
+    log "  $(printf '%.0f' "${direct[-1]}") / $(printf '%.0f' "${forwarded[-1]}") / $(printf '%.0f' "${proxied[-1]}") req/s"
+done
+STATS_DIRECT="$(median "${direct[@]}")" STATS_FORWARDED="$(median "${forwarded[@]}")"
+STATS_NGINX="$(median "${proxied[@]}")"
+CPU_DIRECT_A="$(median "${cpu_direct_a[@]}")" CPU_FORWARDED_A="$(median "${cpu_forwarded_a[@]}")"
+CPU_FORWARDED_B="$(median "${cpu_forwarded_b[@]}")"
 
 # --------------------------------------------------------------------------- b. cat
 log "cat 1 GiB: through B (checked byte for byte first, untimed), then direct on A"
@@ -131,10 +176,13 @@ STATS_RATIO="$(ratio "$STATS_FORWARDED" "$STATS_DIRECT")"
 CAT_RATIO="$(ratio "$CAT_FORWARDED" "$CAT_DIRECT")"
 {
     summary_header "fleet.sh (forwarding through another agent vs asking the holder)" \
-        "one etcd member; wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION; cat $BIG_BYTES B x$STREAM_RUNS (median); $FOLLOW_LINES appends"
-    row "stats req/s, direct on A" "$STATS_DIRECT" "-" "info"
-    row "stats req/s, ?node_id=A through B" "$STATS_FORWARDED" "-" "info"
+        "one etcd member; wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION, medians of $STATS_ROUNDS rounds; cat $BIG_BYTES B x$STREAM_RUNS (median); $FOLLOW_LINES appends"
+    row "stats req/s, direct on A" "$(printf '%.0f' "$STATS_DIRECT")" "-" "info"
+    row "stats req/s, ?node_id=A through B" "$(printf '%.0f' "$STATS_FORWARDED")" "-" "info"
     row "stats forwarded / direct" "$STATS_RATIO" ">= $T_STATS_RATIO" "$(pass_if ge "$STATS_RATIO" "$T_STATS_RATIO")"
+    row "stats req/s through nginx proxy (baseline)" "$(printf '%.0f' "$STATS_NGINX")" "-" "info"
+    row "stats nginx proxy / direct" "$(ratio "$STATS_NGINX" "$STATS_DIRECT")" "-" "info"
+    row "stats forwarded through B / nginx proxy" "$(ratio "$STATS_FORWARDED" "$STATS_NGINX")" "-" "info"
     row "stats CPU us/req direct: A" "$CPU_DIRECT_A" "-" "info"
     row "stats CPU us/req via B: A (holder)" "$CPU_FORWARDED_A" "-" "info"
     row "stats CPU us/req via B: B (forwarder)" "$CPU_FORWARDED_B" "-" "info"
