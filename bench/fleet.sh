@@ -114,12 +114,13 @@ EOF
 BG_PIDS+=("$!")
 N_BASE="http://127.0.0.1:$N_PORT"
 wait_http "$N_BASE/v1/client/stats" 10 || die "nginx did not start (see $TMP/nginx-error.log)"
+NGINX_WORKERS="$(pgrep -P "${BG_PIDS[-1]}" | tr '\n' ' ')"
 
 # Rounds of direct, through B and through nginx, interleaved: the machine's speed drifts by
 # a fifth between minutes, more than the differences measured. CPU per request as well: the
 # processes share the machine's cores, so req/s alone says as much about the neighbours as
 # about the forwarder.
-direct=() forwarded=() proxied=() cpu_direct_a=() cpu_forwarded_a=() cpu_forwarded_b=()
+direct=() forwarded=() proxied=() cpu_direct_a=() cpu_forwarded_a=() cpu_forwarded_b=() cpu_nginx=()
 for ((round = 1; round <= STATS_ROUNDS; round++)); do
     log "stats round $round: direct on A, ?node_id=A through B, through nginx"
     CPU_PIDS="$A_PID"
@@ -128,15 +129,16 @@ for ((round = 1; round <= STATS_ROUNDS; round++)); do
     CPU_PIDS="$A_PID $B_PID"
     run_wrk "stats-forwarded-$round" "$B_BASE/v1/client/stats?node_id=$A_NODE"
     forwarded+=("$RPS") cpu_forwarded_a+=("${CPU_US_PER_REQ[0]}") cpu_forwarded_b+=("${CPU_US_PER_REQ[1]}")
-    CPU_PIDS=""
+    CPU_PIDS="$NGINX_WORKERS"
     run_wrk "stats-nginx-$round" "$N_BASE/v1/client/stats"
-    proxied+=("$RPS")
+    proxied+=("$RPS") cpu_nginx+=("$(printf '%s\n' "${CPU_US_PER_REQ[@]}" | awk '{ t += $1 } END { printf "%.1f", t }')")
+    CPU_PIDS=""
     log "  $(printf '%.0f' "${direct[-1]}") / $(printf '%.0f' "${forwarded[-1]}") / $(printf '%.0f' "${proxied[-1]}") req/s"
 done
 STATS_DIRECT="$(median "${direct[@]}")" STATS_FORWARDED="$(median "${forwarded[@]}")"
 STATS_NGINX="$(median "${proxied[@]}")"
 CPU_DIRECT_A="$(median "${cpu_direct_a[@]}")" CPU_FORWARDED_A="$(median "${cpu_forwarded_a[@]}")"
-CPU_FORWARDED_B="$(median "${cpu_forwarded_b[@]}")"
+CPU_FORWARDED_B="$(median "${cpu_forwarded_b[@]}")" CPU_NGINX="$(median "${cpu_nginx[@]}")"
 
 # --------------------------------------------------------------------------- b. cat
 log "cat 1 GiB: through B (checked byte for byte first, untimed), then direct on A"
@@ -187,6 +189,7 @@ CAT_RATIO="$(ratio "$CAT_FORWARDED" "$CAT_DIRECT")"
     row "stats CPU us/req via B: A (holder)" "$CPU_FORWARDED_A" "-" "info"
     row "stats CPU us/req via B: B (forwarder)" "$CPU_FORWARDED_B" "-" "info"
     row "stats CPU via B: B / A" "$(ratio "$CPU_FORWARDED_B" "$CPU_FORWARDED_A")" "-" "info"
+    row "stats CPU us/req via nginx: nginx workers" "$CPU_NGINX" "-" "info"
     row "cat 1 GiB MB/s, direct on A" "$(mbps "$CAT_DIRECT")" "-" "info"
     row "cat 1 GiB MB/s, through B" "$(mbps "$CAT_FORWARDED")" "-" "info"
     row "cat forwarded / direct" "$CAT_RATIO" ">= $T_CAT_RATIO" "$(pass_if ge "$CAT_RATIO" "$T_CAT_RATIO")"
