@@ -8,8 +8,8 @@
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::prelude::*;
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
 use tracing_subscriber::{Registry, reload};
 
 /// Changes the running agent's log level.
