@@ -87,34 +87,14 @@ done
 # --------------------------------------------------------------------------- a. stats
 # The baseline forwarder: nginx relaying to A over kept-alive connections.
 N_PORT="$(free_port)"
-mkdir -p "$TMP/nginx-tmp"
-cat >"$TMP/nginx.conf" <<EOF
-user root;
-worker_processes auto;
-daemon off;
-pid $TMP/nginx.pid;
-error_log $TMP/nginx-error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $TMP/nginx-tmp/body;
-    proxy_temp_path $TMP/nginx-tmp/proxy;
-    fastcgi_temp_path $TMP/nginx-tmp/fastcgi;
-    uwsgi_temp_path $TMP/nginx-tmp/uwsgi;
-    scgi_temp_path $TMP/nginx-tmp/scgi;
+N_BASE="http://127.0.0.1:$N_PORT"
+start_nginx "$N_BASE/v1/client/stats" "
     upstream holder { server 127.0.0.1:$A_PORT; keepalive 64; keepalive_requests 1000000; }
     server {
         listen 127.0.0.1:$N_PORT;
-        location / { proxy_pass http://holder; proxy_http_version 1.1; proxy_set_header Connection ""; }
-    }
-}
-EOF
-"$NGINX_BIN" -p "$TMP" -c "$TMP/nginx.conf" -e "$TMP/nginx-error.log" >"$TMP/nginx.out" 2>&1 &
-BG_PIDS+=("$!")
-N_BASE="http://127.0.0.1:$N_PORT"
-wait_http "$N_BASE/v1/client/stats" 10 || die "nginx did not start (see $TMP/nginx-error.log)"
-NGINX_WORKERS="$(pgrep -P "${BG_PIDS[-1]}" | tr '\n' ' ')"
+        location / { proxy_pass http://holder; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+    }"
+NGINX_WORKERS="$(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
 
 # Rounds of direct, through B and through nginx, interleaved: the machine's speed drifts by
 # a fifth between minutes, more than the differences measured. CPU per request as well: the

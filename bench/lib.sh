@@ -272,6 +272,35 @@ make_tmp() {
     TMP="$(mktemp -d "${TMPDIR:-/tmp}/allocd-bench.XXXXXX")"
 }
 
+# start_nginx PROBE_URL HTTP_BLOCK: writes $TMP/nginx.conf (root, workers, no access log,
+# temporary files under $TMP, then HTTP_BLOCK inside `http { }`), starts nginx in the
+# foreground (NGINX_PID; stopped at exit) and waits for PROBE_URL to answer.
+start_nginx() {
+    mkdir -p "$TMP/nginx-tmp"
+    cat >"$TMP/nginx.conf" <<EOF
+user root;
+worker_processes auto;
+daemon off;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $TMP/nginx-tmp/body;
+    proxy_temp_path $TMP/nginx-tmp/proxy;
+    fastcgi_temp_path $TMP/nginx-tmp/fastcgi;
+    uwsgi_temp_path $TMP/nginx-tmp/uwsgi;
+    scgi_temp_path $TMP/nginx-tmp/scgi;
+$2
+}
+EOF
+    log "starting nginx for $1"
+    "$NGINX_BIN" -p "$TMP" -c "$TMP/nginx.conf" -e "$TMP/nginx-error.log" >"$TMP/nginx.out" 2>&1 &
+    NGINX_PID=$!
+    wait_http "$1" 10 || { cat "$TMP/nginx.out" "$TMP/nginx-error.log" >&2 || true; die "nginx did not start"; }
+}
+
 # start_agent NAME CFG [PORT]: starts `allocd agent -config CFG -http-port PORT` (default 0: the
 # kernel picks), waits for its
 # "==> allocd listening on http://127.0.0.1:PORT" line; sets AGENT_PID and BASE.

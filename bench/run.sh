@@ -37,7 +37,7 @@ ALLOC_ID="$(cat /proc/sys/kernel/random/uuid)"
 ALLOC="$TMP/alloc/$ALLOC_ID"
 mkdir -p "$TMP/data" "$ALLOC/alloc/data" "$ALLOC/alloc/logs" "$ALLOC/alloc/tmp" \
     "$ALLOC/web/local" "$ALLOC/web/secrets" "$ALLOC/web/tmp" "$ALLOC/web/private" \
-    "$TMP/www" "$TMP/nginx-tmp"
+    "$TMP/www"
 printf 'hello from web\n' >"$ALLOC/alloc/logs/web.stdout.0"
 : >"$ALLOC/alloc/logs/web.stderr.0"
 BIG="$ALLOC/alloc/data/big.bin"
@@ -67,36 +67,16 @@ ln -s "$BIG" "$TMP/www/big.bin"
 
 NPORT="$(free_port)"
 while [[ "$NPORT" == "$PORT" ]]; do NPORT="$(free_port)"; done
-cat >"$TMP/nginx.conf" <<EOF
-user root;
-worker_processes auto;
-daemon off;
-pid $TMP/nginx.pid;
-error_log $TMP/nginx-error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
+NBASE="http://127.0.0.1:$NPORT"
+start_nginx "$NBASE/stats.json" "
     sendfile on;
     tcp_nopush on;
-    keepalive_requests 1000000;
-    client_body_temp_path $TMP/nginx-tmp/body;
-    proxy_temp_path $TMP/nginx-tmp/proxy;
-    fastcgi_temp_path $TMP/nginx-tmp/fastcgi;
-    uwsgi_temp_path $TMP/nginx-tmp/uwsgi;
-    scgi_temp_path $TMP/nginx-tmp/scgi;
     types { application/json json; application/octet-stream bin; }
     server {
         listen 127.0.0.1:$NPORT;
         root $TMP/www;
         location / { }
-    }
-}
-EOF
-log "starting nginx on 127.0.0.1:$NPORT"
-"$NGINX_BIN" -p "$TMP" -c "$TMP/nginx.conf" -e "$TMP/nginx-error.log" >"$TMP/nginx.out" 2>&1 &
-NGINX_PID=$!
-NBASE="http://127.0.0.1:$NPORT"
-wait_http "$NBASE/stats.json" 10 || { cat "$TMP/nginx.out" "$TMP/nginx-error.log" >&2 || true; die "nginx did not start"; }
+    }"
 
 # --------------------------------------------------------------------------- b. stats throughput
 log "wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION $STATS_URL (body $STATS_BYTES B)"

@@ -51,3 +51,21 @@ impl LogControl {
 fn level_filter(level: &str) -> Targets {
     level.parse().unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO))
 }
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::*;
+
+    #[test]
+    fn levels_and_rust_log_directives_filter_by_target() {
+        let warn = level_filter("warn");
+        assert!(warn.would_enable("allocd::server", &Level::WARN));
+        assert!(!warn.would_enable("allocd::server", &Level::INFO));
+        let directives: Targets = "info,allocd::cluster=debug".parse().unwrap();
+        assert!(directives.would_enable("allocd::cluster::etcd", &Level::DEBUG));
+        assert!(!directives.would_enable("allocd::server", &Level::DEBUG));
+        assert!(directives.would_enable("hyper", &Level::INFO));
+    }
+}
