@@ -28,7 +28,7 @@ fn run(command: Command) -> anyhow::Result<i32> {
                 .enable_all()
                 .max_blocking_threads(allocd::agent::blocking_threads(&config))
                 .build()?;
-            let result = runtime.block_on(Box::pin(allocd::agent::run(flags, config, log)));
+            let result = runtime.block_on(allocd::agent::run(flags, config, log));
             // A plugin call that never returns must not keep the process alive.
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
             result?;
