@@ -10,6 +10,7 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
 # Tunables (environment; WRK_* are read by lib.sh).
 CAT_RUNS="${CAT_RUNS:-3}"
+STATS_ROUNDS="${STATS_ROUNDS:-3}"  # interleaved wrk rounds, medians of
 BIG_SIZE="${BIG_SIZE:-1G}"          # passed to `head -c`
 IDLE_WAIT="${IDLE_WAIT:-3}"         # seconds before reading idle RSS
 
@@ -79,15 +80,6 @@ start_nginx "$NBASE/stats.json" "
     }"
 
 # --------------------------------------------------------------------------- b. stats throughput
-log "wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION $STATS_URL (body $STATS_BYTES B)"
-run_wrk allocd-stats "$STATS_URL"
-STATS_RPS="$RPS"
-log "  allocd: $STATS_RPS req/s"
-log "wrk ... $NBASE/stats.json"
-run_wrk nginx-stats "$NBASE/stats.json"
-NGINX_STATS_RPS="$RPS"
-log "  nginx:  $NGINX_STATS_RPS req/s"
-STATS_RATIO="$(ratio "$STATS_RPS" "$NGINX_STATS_RPS")"
 WPORT="$(free_port)"
 while [[ "$WPORT" == "$PORT" || "$WPORT" == "$NPORT" ]]; do WPORT="$(free_port)"; done
 "$WARP_BIN" "$WPORT" "$TMP/www/stats.json" >"$TMP/warp.out" 2>&1 &
@@ -96,10 +88,22 @@ wait_http "http://127.0.0.1:$WPORT/v1/client/stats" 10 || { cat "$TMP/warp.out" 
 if ! curl -s "http://127.0.0.1:$WPORT/v1/client/stats" | cmp -s - "$TMP/www/stats.json"; then
     ODD+=("warp-stats answers other bytes than allocd's stats")
 fi
-log "wrk ... warp-stats"
-run_wrk warp-stats "http://127.0.0.1:$WPORT/v1/client/stats"
-WARP_STATS_RPS="$RPS"
-log "  warp:   $WARP_STATS_RPS req/s"
+# Interleaved rounds, medians: the machine's speed drifts by a fifth between minutes.
+allocd_rps=() nginx_rps=() warp_rps=()
+for ((r = 1; r <= STATS_ROUNDS; r++)); do
+    log "stats round $r: wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION on allocd, warp-stats, nginx (body $STATS_BYTES B)"
+    run_wrk "allocd-stats-$r" "$STATS_URL"
+    allocd_rps+=("$RPS")
+    run_wrk "warp-stats-$r" "http://127.0.0.1:$WPORT/v1/client/stats"
+    warp_rps+=("$RPS")
+    run_wrk "nginx-stats-$r" "$NBASE/stats.json"
+    nginx_rps+=("$RPS")
+    log "  $(printf '%.0f' "${allocd_rps[-1]}") / $(printf '%.0f' "${warp_rps[-1]}") / $(printf '%.0f' "${nginx_rps[-1]}") req/s"
+done
+STATS_RPS="$(median "${allocd_rps[@]}")"
+WARP_STATS_RPS="$(median "${warp_rps[@]}")"
+NGINX_STATS_RPS="$(median "${nginx_rps[@]}")"
+STATS_RATIO="$(ratio "$STATS_RPS" "$NGINX_STATS_RPS")"
 STATS_WARP_RATIO="$(ratio "$STATS_RPS" "$WARP_STATS_RPS")"
 
 # --------------------------------------------------------------------------- c. 1 GiB cat
@@ -110,7 +114,8 @@ if ! curl -s --max-time 120 "$CAT_URL" | cmp -s - "$BIG"; then
     ODD+=("fs/cat body differs from $BIG")
 fi
 
-cat_speeds=()
+# Alternating runs of allocd and nginx, medians.
+cat_speeds=() ncat_speeds=()
 peak_kib=0
 for ((r = 1; r <= CAT_RUNS; r++)); do
     curl_speed "$CAT_URL" >"$TMP/cat-$r.txt" &
@@ -131,10 +136,7 @@ for ((r = 1; r <= CAT_RUNS; r++)); do
     log "  allocd cat run $r: $(gbps "$speed") GB/s, peak RSS $(kib_to_mib "$run_peak") MiB"
     cat_speeds+=("$speed")
     if ((run_peak > peak_kib)); then peak_kib=$run_peak; fi
-done
 
-ncat_speeds=()
-for ((r = 1; r <= CAT_RUNS; r++)); do
     read -r speed code size _time < <(curl_speed "$NBASE/big.bin") || true
     speed="${speed:-0}"
     if [[ "${code:-}" != 200 || "${size:-0}" != "$BIG_BYTES" ]]; then
@@ -159,7 +161,7 @@ kill -0 "$AGENT_PID" 2>/dev/null || ODD+=("allocd exited during the run")
 agent_log_notes allocd
 {
     summary_header "run.sh (idle RSS, stats, cat vs nginx)" \
-        "wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION; stats body $STATS_BYTES B; cat $BIG_BYTES B x$CAT_RUNS (median)"
+        "wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION, medians of $STATS_ROUNDS rounds; stats body $STATS_BYTES B; cat $BIG_BYTES B x$CAT_RUNS (median)"
     row "idle RSS (MiB)" "$IDLE_RSS_MIB" "<= $T_IDLE_RSS_MIB" "$(pass_if le "$IDLE_RSS_MIB" "$T_IDLE_RSS_MIB")"
     row "stats req/s (allocd)" "$(printf '%.0f' "$STATS_RPS")" ">= $T_STATS_RPS" "$(pass_if ge "$STATS_RPS" "$T_STATS_RPS")"
     row "stats req/s (nginx baseline)" "$(printf '%.0f' "$NGINX_STATS_RPS")" "-" "info"
