@@ -159,6 +159,25 @@ fn stream_without_follow_ends_with_nomads_frames() {
 }
 
 #[test]
+fn a_large_file_streams_in_frames_of_at_most_64_kib_with_running_offsets() {
+    // Several large reads (256 KiB) and a tail: each is cut into Nomad's frames of at most 64 KiB.
+    let (fixture, agent) = agent_with_fixture("");
+    let big: Vec<u8> = (0..(3 * 256 * 1024 + 12_345u32)).map(|i| (i % 253) as u8).collect();
+    fixture.write("alloc/data/big.bin", &big);
+    let mut stream = Stream::open(&agent, &stream_url("alloc/data/big.bin", "&follow=false"));
+    assert_eq!(stream.status, 200);
+    let body = stream.read_to_end(WAIT);
+    let mut offset = 0;
+    for frame in frames(&body) {
+        let data = STANDARD.decode(frame["Data"].as_str().unwrap()).unwrap();
+        assert!(!data.is_empty() && data.len() <= 64 * 1024, "a frame of {} bytes", data.len());
+        offset += data.len() as u64;
+        assert_eq!(frame["Offset"], offset, "each frame's Offset is just past its data");
+    }
+    assert_eq!(frame_data(&body), big);
+}
+
+#[test]
 fn stream_follows_appends_in_order_with_heartbeats() {
     let (fixture, agent) = agent_with_fixture("");
     let log = fixture.alloc_root().join(LOG);

@@ -165,10 +165,11 @@ impl Cursor {
             if *limit == Some(0) {
                 return Ok(true);
             }
-            let len = super::raw::next_len(*limit);
+            // A chunk at least this long was not cut short by the end of the file.
+            let full = super::raw::next_len(*limit);
             let chunk = match ahead.take() {
                 Some(read) => read?,
-                None => self.read(self.offset, len, since).await?,
+                None => self.read(self.offset, *limit, since, false).await?,
             };
             let event = self.pending_event.take();
             if chunk.is_empty() {
@@ -182,8 +183,8 @@ impl Cursor {
                 *left -= chunk.len() as u64;
             }
             let send = sink.data(&self.frame_name, event.unwrap_or_default(), &chunk, self.offset);
-            if chunk.len() == len && *limit != Some(0) {
-                let (read, sent) = tokio::join!(self.read(self.offset, super::raw::next_len(*limit), since), send);
+            if chunk.len() >= full && *limit != Some(0) {
+                let (read, sent) = tokio::join!(self.read(self.offset, *limit, since, true), send);
                 sent?;
                 ahead = Some(read);
             } else {
@@ -192,10 +193,26 @@ impl Cursor {
         }
     }
 
-    /// The bytes at `offset`, shared with the other followers of the file when they can be.
-    async fn read(&self, offset: u64, len: usize, since: u64) -> Result<Bytes, PluginFailure> {
+    /// The bytes at `offset`, at most `remaining`, shared with the other followers of the file
+    /// when they can be (followers asking for the same offset and length). A chunk, or with
+    /// `catching_up` (the last chunk was full, so more is likely there) a large read while the
+    /// pool of [`raw`](super::raw) has room: a follower woken by an append reads small, a
+    /// stream working through a large file reads in a quarter of the calls.
+    async fn read(
+        &self,
+        offset: u64,
+        remaining: Option<u64>,
+        since: u64,
+        catching_up: bool,
+    ) -> Result<Bytes, PluginFailure> {
+        let now = self.source.hub.changes_seen();
+        if catching_up {
+            let read = super::raw::read_chunk(&self.file, offset, remaining);
+            return self.share.read(offset, super::raw::max_chunk(remaining), since, now, read).await;
+        }
+        let len = super::raw::next_len(remaining);
         let read = async { self.file.read_at(offset, len).await.map(Bytes::from) };
-        self.share.read(offset, len, since, self.source.hub.changes_seen(), read).await
+        self.share.read(offset, len, since, now, read).await
     }
 
     /// Waits for a reason to look at the file again (see the module doc); sends heartbeats.

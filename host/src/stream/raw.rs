@@ -7,7 +7,7 @@
 //! as Nomad does.
 //!
 //! Reads are [`LARGE_CHUNK`] bytes while a pool shared by every connection ([`LARGE_POOL`]
-//! bytes) has room, [`CHUNK_SIZE`] otherwise: a large file leaves in a quarter of the plugin
+//! bytes) has room, [`CHUNK_SIZE`] otherwise (`fs/stream` catching up reads the same way): a large file leaves in a quarter of the plugin
 //! calls and wake-ups, and however many clients stall, large reads hold at most the pool
 //! beyond each connection's own small bound. A client that stops reading keeps its share (two
 //! large chunks at most: the one being written and the one read ahead), so while 32 such
@@ -40,10 +40,15 @@ fn capped(remaining: Option<u64>, chunk: usize) -> usize {
     remaining.map_or(chunk, |left| left.min(chunk as u64) as usize)
 }
 
+/// The most [`read_chunk`] returns with `remaining` bytes left to send.
+pub fn max_chunk(remaining: Option<u64>) -> usize {
+    capped(remaining, LARGE_CHUNK)
+}
+
 /// Reads the next piece at `offset`: a large one when more than a chunk is left and the pool
-/// has room.
-async fn read_next(file: &OpenFile, offset: u64, remaining: Option<u64>) -> Result<Bytes, PluginFailure> {
-    let wanted = capped(remaining, LARGE_CHUNK);
+/// has room, else [`next_len`]'s; at most [`max_chunk`] bytes. `fs/stream` reads with it too.
+pub async fn read_chunk(file: &OpenFile, offset: u64, remaining: Option<u64>) -> Result<Bytes, PluginFailure> {
+    let wanted = max_chunk(remaining);
     if wanted > CHUNK_SIZE
         && let Ok(share) = LARGE_READS.try_acquire_many(wanted as u32)
     {
@@ -72,7 +77,7 @@ pub fn spawn_body(
             return;
         }
         while remaining != Some(0) {
-            match read_next(&file, offset, remaining).await {
+            match read_chunk(&file, offset, remaining).await {
                 Ok(chunk) if chunk.is_empty() => return,
                 Ok(chunk) => {
                     offset += chunk.len() as u64;
