@@ -4,7 +4,7 @@
 #   a. agent CPU per Prometheus scrape (?format=prometheus): the agent's CPU over 300 scrapes on
 #      one keep-alive connection, minus its idle CPU over the same time (measured just before);
 #   b. /v1/client/stats throughput (wrk) alone, then while a scraper fetches the Prometheus form
-#      every second: the ratio should stay near 1.
+#      every second, in alternating rounds (medians): the ratio should stay near 1.
 # See bench/README.md. Writes bench/results/metrics-latest.txt.
 set -euo pipefail
 
@@ -14,6 +14,7 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 SCOPES_ALLOCS="${SCOPES_ALLOCS:-50}"  # allocations ...
 SCOPES_TASKS="${SCOPES_TASKS:-10}"    # ... of this many tasks each (500 scopes)
 SCRAPES="${SCRAPES:-300}"
+STATS_ROUNDS="${STATS_ROUNDS:-3}"     # alternating wrk rounds alone and scraped, medians of
 
 T_SCRAPE_CPU_MS=5
 T_STATS_RATIO=0.9
@@ -90,15 +91,21 @@ read -r ELAPSED MEAN_MS WORST_MS <<<"$OUT"
 SCRAPE_CPU_MS="$(awk -v a="$T0" -v b="$T1" -v hz="$CLK_TCK" -v idle="$IDLE_PCT" -v s="$ELAPSED" -v n="$SCRAPES" \
     'BEGIN { printf "%.2f", ((b - a) / hz - idle / 100 * s) / n * 1000 }')"
 
-# b. host stats throughput without and with a scraper every second.
-run_wrk stats-alone "$BASE/v1/client/stats"
-ALONE_RPS="$RPS"
-(while true; do curl -s -o /dev/null "$SCRAPE_URL"; sleep 1; done) &
-SCRAPER_PID=$!
-BG_PIDS+=("$SCRAPER_PID")
-run_wrk stats-scraped "$BASE/v1/client/stats"
-SCRAPED_RPS="$RPS"
-kill "$SCRAPER_PID" 2>/dev/null || true
+# b. host stats throughput without and with a scraper every second, in alternating rounds
+# (medians): the machine's speed drifts between minutes by more than a scrape costs.
+alone=() scraped=()
+for ((round = 1; round <= STATS_ROUNDS; round++)); do
+    run_wrk "stats-alone-$round" "$BASE/v1/client/stats"
+    alone+=("$RPS")
+    (while true; do curl -s -o /dev/null "$SCRAPE_URL"; sleep 1; done) &
+    SCRAPER_PID=$!
+    BG_PIDS+=("$SCRAPER_PID")
+    run_wrk "stats-scraped-$round" "$BASE/v1/client/stats"
+    scraped+=("$RPS")
+    kill "$SCRAPER_PID" 2>/dev/null || true
+done
+ALONE_RPS="$(median "${alone[@]}")"
+SCRAPED_RPS="$(median "${scraped[@]}")"
 STATS_RATIO="$(ratio "$SCRAPED_RPS" "$ALONE_RPS")"
 kill -0 "$PID" 2>/dev/null || ODD+=("allocd (metrics) exited during the run")
 stop_agent "$PID"
