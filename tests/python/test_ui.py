@@ -19,7 +19,11 @@ from conftest import ALLOC_ID, LOG_TEXT, running_allocd
 
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.common.exceptions import (
+        NoAlertPresentException,
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -159,7 +163,11 @@ def ui_env(tmp_path_factory):
 
 
 def _wait(browser, condition, what):
-    return WebDriverWait(browser, HANG_BOUND_S, poll_frequency=0.1).until(lambda b: condition(b), message=what)
+    # An element found a moment ago may be replaced by the page's next render before its text is
+    # read: that is a reason to look again, not a failure.
+    retry_on = (NoSuchElementException, StaleElementReferenceException)
+    wait = WebDriverWait(browser, HANG_BOUND_S, poll_frequency=0.1, ignored_exceptions=retry_on)
+    return wait.until(lambda b: condition(b), message=what)
 
 
 def _open(env, fragment):
