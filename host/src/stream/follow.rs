@@ -208,11 +208,11 @@ impl Cursor {
         let now = self.source.hub.changes_seen();
         if catching_up {
             let read = super::raw::read_chunk(&self.file, offset, remaining);
-            return self.share.read(offset, super::raw::max_chunk(remaining), since, now, read).await;
+            self.share.read(offset, super::raw::max_chunk(remaining), since, now, read).await
+        } else {
+            let read = super::raw::read_small(&self.file, offset, remaining);
+            self.share.read(offset, super::raw::next_len(remaining), since, now, read).await
         }
-        let len = super::raw::next_len(remaining);
-        let read = async { self.file.read_at(offset, len).await.map(Bytes::from) };
-        self.share.read(offset, len, since, now, read).await
     }
 
     /// Waits for a reason to look at the file again (see the module doc); sends heartbeats.

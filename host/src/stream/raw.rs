@@ -7,8 +7,8 @@
 //! as Nomad does.
 //!
 //! Reads are [`LARGE_CHUNK`] bytes while a pool shared by every connection ([`LARGE_POOL`]
-//! bytes) has room, [`CHUNK_SIZE`] otherwise (`fs/stream` catching up reads the same way): a large file leaves in a quarter of the plugin
-//! calls and wake-ups, and however many clients stall, large reads hold at most the pool
+//! bytes) has room, [`CHUNK_SIZE`] otherwise (`fs/stream` catching up reads the same way): a
+//! large file leaves in a quarter of the plugin calls and wake-ups, and however many clients stall, large reads hold at most the pool
 //! beyond each connection's own small bound. A client that stops reading keeps its share (two
 //! large chunks at most: the one being written and the one read ahead), so while 32 such
 //! clients stall, the other downloads read a chunk at a time: slower, never stalled.
@@ -56,6 +56,11 @@ pub async fn read_chunk(file: &OpenFile, offset: u64, remaining: Option<u64>) ->
         // The share of the pool goes back once the chunk is written to the socket.
         return Ok(body::holding(bytes, share));
     }
+    read_small(file, offset, remaining).await
+}
+
+/// Reads up to a chunk ([`next_len`]) at `offset`.
+pub async fn read_small(file: &OpenFile, offset: u64, remaining: Option<u64>) -> Result<Bytes, PluginFailure> {
     file.read_at(offset, next_len(remaining)).await.map(Bytes::from)
 }
 
