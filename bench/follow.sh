@@ -2,8 +2,9 @@
 # Follow benchmarks for allocd (release build, 127.0.0.1 only):
 #   a. follow latency: append -> decoded at the client, fs/stream (JSON frames) and
 #      fs/logs?plain=true, 1,000 lines ~5 ms apart; p50 vs Nomad's 250 ms poll interval;
-#   b. 1,000 concurrent idle followers: RSS growth per follower, agent CPU over an idle window,
-#      then each of 5 appended lines must reach all of them (fan-out time);
+#   b. 1,000 concurrent idle followers: RSS growth per follower, agent CPU over an idle window;
+#      then 1,000 followers again (bench/fanout.rs, a compiled one-thread client) and each of
+#      5 appended lines must reach all of them (fan-out time);
 #   c. 1 GiB through fs/stream?follow=false (payload MB/s) vs fs/cat of the same file.
 # See bench/README.md. Writes bench/results/follow-latest.txt.
 set -euo pipefail
@@ -15,6 +16,8 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 FOLLOW_LINES="${FOLLOW_LINES:-1000}"        # appends per latency run
 FOLLOW_INTERVAL="${FOLLOW_INTERVAL:-0.005}" # seconds between appends
 FOLLOWERS="${FOLLOWERS:-1000}"              # concurrent idle followers
+FANOUT_ROUNDS="${FANOUT_ROUNDS:-5}"         # appends timed one by one (median of their p50s)
+FANOUT_GAP="${FANOUT_GAP:-2}"               # seconds between them
 IDLE_SETTLE="${IDLE_SETTLE:-5}"             # seconds after opening them before reading RSS
 IDLE_WINDOW="${IDLE_WINDOW:-10}"            # CPU measurement window
 STREAM_SIZE="${STREAM_SIZE:-1G}"            # passed to `head -c`
@@ -39,6 +42,12 @@ PY="$BENCH_DIR/followbench.py"
 # --------------------------------------------------------------------------- build
 ensure_tools curl python3
 build_release local-disk host-metrics
+if [[ "$SKIP_BUILD" != 1 ]]; then
+    log "cargo build --release -p allocd --example fanout"
+    cargo build --release -p allocd --example fanout
+fi
+FANOUT_BIN="$ROOT/target/release/examples/fanout"
+[[ -x "$FANOUT_BIN" ]] || die "$FANOUT_BIN not built (cargo build --release -p allocd --example fanout)"
 # Two sockets per follower in the client, a socket and the file in the agent.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if (($(ulimit -n) < 2 * FOLLOWERS + 100)); then
@@ -130,7 +139,7 @@ start_agent followers "$CFG"
 PORT="${BASE##*:}"
 A2_PID="$AGENT_PID"
 log "idle: $FOLLOWERS followers of GET $STREAM_TARGET; RSS after ${IDLE_SETTLE}s, CPU over ${IDLE_WINDOW}s"
-python3 "$PY" idle --port "$PORT" --target "$STREAM_TARGET" --file "$LOGFILE" --pid "$A2_PID" \
+python3 "$PY" idle --port "$PORT" --target "$STREAM_TARGET" --pid "$A2_PID" \
     --n "$FOLLOWERS" --settle "$IDLE_SETTLE" --window "$IDLE_WINDOW" >"$TMP/idle.json" \
     || ODD+=("idle client failed: $(cat "$TMP/idle.json")")
 log "  $(cat "$TMP/idle.json")"
@@ -138,6 +147,10 @@ ok="$(jget "$TMP/idle.json" ok)"
 [[ "$ok" == "$FOLLOWERS" ]] || ODD+=("idle: only $ok of $FOLLOWERS followers got 200: statuses $(jget "$TMP/idle.json" statuses); e.g. $(jget "$TMP/idle.json" bad_example)")
 closed="$(jget "$TMP/idle.json" closed_during_idle)"
 [[ "$closed" == 0 ]] || ODD+=("idle: $closed followers were closed by the agent during the idle window")
+log "fan-out: $FOLLOWERS followers again, $FANOUT_ROUNDS lines appended ${FANOUT_GAP}s apart"
+"$FANOUT_BIN" "$PORT" "$STREAM_TARGET" "$LOGFILE" "$FOLLOWERS" "$FANOUT_ROUNDS" "$FANOUT_GAP" >"$TMP/fanout.json" \
+    || ODD+=("fan-out client failed: $(cat "$TMP/fanout.json")")
+log "  $(cat "$TMP/fanout.json")"
 # Memory and threads given back once they are gone (tokio's blocking-pool threads idle out
 # after 10 s).
 sleep "$AFTER_CLOSE_WAIT"
@@ -154,8 +167,8 @@ S_P99="$(jget "$TMP/lat-stream.json" p99_ms)"
 L_P50="$(jget "$TMP/lat-logs.json" p50_ms)"
 PER_FOLLOWER="$(jget "$TMP/idle.json" rss_per_follower_kib)"
 IDLE_CPU="$(jget "$TMP/idle.json" cpu_pct)"
-FANOUT_P50="$(jget "$TMP/idle.json" fanout_p50_ms)"
-FANOUT_MAX="$(jget "$TMP/idle.json" fanout_max_ms)"
+FANOUT_P50="$(jget "$TMP/fanout.json" fanout_p50_ms)"
+FANOUT_MAX="$(jget "$TMP/fanout.json" fanout_max_ms)"
 RSS_BACK="$(ratio "$A2_RSS_AFTER_CLOSE_MIB" "$(kib_to_mib "$(jget "$TMP/idle.json" rss_before_kib)")")"
 {
     summary_header "follow.sh (follow latency, idle followers, 1 GiB stream)" \
@@ -181,11 +194,11 @@ RSS_BACK="$(ratio "$A2_RSS_AFTER_CLOSE_MIB" "$(kib_to_mib "$(jget "$TMP/idle.jso
     row "RSS growth per follower (KiB)" "$PER_FOLLOWER" "<= $T_RSS_PER_FOLLOWER_KIB" "$(pass_if le "$PER_FOLLOWER" "$T_RSS_PER_FOLLOWER_KIB")"
     row "idle CPU, followers open (% core)" "$IDLE_CPU" "<= $T_IDLE_CPU_PCT" "$(pass_if le "$IDLE_CPU" "$T_IDLE_CPU_PCT")"
     row "agent threads / fds, followers open" "$(jget "$TMP/idle.json" threads) / $(jget "$TMP/idle.json" fds_after)" "-" "info"
-    row "fan-out: 1 line, first follower (ms)" "$(jget "$TMP/idle.json" fanout_first_ms)" "-" "info"
+    row "fan-out: 1 line, first follower (ms)" "$(jget "$TMP/fanout.json" fanout_first_ms)" "-" "info"
     row "fan-out: 1 line to all, p50 (ms)" "$FANOUT_P50" "<= $T_FANOUT_P50_MS" "$(pass_if le "$FANOUT_P50" "$T_FANOUT_P50_MS")"
-    row "fan-out: p50 of each append, in order (ms)" "$(jget "$TMP/idle.json" fanout_round_p50s_ms | tr -d '[] ')" "-" "info"
+    row "fan-out: p50 of each append, in order (ms)" "$(jget "$TMP/fanout.json" fanout_round_p50s_ms | tr -d '[] ')" "-" "info"
     row "fan-out: 1 line to all, max (ms)" "$FANOUT_MAX" "<= $T_FANOUT_MAX_MS" "$(pass_if le "$FANOUT_MAX" "$T_FANOUT_MAX_MS")"
-    row "fan-out: followers reached" "$(jget "$TMP/idle.json" fanout_received)/$(jget "$TMP/idle.json" fanout_live)" "-" "info"
+    row "fan-out: followers reached" "$(jget "$TMP/fanout.json" fanout_received)/$(jget "$TMP/fanout.json" fanout_live)" "-" "info"
     row "RSS ${AFTER_CLOSE_WAIT} s after followers left (MiB)" "$A2_RSS_AFTER_CLOSE_MIB" "-" "info"
     row "RSS after they left / before" "$RSS_BACK" "<= $T_RSS_BACK_FACTOR" "$(pass_if le "$RSS_BACK" "$T_RSS_BACK_FACTOR")"
     row "threads ${AFTER_CLOSE_WAIT} s after followers left" "$A2_THREADS_AFTER_CLOSE" "-" "info"
@@ -202,7 +215,7 @@ RSS_BACK="$(ratio "$A2_RSS_AFTER_CLOSE_MIB" "$(kib_to_mib "$(jget "$TMP/idle.jso
 mkdir -p "$RESULTS_DIR"
 cp "$TMP/summary.txt" "$RESULTS_DIR/follow-latest.txt"
 cat "$TMP/follow.log" "$TMP/followers.log" >"$RESULTS_DIR/follow-allocd-latest.log" 2>/dev/null || true
-for f in lat-stream lat-logs idle verify; do
+for f in lat-stream lat-logs idle fanout verify; do
     [[ -f "$TMP/$f.json" ]] && printf '%s: %s\n' "$f" "$(cat "$TMP/$f.json")"
 done >"$RESULTS_DIR/follow-latest.json.txt"
 log "summary written to $RESULTS_DIR/follow-latest.txt"

@@ -12,10 +12,10 @@
   followbench.py verify --file F < body
       Checks a follow=false frames body against F: payload sha256, contiguous Offsets.
 
-  followbench.py idle --port P --target ... --n 1000 --pid AGENT_PID --file F
+  followbench.py idle --port P --target ... --n 1000 --pid AGENT_PID
       Opens --n concurrent follow streams, reads the agent's VmRSS before and --settle s after,
-      its CPU (utime+stime from /proc/PID/stat) over a --window s idle window, then appends one
-      line and times how long all followers take to receive it. Prints one JSON object.
+      and its CPU (utime+stime from /proc/PID/stat) over a --window s idle window. Prints one
+      JSON object. (The fan-out of an append to them all is timed by bench/fanout.rs, compiled.)
 
 Responses are parsed incrementally: HTTP/1.1 head, chunked (or close-delimited) body, then
 either Nomad's concatenated JSON frames ({"Data":"<base64>",...} objects and {} heartbeats)
@@ -293,17 +293,12 @@ def cmd_idle(args):
             continue
         s.setblocking(False)
         p = StreamParser("frames")
-        c = {"sock": s, "parser": p, "tail": b"", "got": None, "closed": False}
+        c = {"sock": s, "parser": p, "closed": False}
         conns.append(c)
         sel.register(s, selectors.EVENT_READ, c)
         s.sendall(request(args.target, args.port))
 
-    marker = [None]  # bytes to look for during the fan-out check
-
     def pump(timeout):
-        # Every ready socket is read (and its arrival time taken) before any of it is parsed,
-        # so the client's own parsing does not delay the time stamps of the sockets after it.
-        batch = []
         for key, _ in sel.select(timeout):
             c = key.data
             try:
@@ -312,17 +307,11 @@ def cmd_idle(args):
                 continue
             except OSError:
                 data = b""
-            batch.append((c, data, time.monotonic()))
-        for c, data, now in batch:
             if not data:
                 c["closed"] = True
                 sel.unregister(c["sock"])
                 continue
-            payload = c["parser"].feed(data)
-            if payload and marker[0] is not None and c["got"] is None:
-                c["tail"] = (c["tail"] + payload)[-4096:]
-                if marker[0] in c["tail"]:
-                    c["got"] = now
+            c["parser"].feed(data)
 
     # Wait for every response head.
     deadline = time.monotonic() + args.timeout
@@ -358,28 +347,6 @@ def cmd_idle(args):
     closed_idle = sum(1 for c in conns if c["closed"])
     heartbeats = sum(c["parser"].heartbeats for c in conns)
 
-    # Fan-out check: an appended line must reach every open follower; --fanout-rounds appends,
-    # each timed on its own (one append's p50 moves with whatever else the
-    # machine and this client are doing at that moment).
-    live = [c for c in conns if c["parser"].status == 200 and not c["closed"]]
-    rounds = []
-    for _ in range(args.fanout_rounds):
-        for c in conns:
-            c["got"], c["tail"] = None, b""
-        token = b"FANOUT-" + secrets.token_hex(6).encode()
-        marker[0] = token
-        fd = os.open(args.file, os.O_WRONLY | os.O_APPEND)
-        sent = time.monotonic()
-        os.write(fd, token + b"\n")
-        os.close(fd)
-        deadline = sent + args.timeout
-        while time.monotonic() < deadline and any(c["got"] is None and not c["closed"] for c in live):
-            pump(0.05)
-        rounds.append(sorted((c["got"] - sent) * 1000 for c in live if c["got"] is not None))
-        pump(args.fanout_gap)
-    got = min(rounds, key=len)  # the round that reached the fewest
-    p50s = [percentile(r, 50) for r in rounds if r]  # in the order of the appends
-
     for c in conns:
         try:
             c["sock"].close()
@@ -403,13 +370,6 @@ def cmd_idle(args):
         "cpu_pct": round(cpu_pct, 2),
         "closed_during_idle": closed_idle,
         "heartbeats": heartbeats,
-        "fanout_live": len(live),
-        "fanout_rounds": len(rounds),
-        "fanout_received": len(got),
-        "fanout_first_ms": round(min(r[0] for r in rounds if r), 2) if p50s else None,
-        "fanout_p50_ms": round(sorted(p50s)[(len(p50s) - 1) // 2], 2) if p50s else None,
-        "fanout_round_p50s_ms": [round(p, 2) for p in p50s],
-        "fanout_max_ms": round(max(r[-1] for r in rounds if r), 2) if p50s else None,
     }
     print(json.dumps(out))
     return 0
@@ -494,15 +454,12 @@ def main():
     idle = sub.add_parser("idle")
     idle.add_argument("--port", type=int, required=True)
     idle.add_argument("--target", required=True)
-    idle.add_argument("--file", required=True)
     idle.add_argument("--pid", type=int, required=True)
     idle.add_argument("--n", type=int, default=1000)
     idle.add_argument("--pre", type=float, default=1.0, help="seconds before the RSS baseline")
     idle.add_argument("--settle", type=float, default=5.0)
     idle.add_argument("--window", type=float, default=10.0)
     idle.add_argument("--timeout", type=float, default=20.0)
-    idle.add_argument("--fanout-rounds", type=int, default=5, help="appends timed one by one")
-    idle.add_argument("--fanout-gap", type=float, default=2.0, help="seconds between those appends")
     ver = sub.add_parser("verify")
     ver.add_argument("--file", required=True)
     lines = sub.add_parser("loglines")

@@ -59,9 +59,14 @@ impl BodySender {
     /// it); fails when the client has gone.
     pub async fn send(&self, bytes: Bytes) -> Result<(), Closed> {
         let share = bytes.len().min(BUDGET) as u32;
-        let share = tokio::select! {
-            share = Arc::clone(&self.budget).acquire_many_owned(share) => share.map_err(|_| Closed)?,
-            () = self.tx.closed() => return Err(Closed),
+        // Most sends find the budget free: no waiting, and no wake-up registered for the
+        // client leaving (the send itself fails then).
+        let share = match Arc::clone(&self.budget).try_acquire_many_owned(share) {
+            Ok(share) => share,
+            Err(_) => tokio::select! {
+                share = Arc::clone(&self.budget).acquire_many_owned(share) => share.map_err(|_| Closed)?,
+                () = self.tx.closed() => return Err(Closed),
+            },
         };
         self.tx.send(holding(bytes, share)).map_err(|_| Closed)
     }

@@ -256,16 +256,15 @@ impl Cursor {
 /// leaves ends the wait.
 pub async fn wait(sink: &mut Sink, watch: &Subscription, also: Option<&Subscription>) -> Result<(), StreamEnd> {
     loop {
-        let heartbeat = sink.heartbeat_due();
+        let (closed, heartbeat) = sink.idle_events();
         tokio::select! {
             () = watch.changed() => return Ok(()),
             () = async { match also { Some(other) => other.changed().await, None => std::future::pending().await } } => {
                 return Ok(());
             }
-            () = async { match heartbeat { Some(due) => tokio::time::sleep_until(due).await, None => std::future::pending().await } } => {
-                sink.heartbeat_if_due().await?;
-            }
-            () = sink.closed() => return Err(StreamEnd::Disconnected),
+            () = heartbeat => {}
+            () = closed => return Err(StreamEnd::Disconnected),
         }
+        sink.heartbeat_if_due().await?;
     }
 }

@@ -9,11 +9,12 @@
 //! returns, so followers see new bytes in milliseconds; reads at the data rate fill 64 KiB
 //! frames anyway.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use base64_simd::STANDARD as BASE64;
 use bytes::Bytes;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::body::{self, BodyReceiver, BodySender};
 
@@ -77,13 +78,18 @@ pub struct Sink {
     tx: BodySender,
     plain: bool,
     next_heartbeat: Instant,
+    /// Fires when a heartbeat is due (JSON mode). It lives as long as the sink: a follower
+    /// waits after every append, and a timer armed per wait cost a timer-wheel entry each time.
+    heartbeat_timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Sink {
     /// A sink and the receiving end for the response body.
     pub fn new(plain: bool) -> (Self, BodyReceiver) {
         let (tx, rx) = body::channel();
-        (Self { tx, plain, next_heartbeat: Instant::now() + HEARTBEAT }, rx)
+        let next_heartbeat = Instant::now() + HEARTBEAT;
+        let heartbeat_timer = (!plain).then(|| Box::pin(tokio::time::sleep_until(next_heartbeat)));
+        (Self { tx, plain, next_heartbeat, heartbeat_timer }, rx)
     }
 
     /// Sends `data` read from `file`, ending at position `end`, in frames of at most 64 KiB;
@@ -113,28 +119,35 @@ impl Sink {
         self.write(Bytes::from(message.to_owned())).await
     }
 
-    /// When the next heartbeat is due (JSON mode), or `None` in plain mode.
-    pub fn heartbeat_due(&self) -> Option<Instant> {
-        (!self.plain).then_some(self.next_heartbeat)
+    /// What a stream waiting for its file also waits for: the client leaving, and the next
+    /// heartbeat coming due (never, in plain mode; then call [`Sink::heartbeat_if_due`]).
+    pub fn idle_events(&mut self) -> (impl Future<Output = ()> + '_, impl Future<Output = ()> + '_) {
+        let due = self.next_heartbeat;
+        let timer = self.heartbeat_timer.as_mut();
+        let heartbeat = async move {
+            match timer {
+                Some(timer) => {
+                    if timer.deadline() != due {
+                        timer.as_mut().reset(due);
+                    }
+                    timer.await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        (self.tx.closed(), heartbeat)
     }
 
     /// Sends `{}` when its second has come; like Go's ticker, a tick missed while the client
     /// was not reading is dropped rather than sent in a burst.
     pub async fn heartbeat_if_due(&mut self) -> Result<(), Disconnected> {
-        let now = Instant::now();
-        match self.heartbeat_due() {
-            Some(due) if now >= due => {
-                let next = due + HEARTBEAT;
-                self.next_heartbeat = if next > now { next } else { now + HEARTBEAT };
-                self.write(Bytes::from_static(b"{}")).await
-            }
-            _ => Ok(()),
+        let (now, due) = (Instant::now(), self.next_heartbeat);
+        if self.plain || now < due {
+            return Ok(());
         }
-    }
-
-    /// Resolves when the client has gone away.
-    pub async fn closed(&self) {
-        self.tx.closed().await
+        let next = due + HEARTBEAT;
+        self.next_heartbeat = if next > now { next } else { now + HEARTBEAT };
+        self.write(Bytes::from_static(b"{}")).await
     }
 
     async fn write(&mut self, bytes: Bytes) -> Result<(), Disconnected> {

@@ -7,11 +7,14 @@
 //! paths are reference-counted (the kernel watch goes with the last subscriber) and one poll
 //! task runs per followed thing however many follow it, so idle followers cost nothing.
 //! Wake-ups store a permit, so a change that lands while a follower is reading is not lost.
+//! Only changes wake anyone: opening, reading and closing a file are not (a writer that opens,
+//! appends and closes would wake every follower three times), and the events of one write
+//! seen through both the file's watch and its directory's wake each follower once.
 //! The hub counts the changes it passes on ([`WatchHub::changes_seen`]): a read that started
 //! after the count reached a follower's mark saw every change that woke it (see
 //! [`shared`](super::shared), which the hub also holds).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,31 +74,45 @@ impl Default for WatchHub {
 }
 
 impl WatchHub {
+    /// A hub whose wake-ups are handed out by a task: call it inside the tokio runtime.
     pub fn new() -> Self {
         let changes = Arc::new(AtomicU64::new(0));
         let table = Arc::new(Mutex::new(Table { changes: Arc::clone(&changes), ..Table::default() }));
         // notify's event thread only forwards paths: it must never wait on the table lock,
-        // which is held while (un)watching, and (un)watching waits on that thread.
-        let (events_tx, events_rx) = std::sync::mpsc::channel::<Vec<PathBuf>>();
+        // which is held while (un)watching, and (un)watching waits on that thread. The wake-ups
+        // are handed out by a task on the runtime, so the followers it wakes land in that
+        // worker's own run queue instead of queueing one by one from outside the runtime.
+        let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<PathBuf>>();
         let dispatch_table = Arc::clone(&table);
-        std::thread::Builder::new()
-            .name("allocd-watch".into())
-            .spawn(move || {
-                for paths in events_rx {
-                    let table = dispatch_table.lock().unwrap_or_else(|e| e.into_inner());
-                    table.changes.fetch_add(1, Ordering::SeqCst);
-                    for path in &paths {
-                        for candidate in [Some(path.as_path()), path.parent()].into_iter().flatten() {
-                            if let Some(watched) = table.paths.get(candidate) {
-                                watched.subscribers.values().for_each(|wake| wake.notify_one());
+        tokio::spawn(async move {
+            while let Some(mut paths) = events_rx.recv().await {
+                // The events already queued (a write seen through the file's watch and its
+                // directory's) wake each subscriber once.
+                while let Ok(more) = events_rx.try_recv() {
+                    paths.extend(more);
+                }
+                let table = dispatch_table.lock().unwrap_or_else(|e| e.into_inner());
+                table.changes.fetch_add(1, Ordering::SeqCst);
+                let mut woken = HashSet::new();
+                for path in &paths {
+                    for candidate in [Some(path.as_path()), path.parent()].into_iter().flatten() {
+                        let Some(watched) = table.paths.get(candidate) else { continue };
+                        for (id, wake) in &watched.subscribers {
+                            if woken.insert(*id) {
+                                wake.notify_one();
                             }
                         }
                     }
                 }
-            })
-            .expect("spawning the watch dispatcher");
+            }
+        });
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event {
+            // Opening and closing a file change nothing a follower reads (the write between
+            // them is its own event): a writer that opens, appends and closes would otherwise
+            // wake every follower three times, and every follower opening the file all others.
+            if let Ok(event) = event
+                && !event.kind.is_access()
+            {
                 let _ = events_tx.send(event.paths);
             }
         });
@@ -241,6 +258,7 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use std::time::Duration;
 
     #[tokio::test]
@@ -261,6 +279,24 @@ mod tests {
         assert_eq!(hub.watched_paths(), 2, "still watched for the second subscriber");
         drop(second);
         assert_eq!(hub.watched_paths(), 0);
+    }
+
+    #[tokio::test]
+    async fn opening_reading_and_closing_a_file_wake_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("log");
+        std::fs::write(&file, b"a").unwrap();
+        let hub = Arc::new(WatchHub::new());
+        let paths = [file.to_string_lossy().into_owned(), dir.path().to_string_lossy().into_owned()];
+        let follower = hub.subscribe(&paths, None);
+        for _ in 0..3 {
+            drop(std::fs::read(&file).unwrap());
+            drop(std::fs::OpenOptions::new().append(true).open(&file).unwrap());
+        }
+        let woken = tokio::time::timeout(Duration::from_millis(300), follower.changed()).await;
+        assert!(woken.is_err(), "opened, read and closed (for writing too), never changed");
+        std::fs::OpenOptions::new().append(true).open(&file).unwrap().write_all(b"b").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), follower.changed()).await.expect("woken by the append");
     }
 
     #[tokio::test]
