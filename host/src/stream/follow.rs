@@ -9,7 +9,9 @@
 //! (the path is gone or names another file), as Nomad's tail does. A truncation is announced
 //! in the frame of the data read next from offset 0 (alone when there is none yet), as
 //! Nomad's `streamFile` sends it. An idle follower makes no plugin calls at all, and followers
-//! of the same file share their reads and checks ([`shared`](super::shared)).
+//! of the same file share their reads and checks ([`shared`](super::shared)). A follower at the
+//! end of its file tells the poll so, and the poll's look after an append that inotify already
+//! reported does not wake it a second time.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
@@ -32,6 +34,11 @@ fn fingerprint(value: impl Hash) -> u64 {
     let mut hasher = DefaultHasher::new();
     value.hash(&mut hasher);
     hasher.finish()
+}
+
+/// The poll's answer for a file: which file the path names, and its size.
+fn file_fingerprint(device: u64, inode: u64, size: u64) -> u64 {
+    fingerprint((device, inode, size))
 }
 
 /// Why a stream stopped early.
@@ -87,7 +94,7 @@ impl Source {
             let (source, target) = (source.clone(), target.clone());
             Box::pin(async move {
                 let id = source.backend().identify(&source.alloc_id, &target).await.ok()?;
-                Some(fingerprint((id.device, id.inode, id.size)))
+                Some(file_fingerprint(id.device, id.inode, id.size))
             })
         });
         self.subscribe(path, "file", probe).await
@@ -216,7 +223,10 @@ impl Cursor {
     }
 
     /// Waits for a reason to look at the file again (see the module doc); sends heartbeats.
+    /// Called at the end of the file: the shared poll, finding it this long, has nothing new
+    /// for this follower and leaves it asleep.
     pub async fn wait(&self, sink: &mut Sink, also: Option<&Subscription>) -> Result<(), StreamEnd> {
+        self.subscription.settle(file_fingerprint(self.identity.device, self.identity.inode, self.offset));
         wait(sink, &self.subscription, also).await
     }
 

@@ -9,7 +9,9 @@
 //! Wake-ups store a permit, so a change that lands while a follower is reading is not lost.
 //! Only changes wake anyone: opening, reading and closing a file are not (a writer that opens,
 //! appends and closes would wake every follower three times), and the events of one write
-//! seen through both the file's watch and its directory's wake each follower once.
+//! seen through both the file's watch and its directory's wake each follower once. A poll that
+//! finds the state a subscriber has said it caught up with ([`Subscription::settle`]) leaves
+//! that subscriber asleep: inotify already woke it for the change.
 //! The hub counts the changes it passes on ([`WatchHub::changes_seen`]): a read that started
 //! after the count reached a follower's mark saw every change that woke it (see
 //! [`shared`](super::shared), which the hub also holds).
@@ -26,10 +28,21 @@ use tokio::sync::Notify;
 
 use super::shared::SharedReads;
 
+/// One subscriber's wake-up, and what it has already seen.
+struct Wake {
+    notify: Notify,
+    /// The poll's fingerprint of the state the subscriber has caught up with ([`NOT_SETTLED`]
+    /// while it has not said): a poll that finds the file in that state does not wake it.
+    settled: AtomicU64,
+}
+
+/// [`Wake::settled`] before the subscriber has said what it has seen.
+const NOT_SETTLED: u64 = u64::MAX;
+
 #[derive(Default)]
 struct Watched {
     /// Subscriber id → its wake-up.
-    subscribers: HashMap<u64, Arc<Notify>>,
+    subscribers: HashMap<u64, Arc<Wake>>,
 }
 
 #[derive(Default)]
@@ -43,7 +56,7 @@ struct Table {
 
 /// One shared poll task and who it wakes.
 struct Polled {
-    subscribers: HashMap<u64, Arc<Notify>>,
+    subscribers: HashMap<u64, Arc<Wake>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -99,7 +112,7 @@ impl WatchHub {
                         let Some(watched) = table.paths.get(candidate) else { continue };
                         for (id, wake) in &watched.subscribers {
                             if woken.insert(*id) {
-                                wake.notify_one();
+                                wake.notify.notify_one();
                             }
                         }
                     }
@@ -139,7 +152,7 @@ impl WatchHub {
     /// Watches `paths` and joins `poll` for one follower. Paths that cannot be watched are
     /// skipped (the poll covers them).
     pub fn subscribe(self: &Arc<Self>, paths: &[String], poll: Option<Poll>) -> Subscription {
-        let wake = Arc::new(Notify::new());
+        let wake = Arc::new(Wake { notify: Notify::new(), settled: AtomicU64::new(NOT_SETTLED) });
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         let id = table.next_id;
         table.next_id += 1;
@@ -222,7 +235,13 @@ async fn poll_task(table: std::sync::Weak<Mutex<Table>>, poll: Poll) {
         let table = table.lock().unwrap_or_else(|e| e.into_inner());
         table.changes.fetch_add(1, Ordering::SeqCst);
         if let Some(polled) = table.polls.get(&poll.key) {
-            polled.subscribers.values().for_each(|wake| wake.notify_one());
+            // Followers already at the state it found (inotify woke them for this change) are
+            // left alone: otherwise every append would wake them twice.
+            for wake in polled.subscribers.values() {
+                if now != Some(wake.settled.load(Ordering::SeqCst)) {
+                    wake.notify.notify_one();
+                }
+            }
         }
     }
 }
@@ -233,14 +252,20 @@ pub struct Subscription {
     id: u64,
     paths: Vec<PathBuf>,
     poll_key: Option<String>,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
 }
 
 impl Subscription {
     /// Resolves after the next change on a watched path (or one that happened since the
     /// last call).
     pub async fn changed(&self) {
-        self.wake.notified().await
+        self.wake.notify.notified().await
+    }
+
+    /// Tells the shared poll that this subscriber has caught up with the state whose probe
+    /// answer is `fingerprint`: a poll finding that state does not wake it.
+    pub fn settle(&self, fingerprint: u64) {
+        self.wake.settled.store(fingerprint, Ordering::SeqCst);
     }
 
     /// True when inotify watches at least one of the paths.
@@ -323,5 +348,29 @@ mod tests {
         }
         drop(subscribers);
         assert_eq!(hub.polls(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_poll_leaves_asleep_who_already_caught_up_with_what_it_found() {
+        let hub = Arc::new(WatchHub::new());
+        let state = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        let poll = || {
+            let state = Arc::clone(&state);
+            let probe: Probe = Arc::new(move || {
+                let value = state.load(std::sync::atomic::Ordering::SeqCst);
+                Box::pin(async move { Some(value) })
+            });
+            Some(Poll { key: "alloc/file".into(), interval: Duration::from_millis(20), probe })
+        };
+        let (caught_up, behind) = (hub.subscribe(&[], poll()), hub.subscribe(&[], poll()));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        caught_up.settle(2);
+        behind.settle(1);
+        state.store(2, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_secs(5), behind.changed()).await.expect("woken by the poll");
+        let woken = tokio::time::timeout(Duration::from_millis(200), caught_up.changed()).await;
+        assert!(woken.is_err(), "already at the state the poll found");
+        state.store(3, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_secs(5), caught_up.changed()).await.expect("woken by the next change");
     }
 }
