@@ -50,7 +50,7 @@ latency_ms() { # file label: wrk's latency percentile in ms
 
 # Followers for the whole run (they leave when the helper's window ends).
 WINDOW=$((ROUNDS * 40 + 20))
-python3 "$BENCH_DIR/followbench.py" idle --port "$PORT" --target "$FOLLOW_TARGET" --file "$ALLOC/alloc/logs/web.stderr.0" \
+python3 "$BENCH_DIR/followbench.py" idle --port "$PORT" --target "$FOLLOW_TARGET" \
     --pid "$AGENT_PID" --n "$FOLLOWERS" --settle 1 --window "$WINDOW" --pre 0 >"$TMP/followers.json" 2>&1 &
 BG_PIDS+=("$!")
 FOLLOWERS_PID=$!
