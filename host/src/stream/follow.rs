@@ -23,7 +23,7 @@ use bytes::Bytes;
 
 use super::frame::{Disconnected, FILE_DELETED, FILE_TRUNCATED, Sink};
 use super::shared::{FileKey, FileShare};
-use super::watch::{Poll, Probe, Subscription, WatchHub};
+use super::watch::{Interest, Poll, Probe, Subscription, WatchHub};
 use crate::plugins::registry::OpenFile;
 use crate::plugins::{PluginFailure, StoragePlugin};
 
@@ -97,26 +97,27 @@ impl Source {
                 Some(file_fingerprint(id.device, id.inode, id.size))
             })
         });
-        self.subscribe(path, "file", probe).await
+        self.subscribe(path, "file", Interest::Changes, probe).await
     }
 
-    /// Subscribes to changes of the directory at `path`: its listing is polled.
+    /// Subscribes to entries of the directory at `path` appearing, disappearing or being
+    /// renamed (not to changes of the files inside): its names are polled.
     pub async fn subscribe_dir(&self, path: &str) -> Subscription {
         let (source, target) = (self.clone(), path.to_owned());
         let probe: Probe = Arc::new(move || {
             let (source, target) = (source.clone(), target.clone());
             Box::pin(async move {
                 let entries = source.backend().list(&source.alloc_id, &target).await.ok()?;
-                Some(fingerprint(entries.iter().map(|e| (e.name.as_str(), e.size)).collect::<Vec<_>>()))
+                Some(fingerprint(entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>()))
             })
         });
-        self.subscribe(path, "dir", probe).await
+        self.subscribe(path, "dir", Interest::Entries, probe).await
     }
 
-    async fn subscribe(&self, path: &str, kind: &str, probe: Probe) -> Subscription {
+    async fn subscribe(&self, path: &str, kind: &str, interest: Interest, probe: Probe) -> Subscription {
         let paths = self.backend().watch_paths(&self.alloc_id, path).await.unwrap_or_default();
         let key = format!("{kind}:{}:{}:{path}", self.registry_index, self.alloc_id);
-        self.hub.subscribe(&paths, Some(Poll { key, interval: POLL_INTERVAL, probe }))
+        self.hub.subscribe(&paths, interest, Some(Poll { key, interval: POLL_INTERVAL, probe }))
     }
 }
 
@@ -225,7 +226,7 @@ impl Cursor {
     /// Waits for a reason to look at the file again (see the module doc); sends heartbeats.
     /// Called at the end of the file: the shared poll, finding it this long, has nothing new
     /// for this follower and leaves it asleep.
-    pub async fn wait(&self, sink: &mut Sink, also: Option<&Subscription>) -> Result<(), StreamEnd> {
+    pub async fn wait(&self, sink: &mut Sink, also: Option<&Subscription>) -> Result<Woken, StreamEnd> {
         self.subscription.settle(file_fingerprint(self.identity.device, self.identity.inode, self.offset));
         wait(sink, &self.subscription, also).await
     }
@@ -262,15 +263,22 @@ impl Cursor {
     }
 }
 
+/// Which subscription ended a [`wait`].
+#[derive(Debug, PartialEq)]
+pub enum Woken {
+    Watched,
+    Also,
+}
+
 /// Waits for a change on `watch` (or `also`), sending heartbeats meanwhile; a client that
 /// leaves ends the wait.
-pub async fn wait(sink: &mut Sink, watch: &Subscription, also: Option<&Subscription>) -> Result<(), StreamEnd> {
+pub async fn wait(sink: &mut Sink, watch: &Subscription, also: Option<&Subscription>) -> Result<Woken, StreamEnd> {
     loop {
         let (closed, heartbeat) = sink.idle_events();
         tokio::select! {
-            () = watch.changed() => return Ok(()),
+            () = watch.changed() => return Ok(Woken::Watched),
             () = async { match also { Some(other) => other.changed().await, None => std::future::pending().await } } => {
-                return Ok(());
+                return Ok(Woken::Also);
             }
             () = heartbeat => {}
             () = closed => return Err(StreamEnd::Disconnected),

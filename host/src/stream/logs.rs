@@ -3,7 +3,7 @@
 
 use allocd_plugin_abi::FileInfo;
 
-use super::follow::{Change, Cursor, Source, StreamEnd, wait};
+use super::follow::{Change, Cursor, Source, StreamEnd, Woken, wait};
 use super::frame::Sink;
 use crate::api::wire::go_quote;
 
@@ -101,13 +101,17 @@ pub async fn stream(
             Err(failure) if failure.kind() == allocd_plugin_abi::ErrorKind::NOT_FOUND => None,
             Err(failure) => return Err(failure.into()),
         };
-        // Read this file; at its end move on to a newer one, or wait.
+        // Read this file; at its end move on to a newer one, or wait. The directory is listed
+        // again only when its names may have changed, not after every append.
+        let mut names_may_have_changed = true;
         loop {
             let before = cursor.as_ref().map(|c| c.offset);
             if let Some(cursor) = cursor.as_mut() {
                 cursor.drain(sink, &mut None).await?;
             }
-            if let Some(next) = next_after(&list(source, task, log_type).await?, index) {
+            let newer =
+                if names_may_have_changed { next_after(&list(source, task, log_type).await?, index) } else { None };
+            if let Some(next) = newer {
                 if let Some(cursor) = cursor.as_mut() {
                     cursor.drain(sink, &mut None).await?; // bytes written just before rotation
                 }
@@ -127,10 +131,13 @@ pub async fn stream(
                     Change::None => {}
                 }
             }
-            match cursor.as_ref() {
-                Some(open) => open.wait(sink, Some(&dir_watch)).await?,
-                None => wait(sink, &dir_watch, None).await?,
-            }
+            names_may_have_changed = match cursor.as_ref() {
+                Some(open) => open.wait(sink, Some(&dir_watch)).await? == Woken::Also,
+                None => {
+                    wait(sink, &dir_watch, None).await?;
+                    true
+                }
+            };
         }
     }
 }

@@ -23,14 +23,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use notify::event::{EventKind, ModifyKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::Notify;
 
 use super::shared::SharedReads;
 
+/// What a subscriber wants to be woken for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Interest {
+    /// Any change of the watched paths or of the entries directly inside them.
+    Changes,
+    /// Only entries appearing, disappearing or being renamed: a directory's names. A task
+    /// writing its log changes the directory's entry for that file, not its names.
+    Entries,
+}
+
 /// One subscriber's wake-up, and what it has already seen.
 struct Wake {
     notify: Notify,
+    interest: Interest,
     /// The poll's fingerprint of the state the subscriber has caught up with ([`NOT_SETTLED`]
     /// while it has not said): a poll that finds the file in that state does not wake it.
     settled: AtomicU64,
@@ -95,7 +107,8 @@ impl WatchHub {
         // which is held while (un)watching, and (un)watching waits on that thread. The wake-ups
         // are handed out by a task on the runtime, so the followers it wakes land in that
         // worker's own run queue instead of queueing one by one from outside the runtime.
-        let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<PathBuf>>();
+        // Each path with whether its event may have changed a directory's names.
+        let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<(PathBuf, bool)>>();
         let dispatch_table = Arc::clone(&table);
         tokio::spawn(async move {
             while let Some(mut paths) = events_rx.recv().await {
@@ -107,11 +120,11 @@ impl WatchHub {
                 let table = dispatch_table.lock().unwrap_or_else(|e| e.into_inner());
                 table.changes.fetch_add(1, Ordering::SeqCst);
                 let mut woken = HashSet::new();
-                for path in &paths {
+                for (path, names) in &paths {
                     for candidate in [Some(path.as_path()), path.parent()].into_iter().flatten() {
                         let Some(watched) = table.paths.get(candidate) else { continue };
                         for (id, wake) in &watched.subscribers {
-                            if woken.insert(*id) {
+                            if (*names || wake.interest == Interest::Changes) && woken.insert(*id) {
                                 wake.notify.notify_one();
                             }
                         }
@@ -126,7 +139,8 @@ impl WatchHub {
             if let Ok(event) = event
                 && !event.kind.is_access()
             {
-                let _ = events_tx.send(event.paths);
+                let names = !matches!(event.kind, EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Metadata(_)));
+                let _ = events_tx.send(event.paths.into_iter().map(|path| (path, names)).collect());
             }
         });
         let watcher = match watcher {
@@ -149,10 +163,10 @@ impl WatchHub {
         &self.reads
     }
 
-    /// Watches `paths` and joins `poll` for one follower. Paths that cannot be watched are
-    /// skipped (the poll covers them).
-    pub fn subscribe(self: &Arc<Self>, paths: &[String], poll: Option<Poll>) -> Subscription {
-        let wake = Arc::new(Wake { notify: Notify::new(), settled: AtomicU64::new(NOT_SETTLED) });
+    /// Watches `paths` for `interest` and joins `poll` for one follower. Paths that cannot be
+    /// watched are skipped (the poll covers them).
+    pub fn subscribe(self: &Arc<Self>, paths: &[String], interest: Interest, poll: Option<Poll>) -> Subscription {
+        let wake = Arc::new(Wake { notify: Notify::new(), interest, settled: AtomicU64::new(NOT_SETTLED) });
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         let id = table.next_id;
         table.next_id += 1;
@@ -293,8 +307,8 @@ mod tests {
         std::fs::write(&file, b"a").unwrap();
         let hub = Arc::new(WatchHub::new());
         let paths = [file.to_string_lossy().into_owned(), dir.path().to_string_lossy().into_owned()];
-        let first = hub.subscribe(&paths, None);
-        let second = hub.subscribe(&paths, None);
+        let first = hub.subscribe(&paths, Interest::Changes, None);
+        let second = hub.subscribe(&paths, Interest::Changes, None);
         assert!(first.is_watching());
         assert_eq!(hub.watched_paths(), 2);
         std::fs::write(&file, b"ab").unwrap();
@@ -313,7 +327,7 @@ mod tests {
         std::fs::write(&file, b"a").unwrap();
         let hub = Arc::new(WatchHub::new());
         let paths = [file.to_string_lossy().into_owned(), dir.path().to_string_lossy().into_owned()];
-        let follower = hub.subscribe(&paths, None);
+        let follower = hub.subscribe(&paths, Interest::Changes, None);
         for _ in 0..3 {
             drop(std::fs::read(&file).unwrap());
             drop(std::fs::OpenOptions::new().append(true).open(&file).unwrap());
@@ -322,6 +336,24 @@ mod tests {
         assert!(woken.is_err(), "opened, read and closed (for writing too), never changed");
         std::fs::OpenOptions::new().append(true).open(&file).unwrap().write_all(b"b").unwrap();
         tokio::time::timeout(Duration::from_secs(5), follower.changed()).await.expect("woken by the append");
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_to_a_directorys_names_sleeps_through_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("web.stdout.0");
+        std::fs::write(&file, b"a").unwrap();
+        let hub = Arc::new(WatchHub::new());
+        let names = hub.subscribe(&[dir.path().to_string_lossy().into_owned()], Interest::Entries, None);
+        let changes = hub.subscribe(&[dir.path().to_string_lossy().into_owned()], Interest::Changes, None);
+        std::fs::OpenOptions::new().append(true).open(&file).unwrap().write_all(b"b").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), changes.changed()).await.expect("the append is a change");
+        let woken = tokio::time::timeout(Duration::from_millis(300), names.changed()).await;
+        assert!(woken.is_err(), "an append changes no name");
+        std::fs::write(dir.path().join("web.stdout.1"), b"c").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), names.changed()).await.expect("a new file is a new name");
+        std::fs::remove_file(&file).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), names.changed()).await.expect("a removed file is a name gone");
     }
 
     #[tokio::test]
@@ -338,7 +370,7 @@ mod tests {
             });
             Some(Poll { key: "alloc/file".into(), interval: Duration::from_millis(20), probe })
         };
-        let subscribers: Vec<_> = (0..50).map(|_| hub.subscribe(&[], poll())).collect();
+        let subscribers: Vec<_> = (0..50).map(|_| hub.subscribe(&[], Interest::Changes, poll())).collect();
         assert_eq!(hub.polls(), 1);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(calls.load(std::sync::atomic::Ordering::SeqCst) < 20, "one poll, not fifty");
@@ -362,7 +394,8 @@ mod tests {
             });
             Some(Poll { key: "alloc/file".into(), interval: Duration::from_millis(20), probe })
         };
-        let (caught_up, behind) = (hub.subscribe(&[], poll()), hub.subscribe(&[], poll()));
+        let (caught_up, behind) =
+            (hub.subscribe(&[], Interest::Changes, poll()), hub.subscribe(&[], Interest::Changes, poll()));
         tokio::time::sleep(Duration::from_millis(60)).await;
         caught_up.settle(2);
         behind.settle(1);
