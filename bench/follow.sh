@@ -4,7 +4,7 @@
 #      fs/logs?plain=true, 1,000 lines ~5 ms apart; p50 vs Nomad's 250 ms poll interval;
 #   b. 1,000 concurrent idle followers: RSS growth per follower, agent CPU over an idle window;
 #      then 1,000 followers again (bench/fanout.rs, a compiled one-thread client) and each of
-#      5 appended lines must reach all of them (fan-out time);
+#      5 appended lines must reach all of them (fan-out time), through fs/stream and fs/logs;
 #   c. 1 GiB through fs/stream?follow=false (payload MB/s) vs fs/cat of the same file.
 # See bench/README.md. Writes bench/results/follow-latest.txt.
 set -euo pipefail
@@ -86,6 +86,7 @@ A1_PID="$AGENT_PID"
 
 STREAM_TARGET="/v1/client/fs/stream/$ALLOC_ID?path=alloc/logs/web.stdout.0&origin=end&offset=0"
 LOGS_TARGET="/v1/client/fs/logs/$ALLOC_ID?task=web&type=stdout&follow=true&plain=true&origin=end&offset=0"
+LOGS_JSON_TARGET="/v1/client/fs/logs/$ALLOC_ID?task=web&type=stdout&follow=true&origin=end&offset=0"
 
 log "latency: $FOLLOW_LINES appends ${FOLLOW_INTERVAL}s apart, GET $STREAM_TARGET"
 python3 "$PY" latency --port "$PORT" --target "$STREAM_TARGET" --file "$LOGFILE" --mode frames \
@@ -151,6 +152,10 @@ log "fan-out: $FOLLOWERS followers again, $FANOUT_ROUNDS lines appended ${FANOUT
 "$FANOUT_BIN" "$PORT" "$STREAM_TARGET" "$LOGFILE" "$FOLLOWERS" "$FANOUT_ROUNDS" "$FANOUT_GAP" >"$TMP/fanout.json" \
     || ODD+=("fan-out client failed: $(cat "$TMP/fanout.json")")
 log "  $(cat "$TMP/fanout.json")"
+log "fan-out through fs/logs: $FOLLOWERS followers, $FANOUT_ROUNDS lines appended ${FANOUT_GAP}s apart"
+"$FANOUT_BIN" "$PORT" "$LOGS_JSON_TARGET" "$LOGFILE" "$FOLLOWERS" "$FANOUT_ROUNDS" "$FANOUT_GAP" >"$TMP/fanout-logs.json" \
+    || ODD+=("fan-out client (fs/logs) failed: $(cat "$TMP/fanout-logs.json")")
+log "  $(cat "$TMP/fanout-logs.json")"
 # Memory and threads given back once they are gone (tokio's blocking-pool threads idle out
 # after 10 s).
 sleep "$AFTER_CLOSE_WAIT"
@@ -199,6 +204,8 @@ RSS_BACK="$(ratio "$A2_RSS_AFTER_CLOSE_MIB" "$(kib_to_mib "$(jget "$TMP/idle.jso
     row "fan-out: p50 of each append, in order (ms)" "$(jget "$TMP/fanout.json" fanout_round_p50s_ms | tr -d '[] ')" "-" "info"
     row "fan-out: 1 line to all, max (ms)" "$FANOUT_MAX" "<= $T_FANOUT_MAX_MS" "$(pass_if le "$FANOUT_MAX" "$T_FANOUT_MAX_MS")"
     row "fan-out: followers reached" "$(jget "$TMP/fanout.json" fanout_received)/$(jget "$TMP/fanout.json" fanout_live)" "-" "info"
+    row "fan-out through fs/logs, p50 / max (ms)" "$(jget "$TMP/fanout-logs.json" fanout_p50_ms) / $(jget "$TMP/fanout-logs.json" fanout_max_ms)" "-" "info"
+    row "fan-out through fs/logs, followers reached" "$(jget "$TMP/fanout-logs.json" fanout_received)/$(jget "$TMP/fanout-logs.json" fanout_live)" "-" "info"
     row "RSS ${AFTER_CLOSE_WAIT} s after followers left (MiB)" "$A2_RSS_AFTER_CLOSE_MIB" "-" "info"
     row "RSS after they left / before" "$RSS_BACK" "<= $T_RSS_BACK_FACTOR" "$(pass_if le "$RSS_BACK" "$T_RSS_BACK_FACTOR")"
     row "threads ${AFTER_CLOSE_WAIT} s after followers left" "$A2_THREADS_AFTER_CLOSE" "-" "info"
@@ -215,7 +222,7 @@ RSS_BACK="$(ratio "$A2_RSS_AFTER_CLOSE_MIB" "$(kib_to_mib "$(jget "$TMP/idle.jso
 mkdir -p "$RESULTS_DIR"
 cp "$TMP/summary.txt" "$RESULTS_DIR/follow-latest.txt"
 cat "$TMP/follow.log" "$TMP/followers.log" >"$RESULTS_DIR/follow-allocd-latest.log" 2>/dev/null || true
-for f in lat-stream lat-logs idle fanout verify; do
+for f in lat-stream lat-logs idle fanout fanout-logs verify; do
     [[ -f "$TMP/$f.json" ]] && printf '%s: %s\n' "$f" "$(cat "$TMP/$f.json")"
 done >"$RESULTS_DIR/follow-latest.json.txt"
 log "summary written to $RESULTS_DIR/follow-latest.txt"
