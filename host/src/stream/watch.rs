@@ -300,20 +300,49 @@ mod tests {
     use std::io::Write;
     use std::time::Duration;
 
+    /// A directory holding one file `name`, and the paths a follower of that file watches.
+    fn followed_file(name: &str) -> (tempfile::TempDir, PathBuf, [String; 2]) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(name);
+        std::fs::write(&file, b"a").unwrap();
+        let paths = [file.to_string_lossy().into_owned(), dir.path().to_string_lossy().into_owned()];
+        (dir, file, paths)
+    }
+
+    fn append(file: &Path, bytes: &[u8]) {
+        std::fs::OpenOptions::new().append(true).open(file).unwrap().write_all(bytes).unwrap();
+    }
+
+    /// A poll every 20 ms answering `state`, counting its probes in `calls`.
+    fn poll_of(state: &Arc<AtomicU64>, calls: &Arc<AtomicU64>) -> Option<Poll> {
+        let (state, calls) = (Arc::clone(state), Arc::clone(calls));
+        let probe: Probe = Arc::new(move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let value = state.load(Ordering::SeqCst);
+            Box::pin(async move { Some(value) })
+        });
+        Some(Poll { key: "alloc/file".into(), interval: Duration::from_millis(20), probe })
+    }
+
+    async fn woken(subscription: &Subscription, why: &str) {
+        tokio::time::timeout(Duration::from_secs(5), subscription.changed()).await.expect(why);
+    }
+
+    async fn asleep(subscription: &Subscription) -> bool {
+        tokio::time::timeout(Duration::from_millis(300), subscription.changed()).await.is_err()
+    }
+
     #[tokio::test]
     async fn appends_wake_subscribers_and_drop_unwatches() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("log");
-        std::fs::write(&file, b"a").unwrap();
+        let (_dir, file, paths) = followed_file("log");
         let hub = Arc::new(WatchHub::new());
-        let paths = [file.to_string_lossy().into_owned(), dir.path().to_string_lossy().into_owned()];
         let first = hub.subscribe(&paths, Interest::Changes, None);
         let second = hub.subscribe(&paths, Interest::Changes, None);
         assert!(first.is_watching());
         assert_eq!(hub.watched_paths(), 2);
         std::fs::write(&file, b"ab").unwrap();
-        tokio::time::timeout(Duration::from_secs(5), first.changed()).await.expect("woken by the write");
-        tokio::time::timeout(Duration::from_secs(5), second.changed()).await.expect("both are woken");
+        woken(&first, "woken by the write").await;
+        woken(&second, "both are woken").await;
         drop(first);
         assert_eq!(hub.watched_paths(), 2, "still watched for the second subscriber");
         drop(second);
@@ -322,61 +351,46 @@ mod tests {
 
     #[tokio::test]
     async fn opening_reading_and_closing_a_file_wake_nobody() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("log");
-        std::fs::write(&file, b"a").unwrap();
+        let (_dir, file, paths) = followed_file("log");
         let hub = Arc::new(WatchHub::new());
-        let paths = [file.to_string_lossy().into_owned(), dir.path().to_string_lossy().into_owned()];
         let follower = hub.subscribe(&paths, Interest::Changes, None);
         for _ in 0..3 {
             drop(std::fs::read(&file).unwrap());
             drop(std::fs::OpenOptions::new().append(true).open(&file).unwrap());
         }
-        let woken = tokio::time::timeout(Duration::from_millis(300), follower.changed()).await;
-        assert!(woken.is_err(), "opened, read and closed (for writing too), never changed");
-        std::fs::OpenOptions::new().append(true).open(&file).unwrap().write_all(b"b").unwrap();
-        tokio::time::timeout(Duration::from_secs(5), follower.changed()).await.expect("woken by the append");
+        assert!(asleep(&follower).await, "opened, read and closed (for writing too), never changed");
+        append(&file, b"b");
+        woken(&follower, "woken by the append").await;
     }
 
     #[tokio::test]
     async fn a_subscriber_to_a_directorys_names_sleeps_through_appends() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("web.stdout.0");
-        std::fs::write(&file, b"a").unwrap();
+        let (dir, file, _) = followed_file("web.stdout.0");
         let hub = Arc::new(WatchHub::new());
-        let names = hub.subscribe(&[dir.path().to_string_lossy().into_owned()], Interest::Entries, None);
-        let changes = hub.subscribe(&[dir.path().to_string_lossy().into_owned()], Interest::Changes, None);
-        std::fs::OpenOptions::new().append(true).open(&file).unwrap().write_all(b"b").unwrap();
-        tokio::time::timeout(Duration::from_secs(5), changes.changed()).await.expect("the append is a change");
-        let woken = tokio::time::timeout(Duration::from_millis(300), names.changed()).await;
-        assert!(woken.is_err(), "an append changes no name");
+        let dir_path = [dir.path().to_string_lossy().into_owned()];
+        let names = hub.subscribe(&dir_path, Interest::Entries, None);
+        let changes = hub.subscribe(&dir_path, Interest::Changes, None);
+        append(&file, b"b");
+        woken(&changes, "the append is a change").await;
+        assert!(asleep(&names).await, "an append changes no name");
         std::fs::write(dir.path().join("web.stdout.1"), b"c").unwrap();
-        tokio::time::timeout(Duration::from_secs(5), names.changed()).await.expect("a new file is a new name");
+        woken(&names, "a new file is a new name").await;
         std::fs::remove_file(&file).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), names.changed()).await.expect("a removed file is a name gone");
+        woken(&names, "a removed file is a name gone").await;
     }
 
     #[tokio::test]
     async fn one_shared_poll_wakes_every_subscriber_and_ends_with_the_last() {
         let hub = Arc::new(WatchHub::new());
-        let state = Arc::new(std::sync::atomic::AtomicU64::new(1));
-        let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let poll = || {
-            let (state, calls) = (Arc::clone(&state), Arc::clone(&calls));
-            let probe: Probe = Arc::new(move || {
-                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let value = state.load(std::sync::atomic::Ordering::SeqCst);
-                Box::pin(async move { Some(value) })
-            });
-            Some(Poll { key: "alloc/file".into(), interval: Duration::from_millis(20), probe })
-        };
-        let subscribers: Vec<_> = (0..50).map(|_| hub.subscribe(&[], Interest::Changes, poll())).collect();
+        let (state, calls) = (Arc::new(AtomicU64::new(1)), Arc::new(AtomicU64::new(0)));
+        let subscribers: Vec<_> =
+            (0..50).map(|_| hub.subscribe(&[], Interest::Changes, poll_of(&state, &calls))).collect();
         assert_eq!(hub.polls(), 1);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(calls.load(std::sync::atomic::Ordering::SeqCst) < 20, "one poll, not fifty");
-        state.store(2, std::sync::atomic::Ordering::SeqCst);
+        assert!(calls.load(Ordering::SeqCst) < 20, "one poll, not fifty");
+        state.store(2, Ordering::SeqCst);
         for subscriber in &subscribers {
-            tokio::time::timeout(Duration::from_secs(5), subscriber.changed()).await.expect("woken by the poll");
+            woken(subscriber, "woken by the poll").await;
         }
         drop(subscribers);
         assert_eq!(hub.polls(), 0);
@@ -385,25 +399,16 @@ mod tests {
     #[tokio::test]
     async fn a_poll_leaves_asleep_who_already_caught_up_with_what_it_found() {
         let hub = Arc::new(WatchHub::new());
-        let state = Arc::new(std::sync::atomic::AtomicU64::new(1));
-        let poll = || {
-            let state = Arc::clone(&state);
-            let probe: Probe = Arc::new(move || {
-                let value = state.load(std::sync::atomic::Ordering::SeqCst);
-                Box::pin(async move { Some(value) })
-            });
-            Some(Poll { key: "alloc/file".into(), interval: Duration::from_millis(20), probe })
-        };
-        let (caught_up, behind) =
-            (hub.subscribe(&[], Interest::Changes, poll()), hub.subscribe(&[], Interest::Changes, poll()));
+        let (state, calls) = (Arc::new(AtomicU64::new(1)), Arc::new(AtomicU64::new(0)));
+        let caught_up = hub.subscribe(&[], Interest::Changes, poll_of(&state, &calls));
+        let behind = hub.subscribe(&[], Interest::Changes, poll_of(&state, &calls));
         tokio::time::sleep(Duration::from_millis(60)).await;
         caught_up.settle(2);
         behind.settle(1);
-        state.store(2, std::sync::atomic::Ordering::SeqCst);
-        tokio::time::timeout(Duration::from_secs(5), behind.changed()).await.expect("woken by the poll");
-        let woken = tokio::time::timeout(Duration::from_millis(200), caught_up.changed()).await;
-        assert!(woken.is_err(), "already at the state the poll found");
-        state.store(3, std::sync::atomic::Ordering::SeqCst);
-        tokio::time::timeout(Duration::from_secs(5), caught_up.changed()).await.expect("woken by the next change");
+        state.store(2, Ordering::SeqCst);
+        woken(&behind, "woken by the poll").await;
+        assert!(asleep(&caught_up).await, "already at the state the poll found");
+        state.store(3, Ordering::SeqCst);
+        woken(&caught_up, "woken by the next change").await;
     }
 }
