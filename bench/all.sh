@@ -18,7 +18,7 @@ RESULTS_DIR="$BENCH_DIR/results"
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     echo "==> cargo build --release --workspace" >&2
     (cd "$ROOT" && unset CARGO_TARGET_DIR && cargo build --release --workspace \
-        && cargo build --release -p allocd --example warp-stats) || exit 1
+        && cargo build --release -p allocd --example warp-stats --example fanout) || exit 1
     export BENCH_BUILT=1
 fi
 export SKIP_BUILD=1
