@@ -76,26 +76,29 @@ pub struct Disconnected;
 /// Where a stream's output goes.
 pub struct Sink {
     tx: BodySender,
-    plain: bool,
-    next_heartbeat: Instant,
-    /// Fires when a heartbeat is due (JSON mode). It lives as long as the sink: a follower
-    /// waits after every append, and a timer armed per wait cost a timer-wheel entry each time.
-    heartbeat_timer: Option<Pin<Box<Sleep>>>,
+    /// Fires when the next heartbeat is due; `None` in plain mode (bytes only: no frames, no
+    /// heartbeats). It lives as long as the sink and is re-armed once per heartbeat: a
+    /// follower waits after every append, and a timer armed per wait cost a timer-wheel entry
+    /// each time.
+    heartbeat: Option<Pin<Box<Sleep>>>,
 }
 
 impl Sink {
     /// A sink and the receiving end for the response body.
     pub fn new(plain: bool) -> (Self, BodyReceiver) {
         let (tx, rx) = body::channel();
-        let next_heartbeat = Instant::now() + HEARTBEAT;
-        let heartbeat_timer = (!plain).then(|| Box::pin(tokio::time::sleep_until(next_heartbeat)));
-        (Self { tx, plain, next_heartbeat, heartbeat_timer }, rx)
+        let heartbeat = (!plain).then(|| Box::pin(tokio::time::sleep(HEARTBEAT)));
+        (Self { tx, heartbeat }, rx)
+    }
+
+    fn plain(&self) -> bool {
+        self.heartbeat.is_none()
     }
 
     /// Sends `data` read from `file`, ending at position `end`, in frames of at most 64 KiB;
     /// the first frame also carries `event` when there is one.
     pub async fn data(&mut self, file: &str, event: &str, data: &Bytes, end: u64) -> Result<(), Disconnected> {
-        if self.plain {
+        if self.plain() {
             return self.write(data.clone()).await;
         }
         let mut start = end - data.len() as u64;
@@ -111,7 +114,7 @@ impl Sink {
 
     /// Sends an event-only frame (JSON mode only).
     pub async fn event(&mut self, file: &str, event: &str, offset: u64) -> Result<(), Disconnected> {
-        if self.plain { Ok(()) } else { self.write(Bytes::from(encode(file, event, &[], offset))).await }
+        if self.plain() { Ok(()) } else { self.write(Bytes::from(encode(file, event, &[], offset))).await }
     }
 
     /// Appends an error's text: after the first byte the status can no longer change.
@@ -122,16 +125,10 @@ impl Sink {
     /// What a stream waiting for its file also waits for: the client leaving, and the next
     /// heartbeat coming due (never, in plain mode; then call [`Sink::heartbeat_if_due`]).
     pub fn idle_events(&mut self) -> (impl Future<Output = ()> + '_, impl Future<Output = ()> + '_) {
-        let due = self.next_heartbeat;
-        let timer = self.heartbeat_timer.as_mut();
+        let timer = self.heartbeat.as_mut();
         let heartbeat = async move {
             match timer {
-                Some(timer) => {
-                    if timer.deadline() != due {
-                        timer.as_mut().reset(due);
-                    }
-                    timer.await
-                }
+                Some(timer) => timer.await,
                 None => std::future::pending().await,
             }
         };
@@ -141,12 +138,14 @@ impl Sink {
     /// Sends `{}` when its second has come; like Go's ticker, a tick missed while the client
     /// was not reading is dropped rather than sent in a burst.
     pub async fn heartbeat_if_due(&mut self) -> Result<(), Disconnected> {
-        let (now, due) = (Instant::now(), self.next_heartbeat);
-        if self.plain || now < due {
+        let now = Instant::now();
+        let Some(timer) = self.heartbeat.as_mut() else { return Ok(()) };
+        let due = timer.deadline();
+        if now < due {
             return Ok(());
         }
         let next = due + HEARTBEAT;
-        self.next_heartbeat = if next > now { next } else { now + HEARTBEAT };
+        timer.as_mut().reset(if next > now { next } else { now + HEARTBEAT });
         self.write(Bytes::from_static(b"{}")).await
     }
 
