@@ -3,6 +3,7 @@
 
 pub mod call;
 pub mod loader;
+mod read_buffer;
 pub mod registry;
 
 pub use call::{Caller, PluginFailure};

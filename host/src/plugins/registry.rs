@@ -9,9 +9,11 @@ use allocd_plugin_abi::{
     AllocIndex, AllocInfo, ErrorKind, FileIdentity, FileInfo, FileReaderBox, HostContext, HostStats, LogLevel,
     MetricsProviderBox, PluginKinds, StorageBackendBox, TaskLabels, TaskReport,
 };
+use bytes::Bytes;
 
 use super::call::{Caller, PluginFailure};
 use super::loader;
+use super::read_buffer;
 use crate::config::PluginSpec;
 use crate::telemetry::own::CallStats;
 
@@ -179,15 +181,12 @@ impl StoragePlugin {
 }
 
 impl OpenFile {
-    /// Reads up to `len` bytes at `offset`; an empty buffer means end of file.
-    pub async fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, PluginFailure> {
+    /// Reads up to `len` bytes at `offset`; no bytes means end of file.
+    pub async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, PluginFailure> {
         self.caller
             .call(&self.reader, move |r| {
-                let mut buf = vec![0u8; len];
-                r.read_at(offset, RSliceMut::from_mut_slice(&mut buf)).map(|n| {
-                    buf.truncate(n as usize);
-                    buf
-                })
+                read_buffer::read_into(len, |buf| r.read_at(offset, RSliceMut::from_mut_slice(buf)).into_result())
+                    .into()
             })
             .await
     }

@@ -205,7 +205,7 @@ impl Cursor {
     /// when they can be (followers asking for the same offset and length). A chunk, or with
     /// `catching_up` (the last chunk was full, so more is likely there) a large read while the
     /// pool of [`raw`](super::raw) has room: a follower woken by an append reads small, a
-    /// stream working through a large file reads in a quarter of the calls.
+    /// stream working through a large file reads in an eighth of the calls.
     async fn read(
         &self,
         offset: u64,
