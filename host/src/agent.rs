@@ -181,7 +181,12 @@ pub async fn run(flags: AgentFlags, config: Config, log: LogControl) -> anyhow::
         shutdown_signal().await;
         let _ = signalled_tx.send(());
     };
-    let server = server::serve(listener, api::routes(Arc::clone(&state)), tls, &config.limits, served, shutdown);
+    let api_state = Arc::clone(&state);
+    let handler = move |request| {
+        let state = Arc::clone(&api_state);
+        async move { api::answer(&state, request).await }
+    };
+    let server = server::serve(listener, handler, tls, &config.limits, served, shutdown);
     let grace = async {
         let _ = signalled_rx.await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;

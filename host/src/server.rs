@@ -1,7 +1,7 @@
 //! The HTTP server under the API: TCP or TLS (rustls), limits, graceful shutdown.
 //!
 //! warp 0.4 has no TLS and no way to plug an acceptor in, so allocd runs its own accept
-//! loop and hands each connection to hyper with warp's filter as the service. That is also
+//! loop and hands each connection to hyper with the API's handler as the service. That is also
 //! where the protections against hostile clients live: a cap on open connections per client
 //! address (Nomad's `http_max_conns_per_client`, answered 429) and in all
 //! (`http_max_conns_total`, closed at once), a TLS handshake timeout, Go's 400 answer to plain
@@ -18,7 +18,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -143,17 +142,18 @@ impl TotalCap {
     }
 }
 
-/// Serves `filter` on `listener` until `shutdown` resolves, then waits for open
+/// Serves `handler`'s answers on `listener` until `shutdown` resolves, then waits for open
 /// connections (the caller bounds that wait).
-pub async fn serve<F>(
+pub async fn serve<H, A>(
     listener: TcpListener,
-    filter: F,
+    handler: H,
     tls: Option<Arc<LiveTls>>,
     limits: &Limits,
     served: Arc<ServedBytes>,
     shutdown: impl Future<Output = ()>,
 ) where
-    F: warp::Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone + Send + Sync + 'static,
+    H: Fn(hyper::Request<hyper::body::Incoming>) -> A + Clone + Send + Sync + 'static,
+    A: Future<Output = warp::reply::Response> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
     let counts = Arc::new(ConnectionCounts::default());
@@ -177,14 +177,13 @@ pub async fn serve<F>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        // warp's filter as the service, each response body counted against its endpoint.
-        let warp_service = TowerToHyperService::new(warp::service(filter.clone()));
-        let served = Arc::clone(&served);
+        // The API's handler as the service, each response body counted against its endpoint.
+        let (handler, served) = (handler.clone(), Arc::clone(&served));
         let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             let endpoint = ServedBytes::endpoint(request.uri().path());
             let served = Arc::clone(&served);
-            let response = hyper::service::Service::call(&warp_service, request);
-            async move { Ok::<_, Infallible>(response.await?.map(|body| served.count(endpoint, body))) }
+            let response = handler(request);
+            async move { Ok::<_, Infallible>(response.await.map(|body| served.count(endpoint, body))) }
         });
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(limits.max_header_bytes);
