@@ -1,7 +1,7 @@
 //! The HTTP server under the API: TCP or TLS (rustls), limits, graceful shutdown.
 //!
-//! warp 0.4 has no TLS and no way to plug an acceptor in, so allocd runs its own accept
-//! loop and hands each connection to hyper with the API's handler as the service. That is also
+//! allocd runs its own accept loop and hands each connection to hyper with the API's handler
+//! ([`crate::api::answer`]) as the service. That is also
 //! where the protections against hostile clients live: a cap on open connections per client
 //! address (Nomad's `http_max_conns_per_client`, answered 429) and in all
 //! (`http_max_conns_total`, closed at once), a TLS handshake timeout, Go's 400 answer to plain
