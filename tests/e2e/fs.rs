@@ -116,8 +116,27 @@ fn large_files_stream_intact() {
     assert!(slice.body == data[1_048_570..1_048_570 + 2_097_200]);
 }
 
+/// Read buffers are kept and lent to the next read: a file read after a larger one, whose last
+/// read fills only part of a buffer that held the other file, shows none of the other's bytes.
+#[test]
+fn reused_read_buffers_show_only_what_each_read_filled() {
+    let (fixture, agent) = agent_with_fixture("");
+    fixture.write("alloc/data/first.bin", &vec![b'a'; 3 * 1024 * 1024]);
+    // Ends 5,000 bytes into a read (more than is copied out of a buffer).
+    let second: Vec<u8> = (0..2 * 1024 * 1024 + 5_000).map(|i: u32| b'b' + (i % 7) as u8).collect();
+    fixture.write("alloc/data/second.bin", &second);
+    for _ in 0..3 {
+        let first = agent.get(&format!("/v1/client/fs/cat/{ALLOC_ID}?path=alloc/data/first.bin"));
+        assert!(first.body.iter().all(|&b| b == b'a') && first.body.len() == 3 * 1024 * 1024);
+        let cat = agent.get(&format!("/v1/client/fs/cat/{ALLOC_ID}?path=alloc/data/second.bin"));
+        assert!(cat.body == second, "cat returned {} bytes, differing from the file", cat.body.len());
+        let tail = agent.get(&format!("/v1/client/fs/readat/{ALLOC_ID}?path=alloc/data/second.bin&offset=2097000"));
+        assert!(tail.body == second[2_097_000..], "readat returned {} bytes", tail.body.len());
+    }
+}
+
 /// Large reads come from a pool all connections share: 200 clients that stop reading a large
-/// file take all of it (each would otherwise hold two 256 KiB reads: 100 MiB in all), the agent's
+/// file take all of it (each would otherwise hold two 512 KiB reads: 200 MiB in all), the agent's
 /// memory stays within the pool and each connection's small bound, and the next client still
 /// gets its file intact (in small reads).
 #[test]
