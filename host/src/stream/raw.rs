@@ -9,7 +9,7 @@
 //! Reads are [`LARGE_CHUNK`] bytes while a pool shared by every connection ([`LARGE_POOL`]
 //! bytes) has room, [`CHUNK_SIZE`] otherwise (`fs/stream` catching up reads the same way): a
 //! large file leaves in an eighth of the plugin calls and thread hand-offs (a 1 GiB cat on 2
-//! cores: 2.4 GB/s with 64 KiB reads, 2.5 with 256 KiB, 3.0 with 512 KiB, no more with 1 MiB),
+//! cores, into reused buffers: 2.5 GB/s with 256 KiB reads, 3.0 with 512 KiB, no more with 1 MiB),
 //! and however many clients stall, large reads hold at most the pool beyond each connection's
 //! own small bound. A client that stops reading keeps its share (two large chunks at most: the
 //! one being written and the one read ahead), so while 16 such clients stall, the other
