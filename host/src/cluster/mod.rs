@@ -28,6 +28,7 @@ pub mod etcd;
 pub mod forward;
 pub mod index;
 pub mod membership;
+pub mod peer;
 pub mod registration;
 
 use std::future::Future;
