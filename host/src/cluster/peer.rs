@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -47,7 +48,11 @@ const MAX_HEADERS: usize = 100;
 const MAX_LINE: usize = 4096;
 /// Bytes asked of the socket per read: heads and small answers, then streamed bodies.
 const HEAD_READ: usize = 8 * 1024;
-const BODY_READ: usize = 64 * 1024;
+const BODY_READ: usize = 256 * 1024;
+/// The most read-buffer capacity an idle connection keeps.
+const IDLE_BUFFER: usize = 64 * 1024;
+/// Body pieces of at most this many bytes are copied out of the read buffer.
+const COPY_OUT: usize = 4 * 1024;
 
 /// Headers that belong to one connection, never relayed (RFC 9110 §7.6.1), besides those the
 /// `Connection` header names. `content-length` and `expect` also stay behind a request: a
@@ -199,9 +204,12 @@ impl Conn {
             if self.buf.is_empty() {
                 self.fill(HEAD_READ).await?;
             }
-            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut answer = httparse::Response::new(&mut slots);
-            let parsed = answer.parse(&self.buf).map_err(|err| invalid(format!("a malformed answer: {err}")))?;
+            // (left uninitialised: httparse writes the slots it fills)
+            let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut answer = httparse::Response::new(&mut []);
+            let parsed = httparse::ParserConfig::default()
+                .parse_response_with_uninit_headers(&mut answer, &self.buf, &mut slots)
+                .map_err(|err| invalid(format!("a malformed answer: {err}")))?;
             let httparse::Status::Complete(len) = parsed else {
                 if self.buf.len() >= MAX_HEAD {
                     return Err(invalid("an answer head larger than 64 KiB"));
@@ -289,6 +297,13 @@ impl Conn {
             self.fill(BODY_READ.min(usize::try_from(left).unwrap_or(BODY_READ))).await?;
         }
         let n = self.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        if n <= COPY_OUT {
+            // A few bytes (a follower's frame) must not hold a whole read buffer while queued;
+            // copied out, the buffer stays this connection's for the next read.
+            let piece = Bytes::copy_from_slice(&self.buf[..n]);
+            self.buf.advance(n);
+            return Ok(piece);
+        }
         Ok(self.buf.split_to(n).freeze())
     }
 
@@ -480,9 +495,13 @@ impl Peers {
     }
 
     /// Keeps `conn` for the next request to `address`, when its answer was read to the end.
-    pub fn checkin(self: &Arc<Self>, address: &str, conn: Conn, answer: &AnswerHead) {
+    pub fn checkin(self: &Arc<Self>, address: &str, mut conn: Conn, answer: &AnswerHead) {
         if !answer.keep_alive || !conn.buf.is_empty() {
             return;
+        }
+        if conn.buf.capacity() > IDLE_BUFFER {
+            // What a streamed body left reserved is not kept idle.
+            conn.buf = BytesMut::new();
         }
         {
             let mut idle = lock(&self.idle);
