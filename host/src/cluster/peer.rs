@@ -658,4 +658,87 @@ mod tests {
             assert!(read_answer(wire, Method::GET).await.is_err(), "{}", String::from_utf8_lossy(wire));
         }
     }
+    /// A plain-TCP peer pool (no TLS is used against 127.0.0.1).
+    fn peers() -> Arc<Peers> {
+        use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto};
+        let config = ClientConfig::builder_with_provider(Arc::new(crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(RootCertStore::empty())
+            .with_no_client_auth();
+        Arc::new(Peers::new(TlsConnector::from(Arc::new(config))))
+    }
+
+    /// An agent on 127.0.0.1 answering `ok` to every request; with `one_per_connection` it
+    /// closes each connection after its first answer (as an idle timeout would, later). Returns
+    /// its address and the number of connections it accepted so far.
+    async fn agent(one_per_connection: bool) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0; 1024];
+                    loop {
+                        let Ok(n) = socket.read(&mut buf).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = seen.starts_with(b"HEAD ");
+                            seen.drain(..end + 4);
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            let answer = if head { &answer[..answer.len() - 2] } else { &answer[..] };
+                            socket.write_all(answer).await.unwrap();
+                            if one_per_connection {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (address, accepted)
+    }
+
+    /// Asks `address` with `method` and reads the answer whole, keeping the connection.
+    async fn ask_ok(peers: &Arc<Peers>, address: &str, method: Method) {
+        let destination = Destination::parse(address).unwrap();
+        let head = request_head(&method, ("/v1/client/stats", ""), destination.authority(), &HeaderMap::new(), &[]);
+        let (mut conn, answer) = peers.ask(address, &destination, &head, &method).await.unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+        let expected: &[u8] = if method == Method::HEAD { b"" } else { b"ok" };
+        let Framing::Length(len) = answer.framing else { panic!("{:?}", answer.framing) };
+        assert_eq!(&conn.whole_body(len as usize).await.unwrap()[..], expected);
+        peers.checkin(address, conn, &answer);
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_the_agent_closed_meanwhile_is_replaced() {
+        let (address, accepted) = agent(true).await;
+        let peers = peers();
+        ask_ok(&peers, &address, Method::GET).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        ask_ok(&peers, &address, Method::GET).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "the closed connection was replaced once");
+    }
+
+    #[tokio::test]
+    async fn only_get_and_head_go_on_kept_connections() {
+        let (address, accepted) = agent(false).await;
+        let peers = peers();
+        ask_ok(&peers, &address, Method::GET).await;
+        ask_ok(&peers, &address, Method::GET).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        ask_ok(&peers, &address, Method::PUT).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a PUT is never sent on a kept connection");
+        ask_ok(&peers, &address, Method::HEAD).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
 }
