@@ -60,8 +60,7 @@ const COPY_OUT: usize = 4 * 1024;
 const HOP_BY_HOP: [&str; 8] =
     ["connection", "host", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
 
-/// Whether `name` (lower case, as HTTP/1 heads and `HeaderMap` give it after folding) is a
-/// hop-by-hop header or one that `connection` names.
+/// Whether `name` (in any case) is a hop-by-hop header or one that `connection` names.
 fn is_hop_by_hop(name: &str, connection: &[&str]) -> bool {
     HOP_BY_HOP.iter().chain(connection).any(|hop| name.eq_ignore_ascii_case(hop))
 }
