@@ -37,8 +37,10 @@ use super::lock;
 
 /// How long reaching an agent (TCP and TLS) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long an unused connection to another agent stays open.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long an unused connection to another agent stays open: less than the 30 s after which
+/// the agent's server closes a connection that sends no request (`server.rs`), so that a kept
+/// connection is rarely found closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(25);
 /// Unused connections kept per agent (the rest are closed).
 const MAX_IDLE_PER_AGENT: usize = 64;
 /// The largest answer head accepted, and the most headers in it.
@@ -51,8 +53,8 @@ const HEAD_READ: usize = 8 * 1024;
 const BODY_READ: usize = 256 * 1024;
 /// The most read-buffer capacity an idle connection keeps.
 const IDLE_BUFFER: usize = 64 * 1024;
-/// Body pieces of at most this many bytes are copied out of the read buffer.
-const COPY_OUT: usize = 4 * 1024;
+/// Streamed body pieces under this many bytes are copied out of the read buffer.
+const COPY_UNDER: usize = BODY_READ / 8;
 
 /// Headers that belong to one connection, never relayed (RFC 9110 §7.6.1), besides those the
 /// `Connection` header names. `content-length` and `expect` also stay behind a request: a
@@ -97,7 +99,8 @@ impl<'a> Destination<'a> {
             None => (false, address.strip_prefix("http://")?),
         };
         let authority = rest.trim_end_matches('/');
-        if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
+        // (it goes into the Host header as it is)
+        if authority.contains('@') || authority.parse::<warp::http::uri::Authority>().is_err() {
             return None;
         }
         let default_port = if tls { 443 } else { 80 };
@@ -251,7 +254,11 @@ impl Conn {
                             continue;
                         }
                     }
-                    return Ok(Some(self.buf.split().freeze()));
+                    return Ok(Some(self.piece(self.buf.len())));
+                }
+                // (httparse takes a line without digits for 0; hyper always writes some)
+                BodyReading::ChunkSize if self.buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) => {
+                    return Err(invalid("a malformed chunk size"));
                 }
                 BodyReading::ChunkSize => match httparse::parse_chunk_size(&self.buf) {
                     Ok(httparse::Status::Complete((used, size))) => {
@@ -296,14 +303,25 @@ impl Conn {
             self.fill(BODY_READ.min(usize::try_from(left).unwrap_or(BODY_READ))).await?;
         }
         let n = self.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        if n <= COPY_OUT {
-            // A few bytes (a follower's frame) must not hold a whole read buffer while queued;
-            // copied out, the buffer stays this connection's for the next read.
+        Ok(self.piece(n))
+    }
+
+    /// The next `n` buffered bytes as a piece of the body. A piece holds its read buffer while
+    /// it is queued, and the body channel's budget counts only its length: a small one (a
+    /// follower's frame, a slow sender's few KiB) is copied out and the buffer stays this
+    /// connection's for the next read; a large one takes the buffer along, and the connection
+    /// keeps none of it.
+    fn piece(&mut self, n: usize) -> Bytes {
+        if n < COPY_UNDER {
             let piece = Bytes::copy_from_slice(&self.buf[..n]);
             self.buf.advance(n);
-            return Ok(piece);
+            return piece;
         }
-        Ok(self.buf.split_to(n).freeze())
+        let piece = self.buf.split_to(n).freeze();
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+        piece
     }
 
     /// A body of `len` bytes read whole.
@@ -311,7 +329,12 @@ impl Conn {
         while self.buf.len() < len {
             self.fill(len - self.buf.len()).await?;
         }
-        Ok(self.buf.split_to(len).freeze())
+        let body = self.buf.split_to(len).freeze();
+        if self.buf.is_empty() {
+            // (the rest of the allocation stays with the body)
+            self.buf = BytesMut::new();
+        }
+        Ok(body)
     }
 }
 
@@ -334,6 +357,12 @@ impl From<Framing> for BodyReading {
             Framing::UntilClose => Self::UntilClose,
         }
     }
+}
+
+/// Whether `err` says the peer had closed the connection (or reset it).
+fn found_closed(err: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(err.kind(), UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted)
 }
 
 fn invalid(what: impl Into<String>) -> io::Error {
@@ -438,7 +467,7 @@ impl Peers {
                 match conn.ask(head, method).await {
                     Ok(answer) => return Ok((conn, answer)),
                     // Closed while idle: nothing was answered, so ask again elsewhere.
-                    Err(_) if !conn.answered => continue,
+                    Err(err) if !conn.answered && found_closed(&err) => continue,
                     Err(err) => return Err(err),
                 }
             }
@@ -546,7 +575,16 @@ mod tests {
         );
         assert_eq!(parse("http://[::1]:4646").map(|d| (d.host, d.port)), Some(("::1", 4646)));
         assert_eq!(parse("https://[::1]").map(|d| (d.host, d.port)), Some(("::1", 443)));
-        for bad in ["ftp://a:1", "http://", "http://a:1/x", "http://a:x", "http://u@a:1", "a:1"] {
+        for bad in [
+            "ftp://a:1",
+            "http://",
+            "http://a:1/x",
+            "http://a:x",
+            "http://u@a:1",
+            "a:1",
+            "http://a\r\nx: y:1",
+            "http://a b:1",
+        ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
     }
@@ -653,6 +691,7 @@ mod tests {
             b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
             b"NOT HTTP\r\n\r\n",
             b"HTTP/1.1 200 OK\r\ncontent",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\r\n",
         ] {
             assert!(read_answer(wire, Method::GET).await.is_err(), "{}", String::from_utf8_lossy(wire));
         }
