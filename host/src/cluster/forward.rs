@@ -13,7 +13,7 @@
 //! a 404, never in a loop.
 //!
 //! A holder that cannot be reached (refused, no route, no TLS session within
-//! [`CONNECT_TIMEOUT`]) is Nomad's `No path to node`, 404 as Nomad's handlers map it. A holder
+//! [`CONNECT_TIMEOUT`](super::peer::CONNECT_TIMEOUT)) is Nomad's `No path to node`, 404 as Nomad's handlers map it. A holder
 //! that dies in the middle of a stream ends the relayed body cleanly. The connections
 //! themselves are [`peer`](super::peer)'s.
 
@@ -36,8 +36,6 @@ use super::peer::{AnswerHead, BodyReading, Conn, Destination, Framing, Peers, re
 use crate::api::error::ApiError;
 use crate::config::TlsConfig;
 use crate::stream::body;
-
-pub use super::peer::CONNECT_TIMEOUT;
 
 /// The header marking a forwarded request; its value is the forwarding agent's node ID.
 pub const FORWARDED_BY: &str = "x-allocd-forwarded-by";
@@ -169,7 +167,7 @@ impl Forwarder {
         let headers = std::mem::take(&mut answer.headers);
         let mut reply = match whole {
             Some(whole) => {
-                self.peers.checkin(&node.address, conn, &answer);
+                self.peers.checkin(&node.address, conn, answer.keep_alive);
                 warp::reply::Response::new(whole.into())
             }
             None => stream(Arc::clone(&self.peers), node.address.clone(), conn, answer),
@@ -204,7 +202,7 @@ fn stream(peers: Arc<Peers>, address: String, mut conn: Conn, answer: AnswerHead
                 }
             }
         }
-        peers.checkin(&address, conn, &answer);
+        peers.checkin(&address, conn, answer.keep_alive);
     });
     let stream = rx.into_stream().map(Ok::<Bytes, std::convert::Infallible>);
     warp::reply::stream(stream).into_response()

@@ -522,9 +522,10 @@ impl Peers {
         found
     }
 
-    /// Keeps `conn` for the next request to `address`, when its answer was read to the end.
-    pub fn checkin(self: &Arc<Self>, address: &str, mut conn: Conn, answer: &AnswerHead) {
-        if !answer.keep_alive || !conn.buf.is_empty() {
+    /// Keeps `conn` for the next request to `address`, when its answer was read to the end and
+    /// said the connection stays open (`keep_alive`).
+    pub fn checkin(self: &Arc<Self>, address: &str, mut conn: Conn, keep_alive: bool) {
+        if !keep_alive || !conn.buf.is_empty() {
             return;
         }
         if conn.buf.capacity() > IDLE_BUFFER {
@@ -754,7 +755,7 @@ mod tests {
         let expected: &[u8] = if method == Method::HEAD { b"" } else { b"ok" };
         let Framing::Length(len) = answer.framing else { panic!("{:?}", answer.framing) };
         assert_eq!(&conn.whole_body(len as usize).await.unwrap()[..], expected);
-        peers.checkin(address, conn, &answer);
+        peers.checkin(address, conn, answer.keep_alive);
     }
 
     #[tokio::test]
