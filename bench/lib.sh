@@ -25,13 +25,33 @@ find_nginx() {
     fi
 }
 
-# ensure_tools TOOL... (curl, wrk, nginx, python3, gzip, etcd): stops with what is missing and the
+# find_nginx_stream: NGINX_STREAM is what nginx.conf needs for a `stream { }` block: "built in"
+# when nginx has the module compiled in, the `load_module` line of its dynamic module when that
+# is installed (Debian's libnginx-mod-stream), else empty.
+find_nginx_stream() {
+    local built modules
+    find_nginx
+    NGINX_STREAM=""
+    [[ -n "$NGINX_BIN" ]] || return 0
+    built="$("$NGINX_BIN" -V 2>&1)"
+    if [[ " $built " == *" --with-stream "* ]]; then
+        NGINX_STREAM="built in"
+        return 0
+    fi
+    modules="$(sed -n 's/.*--modules-path=\([^ ]*\).*/\1/p' <<<"$built")"
+    if [[ -n "$modules" && -f "$modules/ngx_stream_module.so" ]]; then
+        NGINX_STREAM="load_module $modules/ngx_stream_module.so;"
+    fi
+}
+
+# ensure_tools TOOL... (curl, wrk, nginx, nginx-stream, python3, gzip, etcd): stops with what is missing and the
 # command that installs it; installs it (saying so) only when BENCH_INSTALL=1.
 ensure_tools() {
     local missing=() t
     for t in "$@"; do
         case "$t" in
             nginx) find_nginx; [[ -n "$NGINX_BIN" ]] || missing+=(nginx) ;;
+            nginx-stream) find_nginx_stream; [[ -n "$NGINX_STREAM" ]] || missing+=(libnginx-mod-stream) ;;
             etcd) command -v etcd >/dev/null || missing+=(etcd-server) ;;
             *) command -v "$t" >/dev/null || missing+=("$t") ;;
         esac
@@ -55,6 +75,7 @@ ensure_tools() {
     for t in "$@"; do
         case "$t" in
             nginx) find_nginx; [[ -n "$NGINX_BIN" ]] || die "nginx not available" ;;
+            nginx-stream) find_nginx_stream; [[ -n "$NGINX_STREAM" ]] || die "nginx's stream module not available" ;;
             *) command -v "$t" >/dev/null || die "$t not available" ;;
         esac
     done
@@ -251,6 +272,7 @@ AGENT_PID=""
 BASE=""
 AGENT_PIDS=()   # every agent started (stopped at exit)
 NGINX_PID=""
+NGINX_PIDS=()   # every nginx started (stopped at exit)
 BG_PIDS=()      # other helpers started by the script (stopped at exit)
 
 # write_config FILE: the agent config every script starts from (host-metrics and local-disk
@@ -272,33 +294,40 @@ make_tmp() {
     TMP="$(mktemp -d "${TMPDIR:-/tmp}/allocd-bench.XXXXXX")"
 }
 
-# start_nginx PROBE_URL HTTP_BLOCK: writes $TMP/nginx.conf (root, workers, no access log,
-# temporary files under $TMP, then HTTP_BLOCK inside `http { }`), starts nginx in the
-# foreground (NGINX_PID; stopped at exit) and waits for PROBE_URL to answer.
+# start_nginx PROBE_URL HTTP_BLOCK [MAIN_BLOCK]: writes a config of its own under $TMP (root,
+# workers, no access log, temporary files under $TMP, MAIN_BLOCK in the main context and
+# HTTP_BLOCK inside `http { }`), starts nginx in the foreground (NGINX_PID; every one is stopped at exit) and
+# waits for PROBE_URL to answer. Each call starts another nginx.
+NGINX_STARTED=0
 start_nginx() {
-    mkdir -p "$TMP/nginx-tmp"
-    cat >"$TMP/nginx.conf" <<EOF
+    local conf
+    NGINX_STARTED=$((NGINX_STARTED + 1))
+    conf="$TMP/nginx-$NGINX_STARTED"
+    mkdir -p "$conf-tmp"
+    cat >"$conf.conf" <<EOF
+${3:-}
 user root;
 worker_processes auto;
 daemon off;
-pid $TMP/nginx.pid;
-error_log $TMP/nginx-error.log warn;
+pid $conf.pid;
+error_log $conf-error.log warn;
 events { worker_connections 1024; }
 http {
     access_log off;
     keepalive_requests 1000000;
-    client_body_temp_path $TMP/nginx-tmp/body;
-    proxy_temp_path $TMP/nginx-tmp/proxy;
-    fastcgi_temp_path $TMP/nginx-tmp/fastcgi;
-    uwsgi_temp_path $TMP/nginx-tmp/uwsgi;
-    scgi_temp_path $TMP/nginx-tmp/scgi;
+    client_body_temp_path $conf-tmp/body;
+    proxy_temp_path $conf-tmp/proxy;
+    fastcgi_temp_path $conf-tmp/fastcgi;
+    uwsgi_temp_path $conf-tmp/uwsgi;
+    scgi_temp_path $conf-tmp/scgi;
 $2
 }
 EOF
     log "starting nginx for $1"
-    "$NGINX_BIN" -p "$TMP" -c "$TMP/nginx.conf" -e "$TMP/nginx-error.log" >"$TMP/nginx.out" 2>&1 &
+    "$NGINX_BIN" -p "$TMP" -c "$conf.conf" -e "$conf-error.log" >"$conf.out" 2>&1 &
     NGINX_PID=$!
-    wait_http "$1" 10 || { cat "$TMP/nginx.out" "$TMP/nginx-error.log" >&2 || true; die "nginx did not start"; }
+    NGINX_PIDS+=("$NGINX_PID")
+    wait_http "$1" 10 || { cat "$conf.out" "$conf-error.log" >&2 || true; die "nginx did not start"; }
 }
 
 # start_agent NAME CFG [PORT]: starts `allocd agent -config CFG -http-port PORT` (default 0: the
@@ -360,10 +389,12 @@ cleanup() {
     for p in "${AGENT_PIDS[@]}"; do
         stop_agent "$p"
     done
-    if [[ -n "$NGINX_PID" ]] && kill -0 "$NGINX_PID" 2>/dev/null; then
-        kill -QUIT "$NGINX_PID" 2>/dev/null || true
-        wait "$NGINX_PID" 2>/dev/null || true
-    fi
+    for p in "${NGINX_PIDS[@]}"; do
+        if kill -0 "$p" 2>/dev/null; then
+            kill -QUIT "$p" 2>/dev/null || true
+            wait "$p" 2>/dev/null || true
+        fi
+    done
     for p in "${BG_PIDS[@]}"; do
         wait "$p" 2>/dev/null || true
     done
