@@ -12,7 +12,10 @@
 //! What was seen is kept in `<data_dir>/client/task-evidence.json`, replaced atomically
 //! (write a temporary file, fsync, rename) whenever it changes, so a task that exits while the
 //! agent is down is recognised at the next start. Loaded records start unknown: only a fresh
-//! report can prove an exit, so a kill -9 at any moment never turns unknown into exited.
+//! report can prove an exit, so a kill -9 at any moment never turns unknown into exited. An
+//! exit's time survives only an unbroken run of rounds proving it: after a spell of not knowing
+//! (a failed provider, the agent down), the task may have run and exited again meanwhile, so
+//! the grace starts again from the next proof (the provider's reported exit time, or then).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
@@ -28,7 +31,7 @@ use serde::{Deserialize, Serialize};
 struct Record {
     /// The task was reported running at least once.
     seen_running: bool,
-    /// Unix ns since when the task has been proven exited (kept across unknown spells).
+    /// Unix ns since when the task has been proven exited without a break.
     exited_since: Option<i64>,
     /// The state now; not persisted (every start begins unknown).
     #[serde(skip)]
@@ -219,7 +222,7 @@ fn apply(records: &mut BTreeMap<Key, Record>, rounds: &[(&str, Option<&TaskRepor
     for (provider, report) in rounds {
         let Some(report) = report else { continue };
         // One state per task: running beats unknown beats exited (an old stopped container
-        // beside a restarted one).
+        // beside a restarted one); among exited ones, the latest exit counts.
         let mut states: HashMap<Key, (TaskState, i64)> = HashMap::new();
         for sample in report.tasks.iter() {
             let key = (sample.alloc_id.to_string(), sample.task.to_string(), provider.to_string());
@@ -229,22 +232,22 @@ fn apply(records: &mut BTreeMap<Key, Record>, rounds: &[(&str, Option<&TaskRepor
                 _ => 1,
             };
             let entry = states.entry(key).or_insert((sample.state, sample.finished_at));
-            if rank(sample.state) > rank(entry.0) {
+            if rank(sample.state) > rank(entry.0) || (sample.state == entry.0 && sample.finished_at > entry.1) {
                 *entry = (sample.state, sample.finished_at);
             }
         }
         for (key, (state, finished_at)) in states {
             let record = records.entry(key.clone()).or_default();
             let before = (record.seen_running, record.exited_since);
-            record.state = state;
+            let was = std::mem::replace(&mut record.state, state);
             match state {
                 TaskState::RUNNING => {
                     record.seen_running = true;
                     record.exited_since = None;
                 }
                 TaskState::EXITED => {
-                    let since = if finished_at > 0 { finished_at.min(now_ns) } else { now_ns };
-                    record.exited_since.get_or_insert(since);
+                    let reported = (finished_at > 0).then(|| finished_at.min(now_ns));
+                    record.exited_since = Some(exit_clock(record.exited_since, was, reported, now_ns));
                 }
                 _ => {}
             }
@@ -257,14 +260,28 @@ fn apply(records: &mut BTreeMap<Key, Record>, rounds: &[(&str, Option<&TaskRepor
     for (key, record) in records.iter_mut().filter(|(key, _)| !reported.contains(*key)) {
         if complete.contains(key.2.as_str()) {
             // Seen before, gone from a complete view: it has ended.
-            record.state = TaskState::EXITED;
-            changed |= record.exited_since.is_none();
-            record.exited_since.get_or_insert(now_ns);
+            let was = std::mem::replace(&mut record.state, TaskState::EXITED);
+            let since = exit_clock(record.exited_since, was, None, now_ns);
+            changed |= record.exited_since != Some(since);
+            record.exited_since = Some(since);
         } else {
             record.state = TaskState::UNKNOWN;
         }
     }
     changed
+}
+
+/// Since when a task reported exited now (`was`: its state in the previous round) has been
+/// proven exited. An exit proven without a break keeps its time, unless the provider reports a
+/// later one (a container that ran again between two rounds). After a running round, or a spell
+/// of not knowing (a failed provider, the agent down: the task may have run and exited again
+/// meanwhile), the clock restarts at this report's exit time, or now when it gives none.
+fn exit_clock(since: Option<i64>, was: TaskState, reported: Option<i64>, now_ns: i64) -> i64 {
+    match (since, reported) {
+        (Some(since), reported) if was == TaskState::EXITED => reported.map_or(since, |at| since.max(at)),
+        (Some(since), reported) => since.max(reported.unwrap_or(now_ns)),
+        (None, reported) => reported.unwrap_or(now_ns),
+    }
 }
 
 /// What goes into the file: tasks ever seen running or proven exited.
@@ -356,6 +373,49 @@ mod tests {
         evidence.observe(&[("docker", Some(&round(TaskState::EXITED)))], 40 * SEC).await;
         assert!(matches!(evidence.verdict(A, &tasks(&["web"]), GRACE, 90 * SEC), Verdict::Live(_)));
         assert_eq!(evidence.verdict(A, &tasks(&["web"]), GRACE, 100 * SEC), Verdict::Terminal);
+    }
+
+    #[tokio::test]
+    async fn a_spell_of_not_knowing_restarts_the_exit_clock() {
+        let evidence = Evidence::in_memory();
+        evidence.observe(&[("cgroup", Some(&report(true, vec![sample("web", TaskState::RUNNING)])))], 0).await;
+        evidence.observe(&[("cgroup", Some(&report(true, vec![])))], 10 * SEC).await;
+        // The provider fails for two minutes: the task may have been restarted and exited again.
+        evidence.observe(&[("cgroup", None)], 20 * SEC).await;
+        evidence.observe(&[("cgroup", Some(&report(true, vec![])))], 140 * SEC).await;
+        assert!(matches!(evidence.verdict(A, &tasks(&["web"]), GRACE, 150 * SEC), Verdict::Live(_)));
+        assert!(matches!(evidence.verdict(A, &tasks(&["web"]), GRACE, 199 * SEC), Verdict::Live(_)));
+        assert_eq!(evidence.verdict(A, &tasks(&["web"]), GRACE, 200 * SEC), Verdict::Terminal);
+    }
+
+    #[tokio::test]
+    async fn a_later_reported_exit_moves_the_clock() {
+        let evidence = Evidence::in_memory();
+        let exited = |at| TaskSample { finished_at: at, ..sample("web", TaskState::EXITED) };
+        evidence.observe(&[("docker", Some(&report(true, vec![sample("web", TaskState::RUNNING)])))], 0).await;
+        evidence.observe(&[("docker", Some(&report(true, vec![exited(SEC)])))], 2 * SEC).await;
+        // It ran again between two rounds and exited at 50 s; the old container is listed too.
+        let both = report(true, vec![exited(SEC), exited(50 * SEC)]);
+        evidence.observe(&[("docker", Some(&both))], 55 * SEC).await;
+        assert!(matches!(evidence.verdict(A, &tasks(&["web"]), GRACE, 70 * SEC), Verdict::Live(_)));
+        assert_eq!(evidence.verdict(A, &tasks(&["web"]), GRACE, 110 * SEC), Verdict::Terminal);
+        // An exit the provider reports as older than the clock does not move it back.
+        evidence.observe(&[("docker", Some(&report(true, vec![exited(SEC)])))], 111 * SEC).await;
+        assert_eq!(evidence.tasks_of(A)[0].exited_since, Some(50 * SEC));
+    }
+
+    #[tokio::test]
+    async fn an_exit_proven_before_a_restart_of_the_agent_is_proven_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let evidence = Evidence::load(dir.path()).unwrap();
+        evidence.observe(&[("cgroup", Some(&report(true, vec![sample("web", TaskState::RUNNING)])))], 0).await;
+        evidence.observe(&[("cgroup", Some(&report(true, vec![])))], 10 * SEC).await;
+        drop(evidence);
+        // Down for two minutes, meanwhile restarted and exited again: the grace starts anew.
+        let restarted = Evidence::load(dir.path()).unwrap();
+        restarted.observe(&[("cgroup", Some(&report(true, vec![])))], 130 * SEC).await;
+        assert!(matches!(restarted.verdict(A, &tasks(&["web"]), GRACE, 140 * SEC), Verdict::Live(_)));
+        assert_eq!(restarted.verdict(A, &tasks(&["web"]), GRACE, 190 * SEC), Verdict::Terminal);
     }
 
     #[tokio::test]
