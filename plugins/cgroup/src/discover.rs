@@ -35,10 +35,15 @@ pub struct V2Task {
 }
 
 /// Lists the v2 task cgroups under `root` into `out` (cleared first), sorted by name. A name
-/// present in both partitions is taken from `share.slice`. False when a listing failed.
+/// present in both partitions is taken from `share.slice`. False when a listing failed, or
+/// when there is no `nomad.slice` at all: Nomad's client has not set up its cgroups (yet, after
+/// a reboot), so its tasks' absence proves nothing.
 pub fn v2_tasks(root: &Path, warnings: &mut Warnings, out: &mut Vec<V2Task>) -> bool {
     out.clear();
     let slice = root.join("nomad.slice");
+    if !slice.is_dir() {
+        return false;
+    }
     let mut complete = true;
     for (partition, dir) in V2_PARTITIONS.iter().enumerate() {
         complete &= list_dirs(&slice.join(dir), warnings, |mut name| {
@@ -54,13 +59,17 @@ pub fn v2_tasks(root: &Path, warnings: &mut Warnings, out: &mut Vec<V2Task>) -> 
 }
 
 /// Lists the v1 task cgroups into `out` (cleared first): each `<allocID>.<task>` with the
-/// controllers it was found in. False when a listing failed.
+/// controllers it was found in. False when a listing failed, or when no controller has a
+/// `nomad` directory (Nomad's client has not set up its cgroups: absence proves nothing).
 pub fn v1_tasks(
     controllers: &V1Controllers,
     warnings: &mut Warnings,
     out: &mut BTreeMap<String, ControllerMask>,
 ) -> bool {
     out.clear();
+    if !controllers.each().any(|(_, dir)| dir.join("nomad").is_dir()) {
+        return false;
+    }
     let mut complete = true;
     for (bit, dir) in controllers.each() {
         complete &= list_dirs(&dir.join("nomad"), warnings, |name| {
@@ -73,8 +82,8 @@ pub fn v1_tasks(
 }
 
 /// Calls `found` with the UTF-8 names of the subdirectories of `dir`. A missing `dir` is
-/// simply empty (Nomad has not started a task yet); other errors are warned about once and
-/// make the answer false: the tasks below are not known.
+/// simply empty (callers first check that Nomad's tree exists); other errors are warned about
+/// once and make the answer false: the tasks below are not known.
 fn list_dirs(dir: &Path, warnings: &mut Warnings, mut found: impl FnMut(String)) -> bool {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -146,7 +155,7 @@ mod tests {
         fs::write(share.join(format!("{B}.file.scope")), "").unwrap(); // a file, not a cgroup
         let mut warnings = Warnings::default();
         let mut out = Vec::new();
-        v2_tasks(root, &mut warnings, &mut out);
+        assert!(v2_tasks(root, &mut warnings, &mut out));
         assert_eq!(
             out,
             [
@@ -155,9 +164,13 @@ mod tests {
                 V2Task { name: format!("{A}.web"), partition: 0 },
             ]
         );
-        // No nomad.slice at all: nothing, quietly.
-        v2_tasks(&root.join("elsewhere"), &mut warnings, &mut out);
+        // No nomad.slice at all (Nomad not started since boot): nothing, and not a complete view.
+        assert!(!v2_tasks(&root.join("elsewhere"), &mut warnings, &mut out));
         assert!(out.is_empty());
+        // nomad.slice without reserve.slice: complete, what share.slice holds.
+        fs::remove_dir_all(root.join("nomad.slice/reserve.slice")).unwrap();
+        assert!(v2_tasks(root, &mut warnings, &mut out));
+        assert_eq!(out.len(), 2);
     }
 
     #[test]
@@ -178,9 +191,16 @@ mod tests {
         let controllers = V1Controllers::find(root);
         let mut warnings = Warnings::default();
         let mut out = BTreeMap::new();
-        v1_tasks(&controllers, &mut warnings, &mut out);
+        assert!(v1_tasks(&controllers, &mut warnings, &mut out));
         let expected: BTreeMap<String, ControllerMask> =
             [(format!("{A}.web"), MEMORY | CPUACCT | CPU | FREEZER), (format!("{B}.only.frozen"), FREEZER)].into();
         assert_eq!(out, expected);
+        // Controllers without Nomad's `nomad` directory anywhere: not a complete view.
+        let bare = tempfile::tempdir().unwrap();
+        for d in ["memory", "cpuacct", "cpu", "freezer"] {
+            fs::create_dir_all(bare.path().join(d)).unwrap();
+        }
+        assert!(!v1_tasks(&V1Controllers::find(bare.path()), &mut warnings, &mut out));
+        assert!(out.is_empty());
     }
 }
