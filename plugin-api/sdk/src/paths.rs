@@ -16,7 +16,7 @@
 //! following them by hand (at most 40, as the kernel). Either way the result is an `O_PATH`
 //! descriptor, whose `fstat` decides what it is: nothing is ever opened for reading before
 //! that, so a FIFO or a device never blocks or wakes a driver. [`Found::open_read`] then opens
-//! the same file for reading and checks it is still the same inode.
+//! that very inode for reading, through `/proc/self/fd` (never by name again), and checks it.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -134,10 +134,9 @@ pub struct Found {
 enum Reopen {
     /// A directory: `.` relative to its own descriptor.
     Itself,
-    /// `name` in the directory `parent`, without following a symlink.
-    Child { parent: OwnedFd, name: OsString },
-    /// The descriptor's own `/proc/self/fd` entry: the very inode, whatever the path is now
-    /// (used where openat2 found it, which already relied on `/proc`).
+    /// Anything else: the descriptor's own `/proc/self/fd` entry, the very inode whatever the
+    /// path holds now. (Opening by name again would let a task swap a device node in under
+    /// that name after the lookup, and its driver would be woken before any check.)
     Proc,
 }
 
@@ -268,10 +267,9 @@ impl AllocRoot {
                 FileType::Directory => dirs.push((name, fd)),
                 _ if !pending.is_empty() => return Err(Refusal::Lookup(Errno::NOTDIR)),
                 _ => {
-                    let parent = rustix::io::dup(parent).map_err(Refusal::Lookup)?;
                     let mut location = names(&dirs);
                     location.push(lossy(&name));
-                    return Ok(Some(Found { fd, stat, location, reopen: Reopen::Child { parent, name } }));
+                    return Ok(Some(Found { fd, stat, location, reopen: Reopen::Proc }));
                 }
             }
         }
@@ -319,7 +317,6 @@ impl Found {
     pub fn open_read(&self) -> std::io::Result<File> {
         let fd = match &self.reopen {
             Reopen::Itself => openat(&self.fd, c".", READ | OFlags::DIRECTORY, Mode::empty()),
-            Reopen::Child { parent, name } => openat(parent, name.as_os_str(), READ | OFlags::NOFOLLOW, Mode::empty()),
             Reopen::Proc => openat(CWD, proc_fd_path(&self.fd), READ, Mode::empty()),
         }?;
         let now = fstat(&fd)?;

@@ -155,6 +155,27 @@ fn fifos_sockets_and_devices_are_refused_without_blocking() {
 }
 
 #[test]
+fn what_was_found_is_what_is_read_even_if_the_name_is_swapped_meanwhile() {
+    let (dir, _outside, root) = tree();
+    let data = dir.path().join("alloc/data");
+    for resolver in BOTH {
+        std::fs::write(data.join("swapped"), b"found").unwrap();
+        let resolved = root.resolve_with(resolver, "alloc/data/swapped").unwrap();
+        let found = resolved.existing("open").unwrap();
+        assert!(found.is_file());
+        // The task renames a FIFO over the name between the lookup and the open.
+        let fifo = data.join("fifo");
+        let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        std::fs::rename(&fifo, data.join("swapped")).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut found.open_read().unwrap(), &mut text).unwrap();
+        assert_eq!(text, "found", "{resolver:?}");
+        std::fs::remove_file(data.join("swapped")).unwrap();
+    }
+}
+
+#[test]
 fn listing_and_stat_go_through_the_descriptor() {
     let (_dir, _outside, root) = tree();
     let names: Vec<String> = files::list(&root, "alloc/data").unwrap().iter().map(|e| e.name.to_string()).collect();
