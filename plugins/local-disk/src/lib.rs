@@ -64,13 +64,21 @@ impl StoragePlugin for LocalDisk {
         if !dir.is_dir() {
             return Ok(None);
         }
-        let tasks = std::fs::read_dir(&dir)
-            .map_err(|e| PluginError::io("open", &dir, &e))?
-            .filter_map(Result::ok)
-            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()) && entry.file_name() != "alloc")
-            .map(|entry| entry.file_name().to_string_lossy().into_owned().into())
-            .collect();
-        Ok(Some(AllocInfo { namespace: "default".into(), tasks }))
+        // Every task directory gates the GC (each must have been seen by a provider), so an
+        // entry that cannot be read is an error, never a task left out.
+        let mut tasks = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(|e| PluginError::io("open", &dir, &e))? {
+            let entry = entry.map_err(|e| PluginError::io("readdirent", &dir, &e))?;
+            let is_dir = match entry.file_type() {
+                Ok(kind) => kind.is_dir(),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(PluginError::io("lstat", &entry.path(), &err)),
+            };
+            if is_dir && entry.file_name() != "alloc" {
+                tasks.push(entry.file_name().to_string_lossy().into_owned().into());
+            }
+        }
+        Ok(Some(AllocInfo { namespace: "default".into(), tasks: tasks.into() }))
     }
 
     fn list_allocs(&self) -> Result<Vec<String>, PluginError> {
