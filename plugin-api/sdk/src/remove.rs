@@ -9,7 +9,11 @@
 //!   deletes an allocation directory;
 //! * the tree is then removed through directory descriptors (`openat` with `O_NOFOLLOW`,
 //!   `unlinkat`): a symlink is removed, never followed, and a directory on another mount (one
-//!   that could not be unmounted) is left alone, never deleted through.
+//!   that could not be unmounted: its mount ID differs, or mountinfo lists it, for kernels
+//!   without `STATX_MNT_ID` and bind mounts of the same filesystem) is left alone, never
+//!   deleted through;
+//! * an entry that cannot be removed is logged and kept, and the rest still goes; another pass
+//!   takes what a process still writing created meanwhile.
 //!
 //! Whatever the trash holds when a backend starts is finished in the same way.
 
@@ -73,23 +77,47 @@ impl Trash {
 }
 
 /// Unmounts what is mounted inside `path`, then removes it without leaving it; logs what
-/// had to be left behind.
+/// had to be left behind. A pass that kept fewer entries than the one before (a process still
+/// writing created some meanwhile) is followed by another, up to [`PASSES`].
 pub fn delete(path: &Path) {
-    unmount_inside(path);
-    match remove_tree(path) {
-        Ok(0) => log::info!("deleted {}", path.display()),
-        Ok(kept) => log::warn!(
-            "deleted {} except {kept} entries on other mounts or too deep; they stay in the trash",
-            path.display()
-        ),
-        Err(err) => log::warn!("cannot delete {}: {err}", path.display()),
+    // Mount points in mountinfo are canonical: so is the path compared with them. (Only the
+    // directory above is resolved: the entry itself may be a symlink, removed, never followed.)
+    let path = match (path.parent().and_then(|dir| dir.canonicalize().ok()), path.file_name()) {
+        (Some(dir), Some(name)) => dir.join(name),
+        _ => path.to_path_buf(),
+    };
+    unmount_inside(&path);
+    // What could not be unmounted is never descended into, also where the kernel cannot
+    // tell a directory's mount (no STATX_MNT_ID before Linux 5.8, and a bind mount of the
+    // same filesystem has the same device).
+    let mounted: Vec<PathBuf> = mounts_inside(&path).into_iter().filter(|mount| *mount != path).collect();
+    let mut kept_before = usize::MAX;
+    for _ in 0..PASSES {
+        match remove_tree(&path, &mounted) {
+            Ok(0) => {
+                log::info!("deleted {}", path.display());
+                return;
+            }
+            Ok(kept) if kept < kept_before => kept_before = kept,
+            Ok(_) => break,
+            Err(err) => {
+                log::warn!("cannot delete {}: {err}", path.display());
+                return;
+            }
+        }
     }
+    log::warn!(
+        "deleted {} except {kept_before} entries on other mounts, too deep or that could not be removed; they stay in the trash",
+        path.display()
+    );
 }
 
-/// Detaches every mount at or below `path`, deepest first (needs root; failures are logged
-/// and the walk then leaves those mounts alone).
-fn unmount_inside(path: &Path) {
-    let Ok(mountinfo) = std::fs::read("/proc/self/mountinfo") else { return };
+/// Removal passes one deletion makes at most.
+const PASSES: usize = 3;
+
+/// The mount points at or below `path`, deepest first.
+fn mounts_inside(path: &Path) -> Vec<PathBuf> {
+    let Ok(mountinfo) = std::fs::read("/proc/self/mountinfo") else { return Vec::new() };
     let mut mounts: Vec<PathBuf> = mountinfo
         .split(|&b| b == b'\n')
         .filter_map(|line| line.split(|&b| b == b' ').nth(4))
@@ -97,7 +125,13 @@ fn unmount_inside(path: &Path) {
         .filter(|mount| mount.starts_with(path))
         .collect();
     mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
-    for mount in mounts {
+    mounts
+}
+
+/// Detaches every mount at or below `path`, deepest first (needs root; failures are logged
+/// and the walk then leaves those mounts alone).
+fn unmount_inside(path: &Path) {
+    for mount in mounts_inside(path) {
         let flags = rustix::mount::UnmountFlags::DETACH | rustix::mount::UnmountFlags::NOFOLLOW;
         match rustix::mount::unmount(&mount, flags) {
             Ok(()) => log::info!("unmounted {} before deleting it", mount.display()),
@@ -126,18 +160,20 @@ fn unescape_mountinfo(field: &[u8]) -> PathBuf {
     PathBuf::from(OsString::from_vec(out))
 }
 
-/// Removes `path` without following symlinks or crossing mounts; returns how many entries
-/// had to be kept (on another mount, or nested deeper than [`MAX_DEPTH`]).
-pub fn remove_tree(path: &Path) -> std::io::Result<usize> {
+/// Removes `path` without following symlinks or crossing mounts, never entering the
+/// directories `mounted` names (mount points, by path); returns how many entries had to be
+/// kept (on another mount, nested deeper than [`MAX_DEPTH`], or failing to go).
+pub fn remove_tree(path: &Path, mounted: &[PathBuf]) -> std::io::Result<usize> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let root = match rustix::fs::openat(CWD, path, flags, Mode::empty()) {
         Ok(fd) => fd,
         // A symlink (or a file) in place of the directory: remove the link itself.
         Err(Errno::LOOP | Errno::NOTDIR) => return std::fs::remove_file(path).map(|()| 0),
+        Err(Errno::NOENT) => return Ok(0),
         Err(err) => return Err(err.into()),
     };
-    let mount = mount_of(&root)?;
-    let kept = remove_children(&root, mount, 0)?;
+    let walk = Walk { mount: mount_of(&root)?, mounted };
+    let kept = walk.remove_children(&root, path, 0);
     if kept == 0 {
         std::fs::remove_dir(path)?;
     }
@@ -158,59 +194,97 @@ fn mount_of(dir: &OwnedFd) -> std::io::Result<MountOf> {
     Ok(MountOf { mount_id, device })
 }
 
-/// Removes everything inside `dir`; returns how many entries were kept.
-fn remove_children(dir: &OwnedFd, mount: MountOf, depth: usize) -> std::io::Result<usize> {
-    let mut entries = Vec::new();
-    for entry in Dir::read_from(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_bytes();
-        if name != b"." && name != b".." {
-            entries.push((OsStr::from_bytes(name).to_os_string(), entry.file_type()));
-        }
-    }
-    let mut kept = 0;
-    for (name, file_type) in entries {
-        let is_dir = match file_type {
-            FileType::Unknown => rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)
-                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory),
-            other => other == FileType::Directory,
-        };
-        if !is_dir {
-            match rustix::fs::unlinkat(dir, &name, AtFlags::empty()) {
-                Ok(()) | Err(Errno::NOENT) => {}
-                Err(err) => return Err(err.into()),
-            }
-            continue;
-        }
-        kept += remove_subdir(dir, &name, mount, depth)?;
-    }
-    Ok(kept)
+/// One removal: the mount it stays on, and the mount points it never enters. An entry that
+/// cannot be removed is logged and counted as kept; the rest of the tree still goes.
+struct Walk<'a> {
+    mount: MountOf,
+    mounted: &'a [PathBuf],
 }
 
-fn remove_subdir(parent: &OwnedFd, name: &OsStr, mount: MountOf, depth: usize) -> std::io::Result<usize> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let child = match rustix::fs::openat(parent.as_fd(), name, flags, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(Errno::NOENT) => return Ok(0),
-        // Replaced by a symlink meanwhile: remove the link.
-        Err(Errno::LOOP | Errno::NOTDIR) => {
-            return Ok(rustix::fs::unlinkat(parent, name, AtFlags::empty()).map(|()| 0)?);
+impl Walk<'_> {
+    /// Removes everything inside `dir` (at `path`); returns how many entries were kept.
+    fn remove_children(&self, dir: &OwnedFd, path: &Path, depth: usize) -> usize {
+        let mut entries = Vec::new();
+        let listing = Dir::read_from(dir).and_then(|listing| {
+            for entry in listing {
+                let entry = entry?;
+                let name = entry.file_name().to_bytes();
+                if name != b"." && name != b".." {
+                    entries.push((OsStr::from_bytes(name).to_os_string(), entry.file_type()));
+                }
+            }
+            Ok(())
+        });
+        let mut kept = 0;
+        if let Err(err) = listing {
+            log::warn!("cannot list {}: {err}", path.display());
+            kept += 1;
         }
-        Err(err) => return Err(err.into()),
-    };
-    if mount_of(&child)? != mount {
-        log::warn!("not deleting {name:?}: another filesystem is mounted there");
-        return Ok(1);
+        for (name, file_type) in entries {
+            let is_dir = match file_type {
+                FileType::Unknown => rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory),
+                other => other == FileType::Directory,
+            };
+            kept += if is_dir {
+                self.remove_subdir(dir, path, &name, depth)
+            } else {
+                match rustix::fs::unlinkat(dir, &name, AtFlags::empty()) {
+                    Ok(()) | Err(Errno::NOENT) => 0,
+                    Err(err) => kept_because(path, &name, err),
+                }
+            };
+        }
+        kept
     }
-    if depth >= MAX_DEPTH {
-        return Ok(1);
+
+    fn remove_subdir(&self, parent: &OwnedFd, parent_path: &Path, name: &OsStr, depth: usize) -> usize {
+        let path = parent_path.join(name);
+        if self.mounted.contains(&path) {
+            log::warn!("not deleting {}: it could not be unmounted", path.display());
+            return 1;
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let child = match rustix::fs::openat(parent.as_fd(), name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return 0,
+            // Replaced by a symlink meanwhile: remove the link.
+            Err(Errno::LOOP | Errno::NOTDIR) => {
+                return match rustix::fs::unlinkat(parent, name, AtFlags::empty()) {
+                    Ok(()) | Err(Errno::NOENT) => 0,
+                    Err(err) => kept_because(parent_path, name, err),
+                };
+            }
+            Err(err) => return kept_because(parent_path, name, err),
+        };
+        match mount_of(&child) {
+            Ok(mount) if mount == self.mount => {}
+            Ok(_) => {
+                log::warn!("not deleting {}: another filesystem is mounted there", path.display());
+                return 1;
+            }
+            Err(err) => return kept_because(parent_path, name, err),
+        }
+        if depth >= MAX_DEPTH {
+            return 1;
+        }
+        let kept = self.remove_children(&child, &path, depth + 1);
+        drop(child);
+        if kept > 0 {
+            return kept;
+        }
+        match rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR) {
+            Ok(()) | Err(Errno::NOENT) => 0,
+            // (ENOTEMPTY: something was created in it meanwhile; the next pass takes it)
+            Err(err) => kept_because(parent_path, name, err),
+        }
     }
-    let kept = remove_children(&child, mount, depth + 1)?;
-    drop(child);
-    if kept == 0 {
-        rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR)?;
-    }
-    Ok(kept)
+}
+
+/// Logs why `name` in `dir` stays; it counts as one kept entry.
+fn kept_because(dir: &Path, name: &OsStr, err: impl std::fmt::Display) -> usize {
+    log::warn!("cannot delete {}: {err}", dir.join(name).display());
+    1
 }
 
 #[cfg(test)]
@@ -228,7 +302,7 @@ mod tests {
         std::fs::write(alloc.join("a/b/c/f"), "x").unwrap();
         symlink(outside.path(), alloc.join("a/out-dir")).unwrap();
         symlink(outside.path().join("precious"), alloc.join("a/b/out-file")).unwrap();
-        assert_eq!(remove_tree(&alloc).unwrap(), 0);
+        assert_eq!(remove_tree(&alloc, &[]).unwrap(), 0);
         assert!(!alloc.exists());
         assert_eq!(std::fs::read_to_string(outside.path().join("precious")).unwrap(), "keep me");
     }
@@ -239,7 +313,7 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("precious"), "keep me").unwrap();
         symlink(outside.path(), dir.path().join("alloc")).unwrap();
-        remove_tree(&dir.path().join("alloc")).unwrap();
+        remove_tree(&dir.path().join("alloc"), &[]).unwrap();
         assert!(outside.path().join("precious").exists());
         assert!(std::fs::symlink_metadata(dir.path().join("alloc")).is_err());
     }
@@ -261,6 +335,21 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the trash was not emptied");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+    }
+
+    #[test]
+    fn what_could_not_be_unmounted_is_never_entered() {
+        let dir = tempfile::tempdir().unwrap();
+        let alloc = dir.path().canonicalize().unwrap().join("alloc");
+        std::fs::create_dir_all(alloc.join("web/local")).unwrap();
+        std::fs::create_dir_all(alloc.join("alloc/data")).unwrap();
+        std::fs::write(alloc.join("web/local/mounted-file"), "not ours").unwrap();
+        std::fs::write(alloc.join("alloc/data/f"), "x").unwrap();
+        // As if web/local were a bind mount of the same filesystem that stayed mounted.
+        let kept = remove_tree(&alloc, &[alloc.join("web/local")]).unwrap();
+        assert_eq!(kept, 1);
+        assert!(alloc.join("web/local/mounted-file").exists());
+        assert!(!alloc.join("alloc").exists(), "the rest went");
     }
 
     #[test]
