@@ -196,6 +196,39 @@ fn a_hanging_plugin_call_times_out_naming_the_plugin() {
     assert_alive(&mut agent);
 }
 
+/// One allocation whose calls hang (a file on a hung mount) pins one permit, not the backend:
+/// its later requests fail at once, and the backend keeps answering for everything else.
+#[test]
+fn an_allocation_on_a_hung_mount_pins_one_permit_not_the_backend() {
+    let settings = "  timeout = \"1s\"\n  max_concurrency = 2";
+    let block = format!("plugin \"misbehaving\" {{\n{settings}\n  config {{ hang_for = {UNKNOWN_ID:?} }}\n}}\n");
+    let (_fixture, mut agent) = agent_with_fixture(&block);
+    let stuck = format!("/v1/client/fs/ls/{UNKNOWN_ID}?path=/");
+    let other = "/v1/client/fs/ls/7d1c0a2e-5b3f-4e6a-9c8d-1f2e3a4b5c6d?path=/";
+    let first = get_within(&agent, &stuck, Duration::from_secs(10)).unwrap();
+    assert_eq!(first.status, 500, "{}", first.text());
+    assert!(first.text().contains("timed out"), "{}", first.text());
+    // Past two backoffs: the backend is probed and healed meanwhile, and the stuck allocation
+    // is asked again and again; with a permit pinned per request, two would exhaust it.
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        let started = Instant::now();
+        let again = get_within(&agent, &stuck, Duration::from_secs(10)).unwrap();
+        assert_eq!(again.status, 500, "{}", again.text());
+        assert!(started.elapsed() < Duration::from_millis(900), "waited {:?}: {}", started.elapsed(), again.text());
+        let _ = get_within(&agent, other, Duration::from_secs(10)).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let started = Instant::now();
+    let answered = get_within(&agent, other, Duration::from_secs(10)).unwrap();
+    assert_eq!(answered.status, 404, "the backend still answers for the rest: {}", answered.text());
+    assert!(started.elapsed() < Duration::from_millis(900), "waited {:?}", started.elapsed());
+    let held = get_within(&agent, &stuck, Duration::from_secs(10)).unwrap();
+    assert!(held.text().contains("has not returned"), "{}", held.text());
+    assert_eq!(agent.get(&format!("/v1/client/fs/ls/{ALLOC_ID}?path=alloc/logs")).status, 200);
+    assert_alive(&mut agent);
+}
+
 /// `max_concurrency` bounds the calls a hung plugin can pin; once they are all pinned, probes
 /// wait for a permit in the background and requests still fail within the timeout.
 #[test]

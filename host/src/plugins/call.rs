@@ -11,9 +11,20 @@
 //! at a time goes through as a probe, in the background so that no request waits for it; the
 //! first probe that gets an answer makes the service healthy again. Each change is logged once.
 //!
+//! A call that timed out while running is *stuck* until it returns ([`Stuck`]). A call about
+//! one allocation (a file on a hung mount) makes that allocation's later calls fail at once
+//! until it returns, so one broken allocation pins one permit, never all of them; the probe
+//! that follows its timeout asks about another allocation and heals the service for the rest.
+//! A stuck probe holds back further probes, so a plugin caught in a loop pins one more thread,
+//! not one per probe. A call whose caller gave up before it started never runs, and a call that
+//! changes something (`gc`) is never run as a probe: nothing happens that its caller was told
+//! had failed.
+//!
 //! Every call ends in one [`CallOutcome`], recorded in the plugin's [`CallStats`] (shared by
 //! its services) for `/v1/metrics`.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,11 +101,12 @@ impl Health {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|outage| outage.cause.clone())
     }
 
-    fn admit(&self) -> Admission {
+    /// What a call may do; a probe only when `may_probe`.
+    fn admit(&self, may_probe: bool) -> Admission {
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match state.as_mut() {
             None => Admission::Call,
-            Some(outage) if !outage.probing && Instant::now() >= outage.probe_at => {
+            Some(outage) if may_probe && !outage.probing && Instant::now() >= outage.probe_at => {
                 outage.probing = true;
                 Admission::Probe(outage.cause.clone())
             }
@@ -128,6 +140,68 @@ impl Health {
     }
 }
 
+/// What a call is about.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    /// One allocation (its stuck call holds back that allocation's calls), or the service.
+    alloc: Option<&'a str>,
+    /// It changes something: never run as a probe.
+    changes: bool,
+}
+
+/// Calls that timed out while running and have not returned yet: the probes among them, and
+/// those about each allocation.
+#[derive(Default)]
+struct Stuck {
+    probes: AtomicUsize,
+    allocs: Mutex<HashMap<String, usize>>,
+}
+
+impl Stuck {
+    fn hold(&self, alloc: Option<&str>, probe: bool) {
+        if probe {
+            self.probes.fetch_add(1, Ordering::SeqCst);
+        }
+        if let Some(alloc) = alloc {
+            *self.lock().entry(alloc.to_owned()).or_default() += 1;
+        }
+    }
+
+    fn release(&self, alloc: Option<&str>, probe: bool) {
+        if probe {
+            self.probes.fetch_sub(1, Ordering::SeqCst);
+        }
+        if let Some(alloc) = alloc {
+            let mut allocs = self.lock();
+            if let Some(count) = allocs.get_mut(alloc) {
+                *count -= 1;
+                if *count == 0 {
+                    allocs.remove(alloc);
+                }
+            }
+        }
+    }
+
+    fn holds(&self, alloc: &str) -> bool {
+        self.lock().contains_key(alloc)
+    }
+
+    fn holds_a_probe(&self) -> bool {
+        self.probes.load(Ordering::SeqCst) > 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.allocs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Where one call is: shared by the caller and the blocking closure, so that whichever comes
+/// second knows what the other did.
+const NOT_STARTED: u8 = 0;
+const RUNNING: u8 = 1;
+const DONE: u8 = 2;
+const ABANDONED: u8 = 3;
+
 /// The call policy of one plugin instance.
 #[derive(Clone)]
 pub struct Caller {
@@ -135,13 +209,15 @@ pub struct Caller {
     permits: Arc<Semaphore>,
     timeout: Duration,
     health: Arc<Health>,
+    stuck: Arc<Stuck>,
     stats: Arc<CallStats>,
 }
 
 impl Caller {
     pub fn new(plugin: &str, max_concurrency: usize, timeout: Duration) -> Self {
         let permits = Arc::new(Semaphore::new(max_concurrency));
-        Self { plugin: plugin.into(), permits, timeout, health: Arc::default(), stats: Arc::default() }
+        let (health, stuck, stats) = (Arc::default(), Arc::default(), Arc::default());
+        Self { plugin: plugin.into(), permits, timeout, health, stuck, stats }
     }
 
     /// What this plugin's calls have done (shared by its services).
@@ -157,26 +233,66 @@ impl Caller {
     /// The same plugin's limit and timeout, with a health of its own: a library's metric
     /// provider and storage backend fail (and recover) separately.
     pub fn with_own_health(&self) -> Self {
-        Self { health: Arc::default(), ..self.clone() }
+        Self { health: Arc::default(), stuck: Arc::default(), ..self.clone() }
     }
 
     pub fn plugin(&self) -> &str {
         &self.plugin
     }
 
-    /// Runs `call` against `target` on the blocking pool, unless the service is unhealthy.
+    /// Runs a service-wide `call` against `target` on the blocking pool, unless the service
+    /// is unhealthy.
     pub async fn call<P, T, F>(&self, target: &Arc<P>, call: F) -> Result<T, PluginFailure>
     where
         P: Send + Sync + 'static + ?Sized,
         T: Send + 'static,
         F: FnOnce(&P) -> RResult<T, PluginError> + Send + 'static,
     {
-        match self.health.admit() {
-            Admission::Call => self.checked_call(target, call, false).await,
+        self.scoped(Scope { alloc: None, changes: false }, target, call).await
+    }
+
+    /// [`Caller::call`] for a call about `alloc_id` only.
+    pub async fn call_for<P, T, F>(&self, alloc_id: &str, target: &Arc<P>, call: F) -> Result<T, PluginFailure>
+    where
+        P: Send + Sync + 'static + ?Sized,
+        T: Send + 'static,
+        F: FnOnce(&P) -> RResult<T, PluginError> + Send + 'static,
+    {
+        self.scoped(Scope { alloc: Some(alloc_id), changes: false }, target, call).await
+    }
+
+    /// [`Caller::call_for`] for a call that changes something: never run as a probe.
+    pub async fn call_changing<P, T, F>(&self, alloc_id: &str, target: &Arc<P>, call: F) -> Result<T, PluginFailure>
+    where
+        P: Send + Sync + 'static + ?Sized,
+        T: Send + 'static,
+        F: FnOnce(&P) -> RResult<T, PluginError> + Send + 'static,
+    {
+        self.scoped(Scope { alloc: Some(alloc_id), changes: true }, target, call).await
+    }
+
+    async fn scoped<P, T, F>(&self, scope: Scope<'_>, target: &Arc<P>, call: F) -> Result<T, PluginFailure>
+    where
+        P: Send + Sync + 'static + ?Sized,
+        T: Send + 'static,
+        F: FnOnce(&P) -> RResult<T, PluginError> + Send + 'static,
+    {
+        if let Some(alloc) = scope.alloc.filter(|alloc| self.stuck.holds(alloc)) {
+            self.stats.record(CallOutcome::Skipped);
+            let stuck = format!("an earlier call for allocation {alloc} timed out and has not returned");
+            return Err(self.failure(PluginError::unavailable(stuck)));
+        }
+        let may_probe = !scope.changes && !self.stuck.holds_a_probe();
+        match self.health.admit(may_probe) {
+            Admission::Call => self.checked_call(scope, target, call, false).await,
             Admission::Probe(cause) => {
                 self.stats.record(CallOutcome::Skipped);
                 let (caller, target) = (self.clone(), Arc::clone(target));
-                tokio::spawn(async move { caller.checked_call(&target, call, true).await });
+                let alloc = scope.alloc.map(str::to_owned);
+                tokio::spawn(async move {
+                    let scope = Scope { alloc: alloc.as_deref(), changes: false };
+                    caller.checked_call(scope, &target, call, true).await
+                });
                 Err(self.failure(PluginError::unavailable(format!("unhealthy (being probed): {cause}"))))
             }
             Admission::Skip(cause) => {
@@ -188,7 +304,13 @@ impl Caller {
 
     /// Makes the call (a `probe` or not) and records in the service's health whether it timed
     /// out or panicked.
-    async fn checked_call<P, T, F>(&self, target: &Arc<P>, call: F, probe: bool) -> Result<T, PluginFailure>
+    async fn checked_call<P, T, F>(
+        &self,
+        scope: Scope<'_>,
+        target: &Arc<P>,
+        call: F,
+        probe: bool,
+    ) -> Result<T, PluginFailure>
     where
         P: Send + Sync + 'static + ?Sized,
         T: Send + 'static,
@@ -196,20 +318,28 @@ impl Caller {
     {
         let permits = Arc::clone(&self.permits);
         let target = Arc::clone(target);
+        let state = Arc::new(AtomicU8::new(NOT_STARTED));
+        let (running, stuck, alloc) = (Arc::clone(&state), Arc::clone(&self.stuck), scope.alloc.map(str::to_owned));
         // Waiting for a slot counts against the timeout too: a plugin whose calls all hang
         // must not make later callers wait forever.
         let attempt = async move {
             let permit = permits.acquire_owned().await.expect("plugin semaphore is never closed");
             tokio::task::spawn_blocking(move || {
+                if running.compare_exchange(NOT_STARTED, RUNNING, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+                    return None; // its caller gave up before it started
+                }
                 let started = std::time::Instant::now();
                 let result = call(&target);
                 drop(permit);
-                (result.into_result(), started.elapsed())
+                if running.compare_exchange(RUNNING, DONE, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+                    stuck.release(alloc.as_deref(), probe);
+                }
+                Some((result.into_result(), started.elapsed()))
             })
             .await
         };
         let error = match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(Ok((result, took))) => {
+            Ok(Ok(Some((result, took)))) => {
                 let panic = result.as_ref().err().filter(|error| error.kind == ErrorKind::PANICKED);
                 self.stats.record(match panic {
                     Some(_) => CallOutcome::Panicked,
@@ -218,13 +348,20 @@ impl Caller {
                 self.health.record(&self.plugin, panic.map(|error| error.message.as_str()), probe);
                 return result.map_err(|error| self.failure(error));
             }
+            Ok(Ok(None)) => unreachable!("only an abandoned call is skipped, and nobody awaits it"),
             Ok(Err(join_error)) => {
                 self.stats.record(CallOutcome::Panicked);
                 PluginError::new(ErrorKind::PANICKED, format!("plugin call failed: {join_error}"))
             }
             Err(_) => {
                 self.stats.record(CallOutcome::TimedOut);
-                PluginError::unavailable(format!("call timed out after {:?}", self.timeout))
+                let error = PluginError::unavailable(format!("call timed out after {:?}", self.timeout));
+                // Held first, so that a call returning meanwhile releases what it holds.
+                self.stuck.hold(scope.alloc, probe);
+                if state.swap(ABANDONED, Ordering::SeqCst) != RUNNING {
+                    self.stuck.release(scope.alloc, probe); // not started (no slot in time), or just done
+                }
+                error
             }
         };
         self.health.record(&self.plugin, Some(error.message.as_str()), probe);
@@ -261,9 +398,28 @@ mod tests {
         })
     }
 
+    /// Longer than the 1 s timeouts below, shorter than the first backoff after them.
     fn hang(_: &Service) -> RResult<(), PluginError> {
-        std::thread::sleep(Duration::from_secs(2));
+        std::thread::sleep(Duration::from_millis(1500));
         ROk(())
+    }
+
+    /// Longer than a 100 ms timeout, over before a probe is due.
+    fn slow(_: &Service) -> RResult<(), PluginError> {
+        std::thread::sleep(Duration::from_millis(300));
+        ROk(())
+    }
+
+    fn call_for(
+        caller: &Caller,
+        alloc: &'static str,
+        service: &Arc<Service>,
+        behaviour: fn(&Service) -> RResult<(), PluginError>,
+    ) -> impl Future<Output = Result<(), PluginFailure>> {
+        caller.call_for(alloc, service, move |s: &Service| {
+            s.calls.fetch_add(1, Ordering::SeqCst);
+            behaviour(s)
+        })
     }
 
     fn answer(_: &Service) -> RResult<(), PluginError> {
@@ -322,13 +478,88 @@ mod tests {
     async fn only_failed_probes_lengthen_the_backoff() {
         let caller = Caller::new("p", 8, Duration::from_millis(100));
         let service = Arc::new(Service::default());
-        let in_flight = futures_util::future::join_all((0..4).map(|_| call(&caller, &service, hang))).await;
+        let in_flight = futures_util::future::join_all((0..4).map(|_| call(&caller, &service, slow))).await;
         assert!(in_flight.iter().all(Result::is_err));
         assert_eq!(backoff(&caller), Some((FIRST_BACKOFF, false)), "four failures at once are one outage");
 
         tokio::time::sleep(FIRST_BACKOFF).await;
-        let probed = call(&caller, &service, hang).await.unwrap_err();
+        let probed = call(&caller, &service, slow).await.unwrap_err();
         assert!(probed.message().starts_with("unhealthy (being probed)"), "{probed}");
         eventually(|| backoff(&caller) == Some((2 * FIRST_BACKOFF, false))).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_call_that_changes_something_is_never_a_probe() {
+        let caller = Caller::new("p", 4, Duration::from_millis(100));
+        let service = Arc::new(Service::default());
+        assert!(call(&caller, &service, slow).await.is_err());
+        tokio::time::sleep(FIRST_BACKOFF + Duration::from_millis(300)).await;
+        let gc = caller.call_changing("5fb2d3a4-0b9e-4f0a-8f8e-2a1c3d4e5f60", &service, |s: &Service| {
+            s.calls.fetch_add(1, Ordering::SeqCst);
+            ROk(())
+        });
+        let refused = gc.await.unwrap_err();
+        assert!(refused.message().starts_with("unhealthy: "), "{refused}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(service.calls.load(Ordering::SeqCst), 1, "the change never ran");
+        assert_eq!(backoff(&caller), Some((FIRST_BACKOFF, false)), "and it took no probe's turn");
+        let probed = call(&caller, &service, answer).await.unwrap_err();
+        assert!(probed.message().starts_with("unhealthy (being probed)"), "{probed}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_call_stuck_on_one_allocation_holds_back_only_that_allocation() {
+        let caller = Caller::new("p", 4, Duration::from_millis(200));
+        let service = Arc::new(Service::default());
+        assert!(call_for(&caller, "a", &service, hang).await.unwrap_err().message().contains("timed out"));
+        // The service is unhealthy until a probe about another allocation answers.
+        tokio::time::sleep(FIRST_BACKOFF).await;
+        let probed = call_for(&caller, "b", &service, answer).await.unwrap_err();
+        assert!(probed.message().starts_with("unhealthy (being probed)"), "{probed}");
+        eventually(|| backoff(&caller).is_none()).await;
+        assert!(call_for(&caller, "b", &service, answer).await.is_ok(), "other allocations are served");
+        let held = call_for(&caller, "a", &service, answer).await.unwrap_err();
+        assert!(held.message().contains("allocation a timed out and has not returned"), "{held}");
+        eventually(|| !caller.stuck.holds("a")).await;
+        assert!(call_for(&caller, "a", &service, answer).await.is_ok(), "served again once it returned");
+        assert_eq!(service.calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_call_whose_caller_gave_up_before_it_started_never_runs() {
+        let caller = Caller::new("p", 1, Duration::from_millis(200));
+        let service = Arc::new(Service::default());
+        // The only slot is held by a call stuck on one allocation...
+        assert!(call_for(&caller, "a", &service, hang).await.is_err());
+        // ...so this one gets none in time, and is given up before it starts.
+        let queued = caller.call_changing("b", &service, |s: &Service| {
+            s.calls.fetch_add(1, Ordering::SeqCst);
+            ROk(())
+        });
+        assert!(queued.await.unwrap_err().message().contains("timed out"));
+        eventually(|| !caller.stuck.holds("a")).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(service.calls.load(Ordering::SeqCst), 1, "the queued change never ran");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn no_probe_starts_while_an_earlier_probe_is_stuck() {
+        let caller = Caller::new("p", 4, Duration::from_millis(100));
+        let service = Arc::new(Service::default());
+        let looping: fn(&Service) -> RResult<(), PluginError> = |_| {
+            std::thread::sleep(2 * FIRST_BACKOFF + Duration::from_millis(1500));
+            ROk(())
+        };
+        assert!(call(&caller, &service, slow).await.is_err());
+        tokio::time::sleep(FIRST_BACKOFF).await;
+        assert!(call(&caller, &service, looping).await.unwrap_err().message().starts_with("unhealthy (being probed)"));
+        eventually(|| backoff(&caller) == Some((2 * FIRST_BACKOFF, false))).await;
+        tokio::time::sleep(2 * FIRST_BACKOFF).await;
+        let skipped = call(&caller, &service, answer).await.unwrap_err();
+        assert!(skipped.message().starts_with("unhealthy: "), "no probe while one is stuck: {skipped}");
+        assert_eq!(service.calls.load(Ordering::SeqCst), 2);
+        eventually(|| !caller.stuck.holds_a_probe()).await;
+        let probed = call(&caller, &service, answer).await.unwrap_err();
+        assert!(probed.message().starts_with("unhealthy (being probed)"), "{probed}");
     }
 }

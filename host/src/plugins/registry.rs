@@ -37,6 +37,8 @@ pub struct StoragePlugin {
 pub struct OpenFile {
     reader: Arc<FileReaderBox>,
     caller: Caller,
+    /// The allocation the file belongs to (a read stuck on it holds back only it).
+    alloc_id: Arc<str>,
 }
 
 /// Every plugin instance of the agent.
@@ -137,7 +139,8 @@ impl StoragePlugin {
     }
     pub async fn alloc_info(&self, alloc_id: &str) -> Result<Option<AllocInfo>, PluginFailure> {
         let id = alloc_id.to_owned();
-        self.caller.call(&self.backend, move |b| b.alloc_info(id.as_str().into())).await.map(ROption::into_option)
+        let call = move |b: &StorageBackendBox| b.alloc_info(id.as_str().into());
+        self.caller.call_for(alloc_id, &self.backend, call).await.map(ROption::into_option)
     }
     /// The backend's allocations unless `known_generation` is still current (ABI 1.1,
     /// optional: an older library answers `UNSUPPORTED`).
@@ -151,32 +154,34 @@ impl StoragePlugin {
     pub async fn list(&self, alloc_id: &str, path: &str) -> Result<Vec<FileInfo>, PluginFailure> {
         let (id, path) = (alloc_id.to_owned(), path.to_owned());
         self.caller
-            .call(&self.backend, move |b| b.list(id.as_str().into(), path.as_str().into()))
+            .call_for(alloc_id, &self.backend, move |b| b.list(id.as_str().into(), path.as_str().into()))
             .await
             .map(RVec::into_vec)
     }
     pub async fn stat(&self, alloc_id: &str, path: &str) -> Result<FileInfo, PluginFailure> {
         let (id, path) = (alloc_id.to_owned(), path.to_owned());
-        self.caller.call(&self.backend, move |b| b.stat(id.as_str().into(), path.as_str().into())).await
+        self.caller.call_for(alloc_id, &self.backend, move |b| b.stat(id.as_str().into(), path.as_str().into())).await
     }
     pub async fn open(&self, alloc_id: &str, path: &str) -> Result<OpenFile, PluginFailure> {
         let (id, path) = (alloc_id.to_owned(), path.to_owned());
-        let reader = self.caller.call(&self.backend, move |b| b.open(id.as_str().into(), path.as_str().into())).await?;
-        Ok(OpenFile { reader: Arc::new(reader), caller: self.caller.clone() })
+        let call = move |b: &StorageBackendBox| b.open(id.as_str().into(), path.as_str().into());
+        let reader = self.caller.call_for(alloc_id, &self.backend, call).await?;
+        Ok(OpenFile { reader: Arc::new(reader), caller: self.caller.clone(), alloc_id: alloc_id.into() })
     }
     pub async fn identify(&self, alloc_id: &str, path: &str) -> Result<FileIdentity, PluginFailure> {
         let (id, path) = (alloc_id.to_owned(), path.to_owned());
-        self.caller.call(&self.backend, move |b| b.identify(id.as_str().into(), path.as_str().into())).await
+        let call = move |b: &StorageBackendBox| b.identify(id.as_str().into(), path.as_str().into());
+        self.caller.call_for(alloc_id, &self.backend, call).await
     }
     pub async fn watch_paths(&self, alloc_id: &str, path: &str) -> Result<Vec<String>, PluginFailure> {
         let (id, path) = (alloc_id.to_owned(), path.to_owned());
-        let paths =
-            self.caller.call(&self.backend, move |b| b.watch_paths(id.as_str().into(), path.as_str().into())).await?;
+        let call = move |b: &StorageBackendBox| b.watch_paths(id.as_str().into(), path.as_str().into());
+        let paths = self.caller.call_for(alloc_id, &self.backend, call).await?;
         Ok(paths.into_iter().map(RString::into_string).collect())
     }
     pub async fn gc(&self, alloc_id: &str) -> Result<(), PluginFailure> {
         let id = alloc_id.to_owned();
-        self.caller.call(&self.backend, move |b| b.gc(id.as_str().into())).await
+        self.caller.call_changing(alloc_id, &self.backend, move |b| b.gc(id.as_str().into())).await
     }
 }
 
@@ -184,14 +189,14 @@ impl OpenFile {
     /// Reads up to `len` bytes at `offset`; no bytes means end of file.
     pub async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, PluginFailure> {
         self.caller
-            .call(&self.reader, move |r| {
+            .call_for(&self.alloc_id, &self.reader, move |r| {
                 read_buffer::read_into(len, |buf| r.read_at(offset, RSliceMut::from_mut_slice(buf)).into_result())
                     .into()
             })
             .await
     }
     pub async fn identity(&self) -> Result<FileIdentity, PluginFailure> {
-        self.caller.call(&self.reader, |r| r.identity()).await
+        self.caller.call_for(&self.alloc_id, &self.reader, |r| r.identity()).await
     }
 }
 

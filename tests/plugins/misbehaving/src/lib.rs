@@ -13,7 +13,9 @@
 //!
 //! The metric side is inert outside `panic-metrics` so each test exercises one failure only.
 //! `config { while_exists = "/path" }` limits `panic-metrics` to while that file exists, so a
-//! test can make the plugin recover.
+//! test can make the plugin recover. `config { hang_for = "<alloc ID>" }` makes the storage
+//! backend's calls about that one allocation sleep forever (a file on a hung mount), whatever
+//! the mode.
 
 use allocd_plugin_sdk::{AllocInfo, FileIdentity, FileInfo, HostStats, PluginError, TaskReport};
 use allocd_plugin_sdk::{FilePlugin, MetricsPlugin, PluginConfig, StoragePlugin};
@@ -37,6 +39,7 @@ struct Config {
     #[serde(default)]
     mode: Mode,
     while_exists: Option<std::path::PathBuf>,
+    hang_for: Option<String>,
 }
 
 fn parse_config(config: &PluginConfig) -> Result<Config, PluginError> {
@@ -61,15 +64,25 @@ fn misbehave(mode: Mode, method: &str) {
 /// The storage side.
 pub struct Storage {
     mode: Mode,
+    hang_for: Option<String>,
 }
 
 impl Storage {
     pub fn new(config: &PluginConfig) -> Result<Self, PluginError> {
-        Ok(Self { mode: parse_config(config)?.mode })
+        let Config { mode, hang_for, .. } = parse_config(config)?;
+        Ok(Self { mode, hang_for })
     }
 
     fn enter(&self, method: &str) {
         misbehave(self.mode, method);
+    }
+
+    /// [`Storage::enter`] for a call about `alloc_id`.
+    fn enter_for(&self, method: &str, alloc_id: &str) {
+        if self.hang_for.as_deref() == Some(alloc_id) {
+            misbehave(Mode::Hang, method);
+        }
+        self.enter(method);
     }
 }
 
@@ -92,8 +105,8 @@ fn unknown(alloc_id: &str) -> PluginError {
 impl StoragePlugin for Storage {
     type File = NoFile;
 
-    fn alloc_info(&self, _alloc_id: &str) -> Result<Option<AllocInfo>, PluginError> {
-        self.enter("alloc_info");
+    fn alloc_info(&self, alloc_id: &str) -> Result<Option<AllocInfo>, PluginError> {
+        self.enter_for("alloc_info", alloc_id);
         Ok(None)
     }
     fn list_allocs(&self) -> Result<Vec<String>, PluginError> {
@@ -101,27 +114,27 @@ impl StoragePlugin for Storage {
         Ok(Vec::new())
     }
     fn list(&self, alloc_id: &str, _path: &str) -> Result<Vec<FileInfo>, PluginError> {
-        self.enter("list");
+        self.enter_for("list", alloc_id);
         Err(unknown(alloc_id))
     }
     fn stat(&self, alloc_id: &str, _path: &str) -> Result<FileInfo, PluginError> {
-        self.enter("stat");
+        self.enter_for("stat", alloc_id);
         Err(unknown(alloc_id))
     }
     fn open(&self, alloc_id: &str, _path: &str) -> Result<NoFile, PluginError> {
-        self.enter("open");
+        self.enter_for("open", alloc_id);
         Err(unknown(alloc_id))
     }
     fn identify(&self, alloc_id: &str, _path: &str) -> Result<FileIdentity, PluginError> {
-        self.enter("identify");
+        self.enter_for("identify", alloc_id);
         Err(unknown(alloc_id))
     }
-    fn watch_paths(&self, _alloc_id: &str, _path: &str) -> Result<Vec<String>, PluginError> {
-        self.enter("watch_paths");
+    fn watch_paths(&self, alloc_id: &str, _path: &str) -> Result<Vec<String>, PluginError> {
+        self.enter_for("watch_paths", alloc_id);
         Ok(Vec::new())
     }
     fn gc(&self, alloc_id: &str) -> Result<(), PluginError> {
-        self.enter("gc");
+        self.enter_for("gc", alloc_id);
         Err(unknown(alloc_id))
     }
 }
@@ -134,7 +147,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(config: &PluginConfig) -> Result<Self, PluginError> {
-        let Config { mode, while_exists } = parse_config(config)?;
+        let Config { mode, while_exists, .. } = parse_config(config)?;
         Ok(Self { mode, while_exists })
     }
 
