@@ -117,7 +117,7 @@ impl Source {
     async fn subscribe(&self, path: &str, kind: &str, interest: Interest, probe: Probe) -> Subscription {
         let paths = self.backend().watch_paths(&self.alloc_id, path).await.unwrap_or_default();
         let key = format!("{kind}:{}:{}:{path}", self.registry_index, self.alloc_id);
-        self.hub.subscribe(&paths, interest, Some(Poll { key, interval: POLL_INTERVAL, probe }))
+        self.hub.subscribe(&paths, interest, Some(Poll { key, interval: POLL_INTERVAL, probe })).await
     }
 }
 

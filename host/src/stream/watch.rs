@@ -17,7 +17,7 @@
 //! [`shared`](super::shared), which the hub also holds).
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -83,10 +83,22 @@ pub struct Poll {
     pub probe: Probe,
 }
 
+/// A request to the thread that owns the inotify watcher: adding a watch resolves the path,
+/// which blocks on a hung filesystem (and waits on notify's own thread), so it never runs on an
+/// async worker or under the table's lock. `Watch` answers whether the kernel took it.
+enum Command {
+    Watch(PathBuf, tokio::sync::oneshot::Sender<bool>),
+    Unwatch(PathBuf),
+}
+
+/// How long a new subscriber waits for its watches before relying on its poll meanwhile.
+const WATCH_WAIT: Duration = Duration::from_millis(500);
+
 /// The shared watcher. Without inotify it still hands out subscriptions; followers then rely
 /// on their poll timer alone.
 pub struct WatchHub {
-    watcher: Option<Mutex<RecommendedWatcher>>,
+    /// To the watcher's thread (none without inotify).
+    watcher: Option<std::sync::mpsc::Sender<Command>>,
     table: Arc<Mutex<Table>>,
     changes: Arc<AtomicU64>,
     reads: SharedReads,
@@ -104,7 +116,7 @@ impl WatchHub {
         let changes = Arc::new(AtomicU64::new(0));
         let table = Arc::new(Mutex::new(Table { changes: Arc::clone(&changes), ..Table::default() }));
         // notify's event thread only forwards paths: it must never wait on the table lock,
-        // which is held while (un)watching, and (un)watching waits on that thread. The wake-ups
+        // nor (un)watching on it (that waits on notify's thread too). The wake-ups
         // are handed out by a task on the runtime, so the followers it wakes land in that
         // worker's own run queue instead of queueing one by one from outside the runtime.
         // Each path with whether its event may have changed a directory's names.
@@ -143,8 +155,8 @@ impl WatchHub {
                 let _ = events_tx.send(event.paths.into_iter().map(|path| (path, names)).collect());
             }
         });
-        let watcher = match watcher {
-            Ok(watcher) => Some(Mutex::new(watcher)),
+        let watcher = match watcher.and_then(|watcher| watcher_thread(watcher).map_err(notify::Error::io)) {
+            Ok(commands) => Some(commands),
             Err(err) => {
                 tracing::warn!("inotify unavailable, following falls back to polling: {err}");
                 None
@@ -164,38 +176,55 @@ impl WatchHub {
     }
 
     /// Watches `paths` for `interest` and joins `poll` for one follower. Paths that cannot be
-    /// watched are skipped (the poll covers them).
-    pub fn subscribe(self: &Arc<Self>, paths: &[String], interest: Interest, poll: Option<Poll>) -> Subscription {
+    /// watched are left out (the poll covers them); a watch the kernel has not taken within
+    /// [`WATCH_WAIT`] (a hung filesystem) is kept for when it does.
+    pub async fn subscribe(self: &Arc<Self>, paths: &[String], interest: Interest, poll: Option<Poll>) -> Subscription {
         let wake = Arc::new(Wake { notify: Notify::new(), interest, settled: AtomicU64::new(NOT_SETTLED) });
-        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        let id = table.next_id;
-        table.next_id += 1;
-        let mut watched = Vec::new();
-        for path in paths.iter().map(PathBuf::from) {
-            let entry = table.paths.entry(path.clone()).or_default();
-            if entry.subscribers.is_empty() && !self.watch(&path) {
-                table.paths.remove(&path);
-                continue;
+        let mut watches = Vec::new();
+        let (id, mut watched, poll_key) = {
+            let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+            let id = table.next_id;
+            table.next_id += 1;
+            let mut watched = Vec::new();
+            if let Some(watcher) = &self.watcher {
+                for path in paths.iter().map(PathBuf::from) {
+                    let entry = table.paths.entry(path.clone()).or_default();
+                    if entry.subscribers.is_empty() {
+                        let (taken, answer) = tokio::sync::oneshot::channel();
+                        let _ = watcher.send(Command::Watch(path.clone(), taken));
+                        watches.push((path.clone(), answer));
+                    }
+                    entry.subscribers.insert(id, Arc::clone(&wake));
+                    watched.push(path);
+                }
             }
-            entry.subscribers.insert(id, Arc::clone(&wake));
-            watched.push(path);
-        }
-        let poll_key = poll.map(|poll| {
-            let key = poll.key.clone();
-            let polled = table.polls.entry(key.clone()).or_insert_with(|| Polled {
-                subscribers: HashMap::new(),
-                task: tokio::spawn(poll_task(Arc::downgrade(&self.table), poll)),
+            let poll_key = poll.map(|poll| {
+                let key = poll.key.clone();
+                let polled = table.polls.entry(key.clone()).or_insert_with(|| Polled {
+                    subscribers: HashMap::new(),
+                    task: tokio::spawn(poll_task(Arc::downgrade(&self.table), poll)),
+                });
+                polled.subscribers.insert(id, Arc::clone(&wake));
+                key
             });
-            polled.subscribers.insert(id, Arc::clone(&wake));
-            key
-        });
+            (id, watched, poll_key)
+        };
+        let answers = futures_util::future::join_all(
+            watches
+                .into_iter()
+                .map(|(path, answer)| async move { (path, tokio::time::timeout(WATCH_WAIT, answer).await) }),
+        );
+        let refused: Vec<PathBuf> = answers
+            .await
+            .into_iter()
+            .filter(|(_, answer)| matches!(answer, Ok(Ok(false)) | Ok(Err(_))))
+            .map(|(path, _)| path)
+            .collect();
+        if !refused.is_empty() {
+            self.unsubscribe(id, &refused, None);
+            watched.retain(|path| !refused.contains(path));
+        }
         Subscription { hub: Arc::clone(self), id, paths: watched, poll_key, wake }
-    }
-
-    fn watch(&self, path: &Path) -> bool {
-        let Some(watcher) = &self.watcher else { return false };
-        let result = watcher.lock().unwrap_or_else(|e| e.into_inner()).watch(path, RecursiveMode::NonRecursive);
-        result.map_err(|err| tracing::debug!(path = %path.display(), "cannot watch: {err}")).is_ok()
     }
 
     fn unsubscribe(&self, id: u64, paths: &[PathBuf], poll_key: Option<&String>) {
@@ -215,7 +244,7 @@ impl WatchHub {
             if entry.subscribers.is_empty() {
                 table.paths.remove(path);
                 if let Some(watcher) = &self.watcher {
-                    let _ = watcher.lock().unwrap_or_else(|e| e.into_inner()).unwatch(path);
+                    let _ = watcher.send(Command::Unwatch(path.clone()));
                 }
             }
         }
@@ -230,6 +259,26 @@ impl WatchHub {
     pub fn polls(&self) -> usize {
         self.table.lock().unwrap_or_else(|e| e.into_inner()).polls.len()
     }
+}
+
+/// Starts the thread that owns `watcher` and carries out [`Command`]s in order; it ends with
+/// the hub.
+fn watcher_thread(mut watcher: RecommendedWatcher) -> std::io::Result<std::sync::mpsc::Sender<Command>> {
+    let (commands, requests) = std::sync::mpsc::channel();
+    std::thread::Builder::new().name("allocd-inotify".into()).spawn(move || {
+        for command in requests {
+            match command {
+                Command::Watch(path, taken) => {
+                    let result = watcher.watch(&path, RecursiveMode::NonRecursive);
+                    let ok =
+                        result.map_err(|err| tracing::debug!(path = %path.display(), "cannot watch: {err}")).is_ok();
+                    let _ = taken.send(ok);
+                }
+                Command::Unwatch(path) => drop(watcher.unwatch(&path)),
+            }
+        }
+    })?;
+    Ok(commands)
 }
 
 /// Probes every `poll.interval`; wakes the key's subscribers when the answer changes.
@@ -298,6 +347,7 @@ impl Drop for Subscription {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::path::Path;
     use std::time::Duration;
 
     /// A directory holding one file `name`, and the paths a follower of that file watches.
@@ -336,8 +386,8 @@ mod tests {
     async fn appends_wake_subscribers_and_drop_unwatches() {
         let (_dir, file, paths) = followed_file("log");
         let hub = Arc::new(WatchHub::new());
-        let first = hub.subscribe(&paths, Interest::Changes, None);
-        let second = hub.subscribe(&paths, Interest::Changes, None);
+        let first = hub.subscribe(&paths, Interest::Changes, None).await;
+        let second = hub.subscribe(&paths, Interest::Changes, None).await;
         assert!(first.is_watching());
         assert_eq!(hub.watched_paths(), 2);
         std::fs::write(&file, b"ab").unwrap();
@@ -353,7 +403,7 @@ mod tests {
     async fn opening_reading_and_closing_a_file_wake_nobody() {
         let (_dir, file, paths) = followed_file("log");
         let hub = Arc::new(WatchHub::new());
-        let follower = hub.subscribe(&paths, Interest::Changes, None);
+        let follower = hub.subscribe(&paths, Interest::Changes, None).await;
         for _ in 0..3 {
             drop(std::fs::read(&file).unwrap());
             drop(std::fs::OpenOptions::new().append(true).open(&file).unwrap());
@@ -368,8 +418,8 @@ mod tests {
         let (dir, file, _) = followed_file("web.stdout.0");
         let hub = Arc::new(WatchHub::new());
         let dir_path = [dir.path().to_string_lossy().into_owned()];
-        let names = hub.subscribe(&dir_path, Interest::Entries, None);
-        let changes = hub.subscribe(&dir_path, Interest::Changes, None);
+        let names = hub.subscribe(&dir_path, Interest::Entries, None).await;
+        let changes = hub.subscribe(&dir_path, Interest::Changes, None).await;
         append(&file, b"b");
         woken(&changes, "the append is a change").await;
         assert!(asleep(&names).await, "an append changes no name");
@@ -379,12 +429,34 @@ mod tests {
         woken(&names, "a removed file is a name gone").await;
     }
 
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_watch_stuck_in_the_kernel_delays_a_subscriber_by_at_most_the_wait() {
+        let (_dir, _file, paths) = followed_file("log");
+        let mut hub = WatchHub::new();
+        // A watcher thread that never answers: adding a watch on a hung filesystem.
+        let (stuck, _never_served) = std::sync::mpsc::channel();
+        hub.watcher = Some(stuck);
+        let hub = Arc::new(hub);
+        let started = std::time::Instant::now();
+        let (state, calls) = (Arc::new(AtomicU64::new(1)), Arc::new(AtomicU64::new(0)));
+        let follower = hub.subscribe(&paths, Interest::Changes, poll_of(&state, &calls)).await;
+        assert!(started.elapsed() < WATCH_WAIT + Duration::from_secs(1), "waited {:?}", started.elapsed());
+        assert!(follower.is_watching(), "kept for when the kernel takes it");
+        // Meanwhile the table stays free: others subscribe, and the poll still wakes.
+        let other = hub.subscribe(&[], Interest::Changes, poll_of(&state, &calls)).await;
+        state.store(2, Ordering::SeqCst);
+        woken(&follower, "woken by the poll").await;
+        woken(&other, "woken by the poll").await;
+    }
+
     #[tokio::test]
     async fn one_shared_poll_wakes_every_subscriber_and_ends_with_the_last() {
         let hub = Arc::new(WatchHub::new());
         let (state, calls) = (Arc::new(AtomicU64::new(1)), Arc::new(AtomicU64::new(0)));
-        let subscribers: Vec<_> =
-            (0..50).map(|_| hub.subscribe(&[], Interest::Changes, poll_of(&state, &calls))).collect();
+        let mut subscribers = Vec::new();
+        for _ in 0..50 {
+            subscribers.push(hub.subscribe(&[], Interest::Changes, poll_of(&state, &calls)).await);
+        }
         assert_eq!(hub.polls(), 1);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(calls.load(Ordering::SeqCst) < 20, "one poll, not fifty");
@@ -400,8 +472,8 @@ mod tests {
     async fn a_poll_leaves_asleep_who_already_caught_up_with_what_it_found() {
         let hub = Arc::new(WatchHub::new());
         let (state, calls) = (Arc::new(AtomicU64::new(1)), Arc::new(AtomicU64::new(0)));
-        let caught_up = hub.subscribe(&[], Interest::Changes, poll_of(&state, &calls));
-        let behind = hub.subscribe(&[], Interest::Changes, poll_of(&state, &calls));
+        let caught_up = hub.subscribe(&[], Interest::Changes, poll_of(&state, &calls)).await;
+        let behind = hub.subscribe(&[], Interest::Changes, poll_of(&state, &calls)).await;
         tokio::time::sleep(Duration::from_millis(60)).await;
         caught_up.settle(2);
         behind.settle(1);
