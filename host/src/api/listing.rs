@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 
 use allocd_plugin_abi::TaskState;
 use allocd_plugin_sdk::paths::is_alloc_id;
+use futures_util::StreamExt;
 use futures_util::future::join_all;
 use serde::Serialize;
 
@@ -75,8 +76,13 @@ pub async fn list(state: &AppState, req: &Request) -> Result<ApiResponse, ApiErr
         .filter(|s| namespace == "*" || s.namespace == namespace)
         .filter(|s| state.acl.check(token, acl::READ_JOB, &s.namespace).is_ok())
         .collect();
-    Ok(ApiResponse::json(&visible, req.query.pretty()))
+    Ok(ApiResponse::json_list(visible, req.query.pretty()).await)
 }
+
+/// Allocations described at once per backend by a listing: a node with thousands of them
+/// queues their calls a few at a time, so other requests' calls to the same plugin are not
+/// stuck behind a whole listing's.
+const DESCRIBED_AT_ONCE: usize = 4;
 
 /// `GET /v1/allocation/:alloc_id`: one stub; 404 `alloc not found` as Nomad.
 pub async fn one(state: &AppState, alloc_id: &str, req: &Request) -> Result<ApiResponse, ApiError> {
@@ -102,11 +108,14 @@ pub async fn local_stubs(state: &AppState, prefix: &str) -> Result<Vec<AllocStub
     for (backend, listing) in state.registry.storage.iter().zip(listings) {
         let ids = listing.map_err(|f| ApiError::from_failure(&f))?;
         let ids: Vec<String> = ids.into_iter().filter(|id| id.starts_with(prefix)).collect();
-        let described = join_all(ids.iter().map(|id| async move {
-            let info = backend.alloc_info(id).await?;
-            let created = backend.stat(id, "/").await.map(|i| i.mod_time_ns).unwrap_or(0);
+        // (owned IDs: a closure over borrowed ones makes the future not `Send` for the compiler)
+        let described: Vec<_> = futures_util::stream::iter(ids.clone().into_iter().map(move |id| async move {
+            let info = backend.alloc_info(&id).await?;
+            let created = backend.stat(&id, "/").await.map(|i| i.mod_time_ns).unwrap_or(0);
             Ok::<_, crate::plugins::call::PluginFailure>(info.map(|info| (info, created)))
         }))
+        .buffered(DESCRIBED_AT_ONCE)
+        .collect()
         .await;
         for (id, answer) in ids.iter().zip(described) {
             // Gone between the listing and the look-up: collected meanwhile, not listed.
