@@ -175,7 +175,8 @@ pub async fn run(flags: AgentFlags, config: Config, log: LogControl) -> anyhow::
         telemetry,
         cluster: LiveCluster::new(cluster),
     });
-    tokio::spawn(reload_on_hangup(hangups, flags.clone(), Arc::clone(&state), tls.clone(), log));
+    let started_with = config.clone();
+    tokio::spawn(reload_on_hangup(hangups, flags.clone(), started_with, Arc::clone(&state), tls.clone(), log));
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         shutdown_signal().await;
@@ -204,9 +205,12 @@ pub async fn run(flags: AgentFlags, config: Config, log: LogControl) -> anyhow::
 }
 
 /// Reloads on every SIGHUP, for as long as the agent runs.
+/// Reloads on every SIGHUP; `started_with` is the configuration the agent started with, so a
+/// reload can say which edited settings wait for a restart.
 async fn reload_on_hangup(
     mut hangups: tokio::signal::unix::Signal,
     flags: AgentFlags,
+    started_with: Config,
     state: Arc<AppState>,
     tls: Option<Arc<server::LiveTls>>,
     log: LogControl,
@@ -214,12 +218,21 @@ async fn reload_on_hangup(
     while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP received: reloading the configuration");
         match reload(&flags, &state, tls.as_deref(), &log).await {
-            Ok((level, cluster)) => tracing::info!(
-                log_level = level,
-                tls = tls.is_some(),
-                cluster,
-                "configuration reloaded: ACL policies and tokens, TLS certificate and key, log level, cluster"
-            ),
+            Ok((level, cluster, config)) => {
+                tracing::info!(
+                    log_level = level,
+                    tls = tls.is_some(),
+                    cluster,
+                    "configuration reloaded: ACL policies and tokens, TLS certificate and key, log level, cluster"
+                );
+                let waiting = started_with.restart_only_changes(&config);
+                if !waiting.is_empty() {
+                    tracing::warn!(
+                        "changed settings that take effect only when the agent restarts, not applied: {}",
+                        waiting.join(", ")
+                    );
+                }
+            }
             Err(err) => {
                 // One line per record: parser errors come with a multi-line source excerpt.
                 let reason = format!("{err:#}").split_whitespace().collect::<Vec<_>>().join(" ");
@@ -229,14 +242,14 @@ async fn reload_on_hangup(
     }
 }
 
-/// Reads everything first and applies it only when all of it is good; returns the log level
-/// and what became of the `cluster { }` block.
+/// Reads everything first and applies it only when all of it is good; returns the log level,
+/// what became of the `cluster { }` block, and the configuration read.
 async fn reload(
     flags: &AgentFlags,
     state: &AppState,
     tls: Option<&server::LiveTls>,
     log: &LogControl,
-) -> anyhow::Result<(String, &'static str)> {
+) -> anyhow::Result<(String, &'static str, Config)> {
     let config = resolve_config(flags)?;
     let acl = Acl::load(&config.acl)?;
     let acceptor = server::tls_acceptor(&config.tls)?;
@@ -257,20 +270,21 @@ async fn reload(
         (Some(running), true) => running.forwarder_for(&config.tls)?,
         _ => None,
     };
-    let level = config.log_level.unwrap_or_else(|| "info".to_string());
+    let level = config.log_level.clone().unwrap_or_else(|| "info".to_string());
     log.set_level(&level)?;
     state.acl.replace(acl);
     if let (Some(live), Some(acceptor)) = (tls, acceptor) {
         live.replace(acceptor);
     }
     if unchanged {
-        return Ok(match (running, forwarder) {
+        let outcome = match (running, forwarder) {
             (Some(running), Some(forwarder)) => {
                 running.replace_forwarder(forwarder);
-                (level, "unchanged, forwarding with the new TLS files")
+                "unchanged, forwarding with the new TLS files"
             }
-            _ => (level, "unchanged"),
-        });
+            _ => "unchanged",
+        };
+        return Ok((level, outcome, config));
     }
     // The old registration ends (its lease revoked) before the new one starts, so no write
     // of the old one can outlive it under the same keys.
@@ -284,7 +298,7 @@ async fn reload(
         old.leave().await;
     }
     cluster.iter().for_each(|cluster| cluster.run());
-    Ok((level, outcome))
+    Ok((level, outcome, config))
 }
 
 async fn shutdown_signal() {

@@ -91,6 +91,30 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
 }
 
+impl Config {
+    /// The settings that take effect only at start whose values differ between `self` and
+    /// `other`, by their names in the file (a reload applies the rest).
+    pub fn restart_only_changes(&self, other: &Config) -> Vec<&'static str> {
+        // (`tls.http` is not among them: a reload that changes it fails as a whole)
+        [
+            ("data_dir", self.data_dir != other.data_dir),
+            ("alloc_dir", self.alloc_dir != other.alloc_dir),
+            ("bind_addr", self.bind_addr != other.bind_addr),
+            ("ports.http", self.http_port != other.http_port),
+            ("plugin_dir", self.plugin_dir != other.plugin_dir),
+            ("telemetry.collection_interval", self.collection_interval != other.collection_interval),
+            ("telemetry", self.telemetry != other.telemetry),
+            ("log_json", self.log_json != other.log_json),
+            ("client", self.gc != other.gc),
+            ("limits", self.limits != other.limits),
+            ("plugin", self.plugins != other.plugins),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+    }
+}
+
 /// The `tls { }` block (rustls).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,7 +182,7 @@ fn check_range(key: &str, value: usize, min: usize, max: usize) -> anyhow::Resul
 }
 
 /// One `plugin "<name>" { ... }` block.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PluginSpec {
     pub name: String,
     /// Explicit library path; default `<plugin_dir>/liballocd_plugin_<name>.so`.

@@ -82,6 +82,23 @@ fn sighup_reloads_tokens_and_log_level_and_a_bad_reload_keeps_them() {
 }
 
 #[test]
+fn a_reload_names_the_edited_settings_that_wait_for_a_restart() {
+    let fixture = Fixture::new();
+    let config = fixture.config("log_level = \"info\"\n");
+    let mut agent = Agent::start(&["-config", config.to_str().unwrap()]);
+    fixture.config("log_level = \"debug\"\nlimits {\n  max_streams = 7\n}\nclient {\n  gc_max_allocs = 3\n}\n");
+    hangup(&agent);
+    assert_running(&mut agent, "a reload with restart-only edits");
+    // (the reload itself takes milliseconds; its lines are read once the agent has stopped)
+    std::thread::sleep(Duration::from_secs(2));
+    let log = agent.terminate_and_collect_stderr();
+    assert!(log.contains("configuration reloaded"), "{log}");
+    let warning = log.lines().find(|line| line.contains("not applied")).unwrap_or_else(|| panic!("{log}"));
+    assert!(warning.contains("WARN") && warning.contains("client, limits"), "{warning}");
+    assert!(!warning.contains("log_level"), "log_level was applied: {warning}");
+}
+
+#[test]
 fn sighup_never_stops_the_agent() {
     let mut agent = Agent::start(&["-dev"]);
     for _ in 0..5 {
