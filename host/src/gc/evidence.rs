@@ -231,8 +231,12 @@ fn apply(records: &mut BTreeMap<Key, Record>, rounds: &[(&str, Option<&TaskRepor
                 TaskState::EXITED => 0,
                 _ => 1,
             };
+            // (an exit time of 0 is unknown: as late as can be)
+            let latest = |at: i64| if at > 0 { at } else { i64::MAX };
             let entry = states.entry(key).or_insert((sample.state, sample.finished_at));
-            if rank(sample.state) > rank(entry.0) || (sample.state == entry.0 && sample.finished_at > entry.1) {
+            if rank(sample.state) > rank(entry.0)
+                || (sample.state == entry.0 && latest(sample.finished_at) > latest(entry.1))
+            {
                 *entry = (sample.state, sample.finished_at);
             }
         }
@@ -399,6 +403,12 @@ mod tests {
         evidence.observe(&[("docker", Some(&both))], 55 * SEC).await;
         assert!(matches!(evidence.verdict(A, &tasks(&["web"]), GRACE, 70 * SEC), Verdict::Live(_)));
         assert_eq!(evidence.verdict(A, &tasks(&["web"]), GRACE, 110 * SEC), Verdict::Terminal);
+        // An exit whose time the provider does not know (0) counts as the latest: now.
+        let unknown_time = report(true, vec![exited(60 * SEC), exited(0)]);
+        evidence.observe(&[("other", Some(&report(true, vec![sample("web", TaskState::RUNNING)])))], 56 * SEC).await;
+        evidence.observe(&[("other", Some(&unknown_time))], 65 * SEC).await;
+        let other = evidence.tasks_of(A).into_iter().find(|t| t.provider == "other").unwrap();
+        assert_eq!(other.exited_since, Some(65 * SEC));
         // An exit the provider reports as older than the clock does not move it back.
         evidence.observe(&[("docker", Some(&report(true, vec![exited(SEC)])))], 111 * SEC).await;
         assert_eq!(evidence.tasks_of(A)[0].exited_since, Some(50 * SEC));

@@ -195,12 +195,72 @@ impl Stuck {
     }
 }
 
-/// Where one call is: shared by the caller and the blocking closure, so that whichever comes
-/// second knows what the other did.
+/// Where one call is.
 const NOT_STARTED: u8 = 0;
 const RUNNING: u8 = 1;
 const DONE: u8 = 2;
 const ABANDONED: u8 = 3;
+
+/// One call's state, shared by its caller and the closure on the blocking pool, so that
+/// whichever is done with it second knows what the other did.
+struct CallState {
+    state: AtomicU8,
+    stuck: Arc<Stuck>,
+    alloc: Option<String>,
+    probe: bool,
+}
+
+impl CallState {
+    /// The closure starts the call; false when its caller has already given up.
+    fn start(&self) -> bool {
+        self.state.compare_exchange(NOT_STARTED, RUNNING, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
+
+    /// The closure is done with the call (returned or unwound): a call its caller gave up on
+    /// meanwhile stops holding back what it was about.
+    fn finish(&self) {
+        if self.state.compare_exchange(RUNNING, DONE, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            self.stuck.release(self.alloc.as_deref(), self.probe);
+        }
+    }
+
+    /// The caller gives up (a timeout, or its request went away): a call still running is
+    /// stuck until it finishes; one not started never will be.
+    fn abandon(&self) {
+        // Held first, so that a call finishing meanwhile releases what it holds.
+        self.stuck.hold(self.alloc.as_deref(), self.probe);
+        if self.state.swap(ABANDONED, Ordering::SeqCst) != RUNNING {
+            self.stuck.release(self.alloc.as_deref(), self.probe);
+        }
+    }
+}
+
+/// Calls [`CallState::finish`] when the closure is done, also when it unwinds.
+struct Finishing<'a>(&'a CallState);
+
+impl Drop for Finishing<'_> {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}
+
+/// Calls [`CallState::abandon`] unless the caller got the closure's answer: on a timeout, and
+/// when the caller's own future is dropped (its client went away).
+struct GivingUp(Option<Arc<CallState>>);
+
+impl GivingUp {
+    fn answered(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GivingUp {
+    fn drop(&mut self) {
+        if let Some(call) = self.0.take() {
+            call.abandon();
+        }
+    }
+}
 
 /// The call policy of one plugin instance.
 #[derive(Clone)]
@@ -318,28 +378,29 @@ impl Caller {
     {
         let permits = Arc::clone(&self.permits);
         let target = Arc::clone(target);
-        let state = Arc::new(AtomicU8::new(NOT_STARTED));
-        let (running, stuck, alloc) = (Arc::clone(&state), Arc::clone(&self.stuck), scope.alloc.map(str::to_owned));
+        let alloc = scope.alloc.map(str::to_owned);
+        let state =
+            Arc::new(CallState { state: AtomicU8::new(NOT_STARTED), stuck: Arc::clone(&self.stuck), alloc, probe });
+        let mut giving_up = GivingUp(Some(Arc::clone(&state)));
         // Waiting for a slot counts against the timeout too: a plugin whose calls all hang
         // must not make later callers wait forever.
         let attempt = async move {
             let permit = permits.acquire_owned().await.expect("plugin semaphore is never closed");
             tokio::task::spawn_blocking(move || {
-                if running.compare_exchange(NOT_STARTED, RUNNING, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+                if !state.start() {
                     return None; // its caller gave up before it started
                 }
+                let _finishing = Finishing(&state);
                 let started = std::time::Instant::now();
                 let result = call(&target);
                 drop(permit);
-                if running.compare_exchange(RUNNING, DONE, Ordering::SeqCst, Ordering::SeqCst).is_err() {
-                    stuck.release(alloc.as_deref(), probe);
-                }
                 Some((result.into_result(), started.elapsed()))
             })
             .await
         };
         let error = match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok(Some((result, took)))) => {
+                giving_up.answered();
                 let panic = result.as_ref().err().filter(|error| error.kind == ErrorKind::PANICKED);
                 self.stats.record(match panic {
                     Some(_) => CallOutcome::Panicked,
@@ -350,18 +411,14 @@ impl Caller {
             }
             Ok(Ok(None)) => unreachable!("only an abandoned call is skipped, and nobody awaits it"),
             Ok(Err(join_error)) => {
+                giving_up.answered();
                 self.stats.record(CallOutcome::Panicked);
                 PluginError::new(ErrorKind::PANICKED, format!("plugin call failed: {join_error}"))
             }
             Err(_) => {
                 self.stats.record(CallOutcome::TimedOut);
-                let error = PluginError::unavailable(format!("call timed out after {:?}", self.timeout));
-                // Held first, so that a call returning meanwhile releases what it holds.
-                self.stuck.hold(scope.alloc, probe);
-                if state.swap(ABANDONED, Ordering::SeqCst) != RUNNING {
-                    self.stuck.release(scope.alloc, probe); // not started (no slot in time), or just done
-                }
-                error
+                drop(giving_up);
+                PluginError::unavailable(format!("call timed out after {:?}", self.timeout))
             }
         };
         self.health.record(&self.plugin, Some(error.message.as_str()), probe);
@@ -523,6 +580,19 @@ mod tests {
         eventually(|| !caller.stuck.holds("a")).await;
         assert!(call_for(&caller, "a", &service, answer).await.is_ok(), "served again once it returned");
         assert_eq!(service.calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_call_whose_request_went_away_is_stuck_like_a_timed_out_one() {
+        let caller = Caller::new("p", 4, Duration::from_secs(5));
+        let service = Arc::new(Service::default());
+        // The client leaves long before the call's own timeout.
+        let left = tokio::time::timeout(Duration::from_millis(200), call_for(&caller, "a", &service, hang)).await;
+        assert!(left.is_err());
+        let held = call_for(&caller, "a", &service, answer).await.unwrap_err();
+        assert!(held.message().contains("allocation a timed out and has not returned"), "{held}");
+        eventually(|| !caller.stuck.holds("a")).await;
+        assert!(call_for(&caller, "a", &service, answer).await.is_ok());
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -181,7 +181,7 @@ impl WatchHub {
     pub async fn subscribe(self: &Arc<Self>, paths: &[String], interest: Interest, poll: Option<Poll>) -> Subscription {
         let wake = Arc::new(Wake { notify: Notify::new(), interest, settled: AtomicU64::new(NOT_SETTLED) });
         let mut watches = Vec::new();
-        let (id, mut watched, poll_key) = {
+        let (id, watched, poll_key) = {
             let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
             let id = table.next_id;
             table.next_id += 1;
@@ -209,6 +209,8 @@ impl WatchHub {
             });
             (id, watched, poll_key)
         };
+        // Made before the wait, so that a follower that goes away meanwhile still leaves.
+        let mut subscription = Subscription { hub: Arc::clone(self), id, paths: watched, poll_key, wake };
         let answers = futures_util::future::join_all(
             watches
                 .into_iter()
@@ -222,9 +224,9 @@ impl WatchHub {
             .collect();
         if !refused.is_empty() {
             self.unsubscribe(id, &refused, None);
-            watched.retain(|path| !refused.contains(path));
+            subscription.paths.retain(|path| !refused.contains(path));
         }
-        Subscription { hub: Arc::clone(self), id, paths: watched, poll_key, wake }
+        subscription
     }
 
     fn unsubscribe(&self, id: u64, paths: &[PathBuf], poll_key: Option<&String>) {
@@ -447,6 +449,23 @@ mod tests {
         state.store(2, Ordering::SeqCst);
         woken(&follower, "woken by the poll").await;
         woken(&other, "woken by the poll").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_follower_gone_while_waiting_for_its_watches_leaves_nothing_behind() {
+        let (_dir, _file, paths) = followed_file("log");
+        let mut hub = WatchHub::new();
+        let (stuck, _never_served) = std::sync::mpsc::channel();
+        hub.watcher = Some(stuck);
+        let hub = Arc::new(hub);
+        let (state, calls) = (Arc::new(AtomicU64::new(1)), Arc::new(AtomicU64::new(0)));
+        let gone = tokio::time::timeout(
+            Duration::from_millis(100),
+            hub.subscribe(&paths, Interest::Changes, poll_of(&state, &calls)),
+        )
+        .await;
+        assert!(gone.is_err(), "it left while waiting");
+        assert_eq!((hub.watched_paths(), hub.polls()), (0, 0));
     }
 
     #[tokio::test]

@@ -174,10 +174,14 @@ pub fn remove_tree(path: &Path, mounted: &[PathBuf]) -> std::io::Result<usize> {
     };
     let walk = Walk { mount: mount_of(&root)?, mounted };
     let kept = walk.remove_children(&root, path, 0);
-    if kept == 0 {
-        std::fs::remove_dir(path)?;
+    if kept > 0 {
+        return Ok(kept);
     }
-    Ok(kept)
+    match std::fs::remove_dir(path) {
+        // Something was created in it meanwhile: the next pass takes it.
+        Err(err) if err.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(1),
+        done => done.map(|()| 0),
+    }
 }
 
 /// Where a directory lives: its mount ID where the kernel tells it, and its device.
