@@ -431,14 +431,19 @@ mod tests {
         woken(&names, "a removed file is a name gone").await;
     }
 
+    /// A hub whose watcher thread never answers (adding a watch on a hung filesystem), and the
+    /// end of its channel that nobody serves.
+    fn hub_whose_watcher_hangs() -> (Arc<WatchHub>, std::sync::mpsc::Receiver<Command>) {
+        let mut hub = WatchHub::new();
+        let (stuck, never_served) = std::sync::mpsc::channel();
+        hub.watcher = Some(stuck);
+        (Arc::new(hub), never_served)
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn a_watch_stuck_in_the_kernel_delays_a_subscriber_by_at_most_the_wait() {
         let (_dir, _file, paths) = followed_file("log");
-        let mut hub = WatchHub::new();
-        // A watcher thread that never answers: adding a watch on a hung filesystem.
-        let (stuck, _never_served) = std::sync::mpsc::channel();
-        hub.watcher = Some(stuck);
-        let hub = Arc::new(hub);
+        let (hub, _never_served) = hub_whose_watcher_hangs();
         let started = std::time::Instant::now();
         let (state, calls) = (Arc::new(AtomicU64::new(1)), Arc::new(AtomicU64::new(0)));
         let follower = hub.subscribe(&paths, Interest::Changes, poll_of(&state, &calls)).await;
@@ -454,10 +459,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_follower_gone_while_waiting_for_its_watches_leaves_nothing_behind() {
         let (_dir, _file, paths) = followed_file("log");
-        let mut hub = WatchHub::new();
-        let (stuck, _never_served) = std::sync::mpsc::channel();
-        hub.watcher = Some(stuck);
-        let hub = Arc::new(hub);
+        let (hub, _never_served) = hub_whose_watcher_hangs();
         let (state, calls) = (Arc::new(AtomicU64::new(1)), Arc::new(AtomicU64::new(0)));
         let gone = tokio::time::timeout(
             Duration::from_millis(100),
