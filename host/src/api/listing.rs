@@ -107,22 +107,25 @@ pub async fn local_stubs(state: &AppState, prefix: &str) -> Result<Vec<AllocStub
     let mut stubs = Vec::new();
     for (backend, listing) in state.registry.storage.iter().zip(listings) {
         let ids = listing.map_err(|f| ApiError::from_failure(&f))?;
-        let ids: Vec<String> = ids.into_iter().filter(|id| id.starts_with(prefix)).collect();
+        let ids = ids.into_iter().filter(|id| id.starts_with(prefix));
         // (owned IDs: a closure over borrowed ones makes the future not `Send` for the compiler)
-        let described: Vec<_> = futures_util::stream::iter(ids.clone().into_iter().map(move |id| async move {
-            let info = backend.alloc_info(&id).await?;
-            let created = backend.stat(&id, "/").await.map(|i| i.mod_time_ns).unwrap_or(0);
-            Ok::<_, crate::plugins::call::PluginFailure>(info.map(|info| (info, created)))
+        let described: Vec<_> = futures_util::stream::iter(ids.map(move |id| async move {
+            let described = async {
+                let info = backend.alloc_info(&id).await?;
+                let created = backend.stat(&id, "/").await.map(|i| i.mod_time_ns).unwrap_or(0);
+                Ok::<_, crate::plugins::call::PluginFailure>(info.map(|info| (info, created)))
+            };
+            (described.await, id)
         }))
         .buffered(DESCRIBED_AT_ONCE)
         .collect()
         .await;
-        for (id, answer) in ids.iter().zip(described) {
+        for (answer, id) in described {
             // Gone between the listing and the look-up: collected meanwhile, not listed.
             let Some((info, created)) = answer.map_err(|f| ApiError::from_failure(&f))? else { continue };
             let tasks: Vec<String> = info.tasks.iter().map(|t| t.to_string()).collect();
-            let evidence = state.sampler.evidence().tasks_of(id);
-            stubs.push(stub(id, info.namespace.as_str(), &state.node_id, created, &tasks, &evidence));
+            let evidence = state.sampler.evidence().tasks_of(&id);
+            stubs.push(stub(&id, info.namespace.as_str(), &state.node_id, created, &tasks, &evidence));
         }
     }
     stubs.sort_by(|a, b| a.id.cmp(&b.id));

@@ -91,15 +91,20 @@ pub fn delete(path: &Path) {
     // tell a directory's mount (no STATX_MNT_ID before Linux 5.8, and a bind mount of the
     // same filesystem has the same device).
     let mounted: Vec<PathBuf> = mounts_inside(&path).into_iter().filter(|mount| *mount != path).collect();
-    let mut kept_before = usize::MAX;
+    let mut kept = usize::MAX;
     for _ in 0..PASSES {
         match remove_tree(&path, &mounted) {
             Ok(0) => {
                 log::info!("deleted {}", path.display());
                 return;
             }
-            Ok(kept) if kept < kept_before => kept_before = kept,
-            Ok(_) => break,
+            Ok(now) => {
+                let fewer = now < kept;
+                kept = now;
+                if !fewer {
+                    break;
+                }
+            }
             Err(err) => {
                 log::warn!("cannot delete {}: {err}", path.display());
                 return;
@@ -107,7 +112,7 @@ pub fn delete(path: &Path) {
         }
     }
     log::warn!(
-        "deleted {} except {kept_before} entries on other mounts, too deep or that could not be removed; they stay in the trash",
+        "deleted {} except {kept} entries on other mounts, too deep or that could not be removed; they stay in the trash",
         path.display()
     );
 }
